@@ -41,7 +41,7 @@ def test_offline_model_is_available_and_imagenet_answers_quickly(registry, monke
 
 
 def test_unknown_model_suggests_close_names(registry):
-    with pytest.raises(NotFound, match="did you mean .*vgg16"):
+    with pytest.raises(NotFound, match=r"did you mean .*vgg16"):
         registry.spec("vgg61")
 
 
