@@ -10,7 +10,7 @@ behaviour      what the server does for its image
 ``missing``    404 with an HTML page; the artwork page is 404 too
 ``moved``      404 for the rewritten URL, but the artwork page links the image elsewhere
 ``flaky``      500 for the first ``times`` requests, then the image
-``ratelimit``  429 with ``Retry-After: 1`` for the first ``times`` requests, then the image
+``ratelimit``  429 with ``Retry-After: retry_after`` for the first ``times`` requests
 ``slow``       waits ``delay`` seconds before answering
 ``truncated``  a JPEG cut in half (consistent Content-Length) the first ``times`` requests
 ``broken``     always a JPEG cut in half
@@ -76,6 +76,7 @@ class Art:
     times: int = 1
     delay: float = 0.0
     size: tuple[int, int] = (48, 36)
+    retry_after: str = "1"
 
     def row(self, host: str) -> list[str]:
         url = f"{host}/html/{self.path}.html"
@@ -383,7 +384,7 @@ def _make_handler(fake: FakeWga) -> type[BaseHTTPRequestHandler]:
                 self.send(500, b"<html>Internal Server Error</html>", "text/html")
                 return
             elif behaviour == "ratelimit" and early:
-                self.send(429, b"slow down", "text/plain", Retry_After="1")
+                self.send(429, b"slow down", "text/plain", Retry_After=art.retry_after)
                 return
             elif behaviour == "broken" or (behaviour == "truncated" and early):
                 self.send(200, image[: len(image) // 2], "image/jpeg")

@@ -210,8 +210,10 @@ def find_image_link(html: str | bytes, page_url: str) -> str | None:
     def is_jpeg(url: str) -> bool:
         return urlsplit(url).path.lower().endswith((".jpg", ".jpeg"))
 
-    links = [str(a["href"]) for a in soup.find_all("a", href=True) if is_jpeg(str(a["href"]))]
-    images = [str(img["src"]) for img in soup.find_all("img", src=True) if is_jpeg(str(img["src"]))]
+    links = [urljoin(page_url, str(a["href"])) for a in soup.find_all("a", href=True)]
+    images = [urljoin(page_url, str(img["src"])) for img in soup.find_all("img", src=True)]
+    links = [url for url in links if is_jpeg(url)]
+    images = [url for url in images if is_jpeg(url)]
     for candidates in (
         [url for url in links if "/art/" in urlsplit(url).path],
         links,
@@ -219,7 +221,7 @@ def find_image_link(html: str | bytes, page_url: str) -> str | None:
         [url for url in images if "/detail/" in urlsplit(url).path],
     ):
         if candidates:
-            return urljoin(page_url, candidates[0])
+            return candidates[0]
     return None
 
 

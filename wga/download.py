@@ -109,17 +109,34 @@ class RateLimiter:
 
 
 class PoliteRetry(Retry):
-    """urllib3's Retry whose every retry also waits for the global rate limiter."""
+    """urllib3's Retry, made to cooperate with the global rate limiter.
+
+    Every retry waits for a limiter slot, so retries count against ``rate`` too. A
+    ``Retry-After`` on a 503 pauses the limiter (capped at ``max_retry_after``) instead of
+    sleeping in one thread. 429 is never retried here: :class:`_Fetcher` handles it, pausing
+    every worker and stopping the run when the server asks for a very long break.
+    """
 
     limiter: RateLimiter | None = None
+    max_retry_after: float = 600.0
 
     def new(self, **kwargs: object) -> PoliteRetry:
         retry = super().new(**kwargs)  # type: ignore[arg-type]
         retry.limiter = self.limiter
+        retry.max_retry_after = self.max_retry_after
         return retry  # type: ignore[return-value]
 
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if status_code == 429:
+            return False
+        return super().is_retry(method, status_code, has_retry_after)
+
     def sleep(self, response: object | None = None) -> None:
-        super().sleep(response)  # type: ignore[arg-type]
+        retry_after = self.get_retry_after(response) if response is not None else None  # type: ignore[arg-type]
+        if retry_after is not None and self.limiter is not None:
+            self.limiter.pause(min(retry_after, self.max_retry_after))
+        else:
+            self._sleep_backoff()
         if self.limiter is not None:
             self.limiter.acquire()
 
@@ -238,6 +255,7 @@ def make_session(config: DownloadConfig, limiter: RateLimiter) -> requests.Sessi
         raise_on_redirect=False,
     )
     retry.limiter = limiter
+    retry.max_retry_after = config.max_retry_after
     adapter = HTTPAdapter(
         pool_connections=2, pool_maxsize=max(4, config.workers * 2), max_retries=retry
     )
@@ -562,7 +580,7 @@ def download(
             dynamic_ncols=True,
         )
         try:
-            _run_pool(to_fetch, config.workers, fetcher.fetch, record_result, bar)
+            _run_pool(to_fetch, config.workers, fetcher.fetch, record_result, bar, fetcher.stop)
         finally:
             bar.close()
             if own_session:
@@ -622,6 +640,7 @@ def _run_pool(
     fetch: Callable[[Artwork], Outcome],
     record_result: Callable[[Artwork, Outcome], None],
     bar: object,
+    abort: Callable[[str], None],
 ) -> None:
     """Feed a bounded window of jobs to the pool, so memory stays flat for any catalog size."""
     window = workers * 4
@@ -642,7 +661,10 @@ def _run_pool(
                     record = pending.pop(future)
                     record_result(record, future.result())
                     bar.update(1)  # type: ignore[attr-defined]
-        except BaseException:
+        except BaseException as error:
+            abort(
+                f"interrupted ({type(error).__name__})"
+            )  # running workers stop at their next request
             for future in pending:
                 future.cancel()
             raise
