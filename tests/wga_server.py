@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import json
 import random
 import socket
 import struct
@@ -306,6 +307,9 @@ class FakeWga:
 def _make_handler(fake: FakeWga) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes; with Nagle on, the body waits for the
+        # client's delayed ACK (~40 ms) on every keep-alive request. Real servers disable it.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # keep test output clean
@@ -345,6 +349,10 @@ def _make_handler(fake: FakeWga) -> type[BaseHTTPRequestHandler]:
                     fake.concurrent -= 1
 
         def answer(self, path: str, count: int) -> None:
+            if path == "/_stats":  # for benchmarks running the server in another process
+                stats = {"image_hits": fake.image_hits(), "max_concurrent": fake.max_concurrent}
+                self.send(200, json.dumps(stats).encode(), "application/json")
+                return
             if path in (CATALOG_PATH, OLD_CATALOG_PATH):
                 self.send(200, fake.catalog_bytes(path), "application/zip")
                 return
@@ -409,11 +417,29 @@ def _make_handler(fake: FakeWga) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-if __name__ == "__main__":  # a manual playground: python tests/wga_server.py
-    with FakeWga() as server:
-        print(f"catalog: {server.catalog_url}\nbase:    {server.base_url}", flush=True)
+def main() -> None:
+    """Serve the sample catalog, or ``--generate N`` rows, until interrupted."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="a local fake www.wga.hu")
+    parser.add_argument("--generate", type=int, help="serve N generated rows instead of the sample")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, nargs=2, default=(32, 24), metavar=("W", "H"))
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    args = parser.parse_args()
+    arts = (
+        generate_artworks(args.generate, args.seed, size=tuple(args.size))
+        if args.generate
+        else None
+    )
+    with FakeWga(arts, latency=args.latency) as server:
+        print(server.base_url, flush=True)  # first line: where to connect
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+
+
+if __name__ == "__main__":  # python tests/wga_server.py [--generate N] [--latency S]
+    main()
