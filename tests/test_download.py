@@ -324,3 +324,32 @@ def test_selection_then_download_of_a_generated_catalog_keeps_catalog_order(tmp_
         summary = download(chosen, fast_config(tmp_path, server))
     assert summary.ok == len(chosen) > 0
     assert list(manifest_by_key(tmp_path)) == [r.key for r in chosen]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_waiting_workers_at_once_and_still_writes_the_manifest(tmp_path):
+    arts = generate_artworks(30, seed=6)
+    with FakeWga(arts) as server:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        args = [
+            "download", "--catalog-url", server.catalog_url, "--out", str(tmp_path),
+            "--base-url", server.base_url, "--rate", "2", "--no-progress",
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wga", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while server.image_hits() < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)  # slots reserved 8 s ahead are abandoned
+    assert process.returncode == 130, stderr
+    statuses = [row["status"] for row in read_manifest(tmp_path / MANIFEST_NAME)]
+    assert len(statuses) == len(arts)
+    assert "ok" in statuses and "pending" in statuses
+    assert_no_corrupt_or_temporary_files(tmp_path)

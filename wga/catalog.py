@@ -499,6 +499,8 @@ def select(catalog: Catalog, selection: Selection) -> list[Artwork]:
         raise InvalidInput(f"--limit must be 0 or more, not {selection.limit}")
 
     chosen: list[Artwork] = []
+    if selection.limit == 0:
+        return chosen
     seen: set[str] = set()
     duplicates = 0
     for record in catalog.records:

@@ -84,28 +84,39 @@ class RateLimiter:
     """A global request pacer shared by all threads: at most ``rate`` requests per second.
 
     Each caller reserves the next free time slot under a lock and sleeps outside it, so threads
-    queue fairly without a busy loop. :meth:`pause` (after a 429) pushes every later slot back.
+    queue fairly without a busy loop. :meth:`pause` (after a 429) pushes every later slot back;
+    :meth:`cancel` wakes every sleeper at once, so an interrupted run ends promptly.
     """
 
     def __init__(self, rate: float | None) -> None:
         self.interval = 1.0 / rate if rate and rate > 0 else 0.0
         self._next = 0.0
         self._lock = threading.Lock()
+        self._cancelled = threading.Event()
         self.requests = 0
 
-    def acquire(self) -> None:
+    def acquire(self) -> bool:
+        """Wait for a slot; False if the run was cancelled meanwhile (then do not send)."""
         with self._lock:
             now = time.monotonic()
             slot = max(now, self._next)
             self._next = slot + self.interval
             self.requests += 1
         delay = slot - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        if delay > 0 and self._cancelled.wait(delay):
+            return False
+        return not self._cancelled.is_set()
 
     def pause(self, seconds: float) -> None:
         with self._lock:
             self._next = max(self._next, time.monotonic() + seconds)
+
+    def sleep(self, seconds: float) -> None:
+        """A backoff sleep that a cancel cuts short."""
+        self._cancelled.wait(seconds)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
 
 
 class PoliteRetry(Retry):
@@ -133,12 +144,14 @@ class PoliteRetry(Retry):
 
     def sleep(self, response: object | None = None) -> None:
         retry_after = self.get_retry_after(response) if response is not None else None  # type: ignore[arg-type]
-        if retry_after is not None and self.limiter is not None:
+        if self.limiter is None:
+            super().sleep(response)  # type: ignore[arg-type]
+            return
+        if retry_after is not None:
             self.limiter.pause(min(retry_after, self.max_retry_after))
         else:
-            self._sleep_backoff()
-        if self.limiter is not None:
-            self.limiter.acquire()
+            self.limiter.sleep(self.get_backoff_time())
+        self.limiter.acquire()
 
 
 @dataclass(slots=True)
@@ -334,8 +347,10 @@ class _Fetcher:
         self.stop_reason = ""
 
     def stop(self, reason: str) -> None:
-        self.stop_reason = reason
+        if not self._stop.is_set():
+            self.stop_reason = reason
         self._stop.set()
+        self.limiter.cancel()
 
     @property
     def stopped(self) -> bool:
@@ -343,7 +358,7 @@ class _Fetcher:
 
     def _sleep_backoff(self, attempt: int) -> None:
         delay = min(self.config.backoff_max, self.config.backoff * 2**attempt)
-        time.sleep(delay * random.uniform(0.75, 1.25))
+        self.limiter.sleep(delay * random.uniform(0.75, 1.25))
 
     def get(self, url: str) -> tuple[int, bytes, str]:
         """GET with the limiter; 429 pauses everyone. Returns (status, body, error text).
@@ -355,9 +370,8 @@ class _Fetcher:
         failures = 0
         rate_limited = 0
         while failures < self.config.attempts and rate_limited < MAX_429_PER_REQUEST:
-            if self.stopped:
+            if self.stopped or not self.limiter.acquire():
                 raise StopDownload(self.stop_reason)
-            self.limiter.acquire()
             try:
                 with self.session.get(url, timeout=self.config.timeout, stream=True) as response:
                     if response.status_code == 429:
@@ -579,8 +593,11 @@ def download(
             disable=not config.progress,
             dynamic_ncols=True,
         )
+        interrupted: BaseException | None = None
         try:
             _run_pool(to_fetch, config.workers, fetcher.fetch, record_result, bar, fetcher.stop)
+        except BaseException as error:  # Ctrl-C: still write the manifest of what is done
+            interrupted = error
         finally:
             bar.close()
             if own_session:
@@ -597,6 +614,8 @@ def download(
     write_atomic(out_dir / SUMMARY_NAME, json.dumps(summary.as_dict(), indent=2).encode())
     # The manifest now holds everything the journal knew.
     journal_path.unlink(missing_ok=True)
+    if interrupted is not None:
+        raise interrupted
     return summary
 
 
