@@ -14,6 +14,7 @@ from wga.catalog import (
     find_image_link,
     load_catalog,
     parse_catalog,
+    parse_retry_after,
     read_catalog,
     select,
 )
@@ -187,3 +188,9 @@ def test_a_local_zip_or_csv_path_works_as_catalog_url(tmp_path):
     assert len(load_catalog(str(tmp_path / "catalog.csv"))) == 1
     with pytest.raises(NotFound):
         fetch_catalog(str(tmp_path / "nope.zip"))
+
+
+def test_retry_after_is_read_as_seconds_or_http_date():
+    assert parse_retry_after("120") == 120
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # in the past: go now

@@ -155,6 +155,14 @@ def test_resize_shrinks_large_images_to_max_side(tmp_path):
     assert (row["width"], row["height"]) == ("100", "50")
 
 
+def test_a_read_timeout_is_retried(tmp_path):
+    arts = [Art("LATE, Server", "Stalled", "l/late/stalled", behaviour="stall", delay=1.0)]
+    with FakeWga(arts) as server:
+        summary = download(records_of(arts), fast_config(tmp_path, server, timeout=(1.0, 0.3)))
+        assert server.hits["/art/l/late/stalled.jpg"] == 2
+    assert summary.ok == 1
+
+
 def test_an_html_page_served_as_image_never_becomes_a_file(tmp_path):
     arts = [Art("ERR, Page", "Oops", "e/err/oops", behaviour="html")]
     with FakeWga(arts) as server:

@@ -12,6 +12,7 @@ behaviour      what the server does for its image
 ``flaky``      500 for the first ``times`` requests, then the image
 ``ratelimit``  429 with ``Retry-After: retry_after`` for the first ``times`` requests
 ``slow``       waits ``delay`` seconds before answering
+``stall``      waits ``delay`` seconds before answering the first ``times`` requests
 ``truncated``  a JPEG cut in half (consistent Content-Length) the first ``times`` requests
 ``broken``     always a JPEG cut in half
 ``shortbody``  announces the full length, sends half, closes (first ``times`` requests)
@@ -386,7 +387,7 @@ def _make_handler(fake: FakeWga) -> type[BaseHTTPRequestHandler]:
             image = synthetic_jpeg(_seed(art.path), *art.size)
             early = count <= art.times
             behaviour = art.behaviour
-            if behaviour == "slow":
+            if behaviour == "slow" or (behaviour == "stall" and early):
                 time.sleep(art.delay)
             elif behaviour == "flaky" and early:
                 self.send(500, b"<html>Internal Server Error</html>", "text/html")
