@@ -227,3 +227,22 @@ def test_cli_dataset_builds_the_2018_three_classes(download_dir, tmp_path):
     )
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: no manifest.csv")
+
+
+def test_cli_filters_and_where_options_parse_to_library_arguments(tmp_path):
+    from wga.cli.dataset_cmd import _parse_filters, _parse_where
+
+    spec = (
+        '{"portrait": {"FORM": "painting", "TYPE": "portrait"}, "still": {"TYPE": ["still-life"]}}'
+    )
+    assert _parse_filters(spec)["still"] == {"TYPE": ["still-life"]}
+    (tmp_path / "classes.json").write_text(spec)
+    assert list(_parse_filters(str(tmp_path / "classes.json"))) == ["portrait", "still"]
+    assert _parse_where(["FORM=painting", "school=Dutch,Flemish", "FORM=sculpture"]) == {
+        "FORM": ["painting", "sculpture"],
+        "school": ["Dutch", "Flemish"],
+    }
+    with pytest.raises(InvalidInput, match="COLUMN=value1,value2"):
+        _parse_where(["FORM"])
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        _parse_filters("{portrait: painting}")

@@ -144,7 +144,7 @@ def sample_artworks() -> list[Art]:
         Art("BOSCH, Hieronymus", "Lost Panel", "b/bosch/lost", behaviour="missing"),
         Art("BOSCH, Hieronymus", "Moved Panel", "b/bosch/moved", behaviour="moved"),
         Art("BRUEGEL, Pieter", "Hunters in the Snow", "b/bruegel/hunters", type="landscape",
-            school="Flemish", behaviour="truncated"),
+            school="Flemish", behaviour="truncated", size=(200, 150)),
         Art("CLAESZ, Pieter", "Vanitas", "c/claesz/vanitas", type="still-life", school="Dutch",
             timeframe="1601-1650", behaviour="shortbody"),
         Art("CLAESZ, Pieter", "Still-Life with Herring", "c/claesz/herring", type="still-life",
@@ -153,7 +153,7 @@ def sample_artworks() -> list[Art]:
             timeframe="1401-1450", technique="Bronze", behaviour="slow", delay=0.3),
         Art("GIOTTO di Bondone", "Madonna", "g/giotto/madonna", type="religious",
             timeframe="0751-0800"),
-        Art("ZZ Broken", "Always Broken", "z/zz/broken", behaviour="broken"),
+        Art("ZZ Broken", "Always Broken", "z/zz/broken", behaviour="broken", size=(200, 150)),
     ]  # fmt: skip
 
 

@@ -28,9 +28,13 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from wga.errors import InvalidInput, NotFound, Unavailable, closest_names
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +347,7 @@ def fetch_catalog(
     url: str = DEFAULT_CATALOG_URL,
     cache_dir: str | os.PathLike[str] = ".",
     *,
-    session: object | None = None,
+    session: requests.Session | None = None,
     refresh: bool = False,
     timeout: float = 60.0,
 ) -> Path:
@@ -369,7 +373,7 @@ def fetch_catalog(
     http = session if session is not None else requests.Session()
     log.info("catalog: fetching %s", url)
     try:
-        response = http.get(url, timeout=timeout, headers={"User-Agent": USER_AGENT})  # type: ignore[attr-defined]
+        response = http.get(url, timeout=timeout, headers={"User-Agent": USER_AGENT})
     except requests.RequestException as error:
         raise Unavailable(
             f"could not fetch the catalog from {url}: {error}; check the URL and the network"
@@ -413,7 +417,7 @@ def load_catalog(
     url: str = DEFAULT_CATALOG_URL,
     cache_dir: str | os.PathLike[str] = ".",
     *,
-    session: object | None = None,
+    session: requests.Session | None = None,
     refresh: bool = False,
 ) -> Catalog:
     """Fetch (or reuse) and parse the catalog."""

@@ -213,8 +213,12 @@ def assign_classes(
                         f"no downloaded row has {column} = {name!r}: "
                         + closest_names(name, sorted(v for v in present if v))
                     )
-        else:
-            names = sorted(value for value in present if value)
+        else:  # every value, spelt as most rows spell it ("still-life" over "Still-life")
+            spelling: dict[str, str] = {}
+            for value, _ in present.most_common():
+                if value:
+                    spelling.setdefault(_fold(value), value)
+            names = sorted(spelling.values())
         tests = [(name, {column: {_fold(name)}}) for name in names]
 
     if len(set(map(_fold, names))) != len(names):
@@ -416,7 +420,7 @@ def build_dataset(
         raise InvalidInput(f"class names {names} give the same folder names {folders}; rename them")
     folder_of = dict(zip(names, folders, strict=True))
     rng = random.Random(seed)
-    groups = assign_groups(chosen)
+    assign_groups(chosen)
     before = len(chosen)
     if balance_classes:
         chosen = balance(chosen, names, rng)
@@ -435,7 +439,6 @@ def build_dataset(
         ambiguous=ambiguous,
         dropped_by_balance=before - len(chosen),
     )
-    del groups
     for name, folder in folder_of.items():
         if folder != name:
             summary.warnings.append(f"class {name!r} is stored in folder {folder!r}")

@@ -308,8 +308,8 @@ def verify_file(path: Path) -> bool:
 def encode_image(data: bytes, image: Image.Image, max_side: int | None, quality: int) -> bytes:
     """The bytes to store: the original JPEG untouched, unless it must shrink or isn't JPEG."""
     too_big = max_side is not None and max(image.size) > max_side
-    if image.format == "JPEG" and not too_big:
-        return data
+    if image.format == "JPEG" and image.mode in ("RGB", "L") and not too_big:
+        return data  # CMYK and other modes are re-encoded: not every decoder reads them
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
     if too_big:
