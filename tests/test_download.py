@@ -232,12 +232,12 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_cli_download_selects_with_filters_and_prints_a_summary(tmp_path):
+def test_cli_download_reads_the_old_catalog_selects_with_filters_and_sums_up(tmp_path):
     with FakeWga() as server:
         result = run_cli(
             "download",
             "--catalog-url",
-            server.catalog_url,
+            server.old_catalog_url,  # the ";" format, with a blank and a short row
             "--out",
             str(tmp_path),
             "--base-url",
@@ -260,6 +260,7 @@ def test_cli_download_selects_with_filters_and_prints_a_summary(tmp_path):
     keys = list(manifest_by_key(tmp_path))
     assert keys == ["a/aachen/adonis", "a/aachen/adonis1", "b/bassano/adonis", "c/claesz/vanitas"]
     assert (tmp_path / "summary.json").is_file()
+    assert "no URL" in (tmp_path / "catalog" / "problems.txt").read_text()
 
 
 def test_cli_download_exits_1_when_images_failed_and_2_on_a_typo(tmp_path):

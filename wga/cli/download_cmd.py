@@ -80,12 +80,12 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("urllib3").setLevel(logging.ERROR)
     out = Path(args.out)
     catalog = load_catalog(args.catalog_url, out / "catalog", refresh=args.refresh_catalog)
-    log.info(
-        "catalog: %d rows (%s-delimited), %d skipped",
-        len(catalog),
-        catalog.delimiter,
-        len(catalog.problems),
-    )
+    log.info("catalog: %d rows (%r-delimited)", len(catalog), catalog.delimiter)
+    if catalog.problems:
+        report = out / "catalog" / "problems.txt"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text("".join(f"{problem}\n" for problem in catalog.problems), encoding="utf-8")
+        log.warning("catalog: %d rows skipped or incomplete, see %s", len(catalog.problems), report)
     selection = Selection(
         form=split_list(args.form),
         type=split_list(args.type),
