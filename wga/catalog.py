@@ -310,7 +310,7 @@ def parse_catalog(text: str) -> Catalog:
     except csv.Error as error:  # an unterminated quote swallows the rest: say where it began
         problems.append(Problem(line_offset + reader.line_num, f"unreadable from here on: {error}"))
     if problems:
-        log.info("catalog: %d rows skipped or incomplete (first: %s)", len(problems), problems[0])
+        log.debug("catalog: %d rows skipped or incomplete (first: %s)", len(problems), problems[0])
     return Catalog(records=records, problems=problems, delimiter=delimiter, blank_lines=blank)
 
 

@@ -225,7 +225,7 @@ class DownloadSummary:
             f"selected {self.selected}: {self.ok} ok ({self.downloaded} downloaded, "
             f"{self.cached} already there, {self.via_page} found via the artwork page), "
             f"{self.missing} missing, {self.failed} failed, {self.pending} not tried",
-            f"{self.requests} requests, {self.bytes / 1e6:.1f} MB in {self.seconds:.1f} s "
+            f"{self.requests} requests, {_human_bytes(self.bytes)} in {self.seconds:.1f} s "
             f"({rate:.2f} images/s)",
             f"manifest: {self.manifest}",
         ]
@@ -237,6 +237,14 @@ class DownloadSummary:
         if self.failed or self.pending:
             lines.append("run the same command again to retry what failed (done files are kept)")
         return lines
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("bytes", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
 
 
 class StopDownload(Exception):
@@ -580,7 +588,9 @@ def download(
                 to_fetch.append(record)
         if len(to_fetch) < len(records):
             log.info(
-                "%d of %d images are already there", len(records) - len(to_fetch), len(records)
+                "%d of %d rows need no request (already there, or 404 before)",
+                len(records) - len(to_fetch),
+                len(records),
             )
 
         from tqdm import tqdm

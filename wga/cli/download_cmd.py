@@ -110,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
         retry_missing=args.retry_missing,
         progress=not args.no_progress,
     )
-    summary = download(records, config)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+        summary = download(records, config)
     for line in summary.lines():
         print(line)
     return 1 if summary.failed or summary.pending else 0
