@@ -71,7 +71,8 @@ def sample_run(tmp_path_factory):
         hits_after_first = dict(server.hits)
         second = download(records, fast_config(out, server))
         hits_after_second = dict(server.hits)
-    return out, records, first, manifest, hits_after_first, second, hits_after_second
+        agents = set(server.user_agents)
+    return out, records, first, manifest, hits_after_first, second, hits_after_second, agents
 
 
 def test_every_selected_row_is_in_the_manifest_with_catalog_fields(sample_run):
@@ -129,11 +130,16 @@ def test_every_file_is_a_whole_image_and_basenames_do_not_collide(sample_run):
 
 
 def test_a_rerun_requests_nothing_that_is_done_and_retries_failures(sample_run):
-    _, _, _, _, first_hits, second, second_hits = sample_run
+    _, _, _, _, first_hits, second, second_hits, _ = sample_run
     new = {path: n - first_hits.get(path, 0) for path, n in second_hits.items()}
     new = {path: n for path, n in new.items() if n}
     assert set(new) == {"/art/z/zz/broken.jpg"}  # only the failure; not even the 404s
     assert second.cached == 11 and second.downloaded == 0 and second.failed == 1
+
+
+def test_requests_say_who_is_asking(sample_run):
+    agents = sample_run[-1]
+    assert agents and all(agent.startswith("wga/") and "research" in agent for agent in agents)
 
 
 def test_retry_missing_asks_again_for_earlier_404s(sample_run, tmp_path):

@@ -261,6 +261,7 @@ class FakeWga:
         self.by_path = {art.path: art for art in self.arts}
         self.latency = latency
         self.hits: Counter[str] = Counter()
+        self.user_agents: set[str] = set()
         self.lock = threading.Lock()
         self.concurrent = 0
         self.max_concurrent = 0
@@ -338,6 +339,7 @@ def _make_handler(fake: FakeWga) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?", 1)[0]
             with fake.lock:
                 fake.hits[path] += 1
+                fake.user_agents.add(self.headers.get("User-Agent", ""))
                 count = fake.hits[path]
                 fake.concurrent += 1
                 fake.max_concurrent = max(fake.max_concurrent, fake.concurrent)

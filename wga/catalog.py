@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
+from wga import __version__
 from wga.errors import InvalidInput, NotFound, Unavailable, closest_names
 
 if TYPE_CHECKING:
@@ -42,7 +43,10 @@ log = logging.getLogger(__name__)
 DEFAULT_CATALOG_URL = "https://www.wga.hu/database/download/data_txt.zip"
 DEFAULT_BASE_URL = "https://www.wga.hu"
 # Identify ourselves: the site has no crawling policy, so make it easy to see who is asking.
-USER_AGENT = "wga-research-downloader/0.1 (+https://github.com/; art-history research, polite)"
+USER_AGENT = (
+    f"wga/{__version__} (research downloader for art history; "
+    "about 2 requests/s, resumes instead of refetching)"
+)
 
 # The 11 catalog columns, in file order (shared/notes/wga.md).
 COLUMNS: tuple[str, ...] = (
