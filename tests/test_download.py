@@ -162,10 +162,10 @@ def test_resize_shrinks_large_images_to_max_side(tmp_path):
 
 
 def test_a_read_timeout_is_retried(tmp_path):
-    arts = [Art("LATE, Server", "Stalled", "l/late/stalled", behaviour="stall", delay=1.0)]
+    arts = [Art("LATE, Server", "Stalled", "l/late/stalled", behaviour="stall", delay=3.0)]
     with FakeWga(arts) as server:
-        summary = download(records_of(arts), fast_config(tmp_path, server, timeout=(1.0, 0.3)))
-        assert server.hits["/art/l/late/stalled.jpg"] == 2
+        summary = download(records_of(arts), fast_config(tmp_path, server, timeout=(2.0, 0.5)))
+        assert server.hits["/art/l/late/stalled.jpg"] >= 2  # more if the machine is very busy
     assert summary.ok == 1
 
 
