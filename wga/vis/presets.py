@@ -6,8 +6,9 @@
 * ``offert2018``: the 2018 original (``shared/notes/original.md``): pixel space in model-input
   range, normalised gradient ascent ``x += 0.01 · g / mean|g|``, 100 steps per octave, octaves ×1.2
   from ~174 px up to the size with DeepDream-style re-injection of lost detail, a 5×5 median filter
-  every 4 steps, a channel mean that excludes a 2 px border, autotone at the end. (One fix: class
-  units use the logit, as everywhere in wga.)
+  every 4 steps, a channel mean that excludes a 2 px border, autotone at the end. Two fixes: class
+  units use the logit (as everywhere in wga), and the first 16 steps redirect ReLU gradients, so
+  a unit that is dead on the start noise can still rise (the original left such units blank).
 * ``preview``: ``lucid`` with 48 steps and a higher rate — grid thumbnails in seconds.
 * ``pixel``: ``lucid`` without the Fourier basis — the comparison that shows why Fourier helps.
 """
@@ -117,7 +118,7 @@ PRESETS: dict[str, Preset] = {
         default_steps=OFFERT_STEPS_PER_OCTAVE * OFFERT_PAPER_OCTAVES,
         octaves="offert2018",
         transforms=False,
-        warmup_steps=0,
+        warmup_steps=16,  # not in 2018: without it, units dead on grey noise never move
         median_every=OFFERT_MEDIAN_EVERY,
         border=OFFERT_BORDER,
         detail_reinjection=True,
