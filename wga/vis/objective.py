@@ -30,8 +30,9 @@ from typing import Literal
 import keras
 import tensorflow as tf
 
+from wga.vis.recipe import OBJECTIVES
+
 ObjectiveKind = Literal["channel", "neuron", "logit", "layer"]
-OBJECTIVES: tuple[str, ...] = ("auto", "channel", "neuron", "logit", "layer")
 RELU_WARMUP_STEPS = 16  # Lucid render_vis: relu_gradient_override for the first 16 steps
 DIVERSITY_WEIGHT = 100.0  # Lucid's tutorial: channel(...) - 1e2 * diversity(layer)
 
