@@ -23,6 +23,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,8 +105,8 @@ class _CompiledStep:
     kind: ObjectiveKind
     preset: Preset
     diversity_weight: float
-    adam: Callable[..., Any] = field(init=False)
-    normalized: Callable[..., Any] = field(init=False)
+    adam: dict[bool, Callable[..., Any]] = field(init=False)
+    normalized: dict[bool, Callable[..., Any]] = field(init=False)
     median: Callable[..., Any] = field(init=False)
     to_rgb: Callable[..., Any] = field(init=False)
 
@@ -114,14 +115,21 @@ class _CompiledStep:
         seeds = tf.TensorSpec([None], tf.int64)
         units = tf.TensorSpec([None], tf.int32)
         scalar_i = tf.TensorSpec([], tf.int64)
-        warm = tf.TensorSpec([], tf.bool)
-        self.adam = tf.function(
-            self._adam_step,
-            input_signature=[shape, shape, shape, scalar_i, seeds, units, scalar_i, warm],
-        )
-        self.normalized = tf.function(
-            self._normalized_step, input_signature=[shape, seeds, units, scalar_i, warm]
-        )
+        adam_signature = [shape, shape, shape, scalar_i, seeds, units, scalar_i]
+        normalized_signature = [shape, seeds, units, scalar_i]
+        # Two traces each: with redirected ReLU gradients (warm-up) and plain. The plain one
+        # keeps no pre-activations for the custom gradient: less memory and time for the
+        # (many more) steps after the warm-up, and for octaves that never warm up.
+        self.adam = {
+            warm: tf.function(partial(self._adam_step, warm=warm), input_signature=adam_signature)
+            for warm in (False, True)
+        }
+        self.normalized = {
+            warm: tf.function(
+                partial(self._normalized_step, warm=warm), input_signature=normalized_signature
+            )
+            for warm in (False, True)
+        }
         self.median = tf.function(
             lambda images: median_filter(images, self.preset.median_size),
             input_signature=[shape],
@@ -129,7 +137,7 @@ class _CompiledStep:
         self.to_rgb = tf.function(self.param.to_rgb, input_signature=[shape])
 
     def _gradient(
-        self, params: tf.Tensor, seeds: tf.Tensor, units: tf.Tensor, step: tf.Tensor, warm: Any
+        self, params: tf.Tensor, seeds: tf.Tensor, units: tf.Tensor, step: tf.Tensor, warm: bool
     ) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(params)
@@ -140,7 +148,7 @@ class _CompiledStep:
             if fixed is not None and images.shape[1] != fixed:
                 images = tf.image.resize(images, (fixed, fixed), method="bilinear", antialias=True)
             inputs = preprocess(images, self.preprocessing)
-            with redirect_relu_gradients(warm):
+            with redirect_relu_gradients(tf.constant(True) if warm else None):
                 features = self.graph.model(inputs, training=False)
             scores = score(self.kind, features, units, self.preset.border)
             total = tf.reduce_sum(scores)
@@ -148,7 +156,7 @@ class _CompiledStep:
                 total -= self.diversity_weight * diversity(features)
         return tape.gradient(total, params), scores
 
-    def _adam_step(self, params, m, v, t, seeds, units, step, warm):
+    def _adam_step(self, params, m, v, t, seeds, units, step, *, warm: bool):
         gradient, scores = self._gradient(params, seeds, units, step, warm)
         t = tf.cast(t, tf.float32)
         m = ADAM_BETA1 * m + (1 - ADAM_BETA1) * gradient
@@ -158,7 +166,7 @@ class _CompiledStep:
         params = params + self.preset.learning_rate * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON)
         return params, m, v, scores
 
-    def _normalized_step(self, params, seeds, units, step, warm):
+    def _normalized_step(self, params, seeds, units, step, *, warm: bool):
         gradient, scores = self._gradient(params, seeds, units, step, warm)
         axes = list(range(1, len(params.shape)))
         mean = tf.reduce_mean(tf.abs(gradient), axis=axes, keepdims=True)
@@ -337,7 +345,7 @@ class BatchRender:
                     chunk.m = tf.zeros_like(chunk.params)
                     chunk.v = tf.zeros_like(chunk.params)
                 chunk.t += 1
-                chunk.params, chunk.m, chunk.v, scores = self._step.adam(
+                chunk.params, chunk.m, chunk.v, scores = self._step.adam[warm](
                     chunk.params,
                     chunk.m,
                     chunk.v,
@@ -345,12 +353,9 @@ class BatchRender:
                     seeds,
                     units,
                     step,
-                    tf.constant(warm),
                 )
             else:
-                chunk.params, scores = self._step.normalized(
-                    chunk.params, seeds, units, step, tf.constant(warm)
-                )
+                chunk.params, scores = self._step.normalized[warm](chunk.params, seeds, units, step)
             chunk.scores = scores.numpy()
         self.steps_done += 1
         self._octave_step += 1
