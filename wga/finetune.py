@@ -88,7 +88,7 @@ MIN_INPUT_SIZE = {"inceptionv3": 75, "xception": 71}
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.keras"
-BEST_WEIGHTS = "best.weights.h5"
+BEST_CHECKPOINT = "best.keras"
 STATE_FILE = "state.json"
 LOG_FILE = "log.csv"
 HEAD_LAYERS = ("head_pool", "head_norm", "head_dense", "head_dropout", "predictions")
@@ -331,14 +331,18 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
         raise
 
 
-def _save_weights_atomic(model: keras.Model, path: Path) -> None:
-    temp = path.with_name(f".{path.name.split('.')[0]}.tmp-{os.getpid()}.weights.h5")
+def _keep_as_best(last: Path, best: Path) -> None:
+    """Make ``best`` the just-saved ``last`` checkpoint: a hard link, no second serialisation.
+
+    ``last`` is later replaced by a new file (``os.replace``), so the link keeps this epoch.
+    """
+    temp = best.with_name(f".{best.stem}.tmp-{os.getpid()}.keras")
+    temp.unlink(missing_ok=True)
     try:
-        model.save_weights(temp)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+        os.link(last, temp)
+    except OSError:
+        shutil.copyfile(last, temp)  # file systems without hard links
+    os.replace(temp, best)
 
 
 def _trim_log(path: Path, completed_epochs: int) -> None:
@@ -411,7 +415,7 @@ def _make_checkpoint_callback(state: _RunState, folder: Path, phase: int, patien
             save_model_atomic(self.model, folder / LAST_CHECKPOINT)
             if np.isfinite(val_loss) and val_loss < state.best_val_loss:
                 state.best_val_loss, state.best_epoch, state.wait = val_loss, epoch, 0
-                _save_weights_atomic(self.model, folder / BEST_WEIGHTS)
+                _keep_as_best(folder / LAST_CHECKPOINT, folder / BEST_CHECKPOINT)
             elif phase == 2:
                 state.wait += 1
             state.completed_epochs, state.phase = epoch + 1, phase
@@ -590,6 +594,7 @@ def finetune(
                 epochs=end,
                 initial_epoch=state.completed_epochs,
                 class_weight=weights,
+                shuffle=False,  # the tf.data pipeline shuffles, per epoch
                 verbose=1 if progress else 0,
                 callbacks=[
                     keras.callbacks.CSVLogger(str(log_path), append=True),
@@ -600,8 +605,8 @@ def finetune(
             )
             state.phase = phase
 
-        if (checkpoints / BEST_WEIGHTS).exists():
-            model.load_weights(checkpoints / BEST_WEIGHTS)
+        if (checkpoints / BEST_CHECKPOINT).exists():
+            model.load_weights(checkpoints / BEST_CHECKPOINT)
     final = with_dtype_policy(model, "float32")
     save_model_atomic(final, out / RUN_MODEL_FILE)
     correlation = color_correlation(train_paths)
