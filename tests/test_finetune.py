@@ -270,14 +270,19 @@ def test_only_the_training_split_is_augmented(trained_run):
     assert {frozenset(s) for s, _ in calls} == {frozenset({x}) for x in ("train", "val", "test")}
 
 
-@pytest.mark.slow
-def test_run_is_a_registry_model_with_class_names(trained_run):
+@pytest.fixture(scope="module")
+def run_model(trained_run):
+    """The run loaded the way the engine, API and page load it: by name from the runs folder."""
     from wga.models import ModelRegistry
 
-    out = trained_run["config"].out
-    registry = ModelRegistry(out.parent)
+    registry = ModelRegistry(trained_run["config"].out.parent)
     assert "shapes" in registry.names()
-    loaded = registry.load("shapes")
+    return registry.load("shapes")
+
+
+@pytest.mark.slow
+def test_run_is_a_registry_model_with_class_names(trained_run, run_model):
+    out, loaded = trained_run["config"].out, run_model
     assert loaded.class_names == ["stripes", "checkerboard", "blobs"]
     assert loaded.class_layer().name == "predictions" and loaded.class_layer().units == 3
     assert loaded.spec.preprocessing == "caffe" and loaded.spec.input_size == SIZE
@@ -422,3 +427,21 @@ def test_cli_finetune_reports_a_missing_dataset_in_one_line(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "classes.json" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_class_units_of_the_run_render_images_the_model_calls_that_class(run_model):
+    """The engine renders each class unit (its logit) into an image of that class."""
+    from wga.models import preprocess
+    from wga.vis.render import Recipe, render
+
+    names = run_model.class_names
+    recipes = [
+        Recipe(run_model.name, "predictions", unit, size=SIZE, steps=32)
+        for unit in range(len(names))
+    ]
+    images = render(run_model, recipes)
+    assert images.shape == (3, SIZE, SIZE, 3) and images.dtype == np.uint8
+    x = preprocess(images.astype("float32") / 255.0, run_model.spec.preprocessing)
+    probabilities = run_model.model.predict(x, verbose=0)
+    assert probabilities.argmax(axis=1).tolist() == [0, 1, 2], probabilities

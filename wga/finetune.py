@@ -500,6 +500,11 @@ def finetune(
         shutil.rmtree(checkpoints, ignore_errors=True)  # leftovers of a run killed in epoch 1
 
     dataset = read_dataset(config.data)
+    if config.resume and state.settings.get("classes", dataset.classes) != dataset.classes:
+        raise InvalidInput(
+            f"the classes of {config.data} changed since the checkpoint "
+            f"({state.settings['classes']} → {dataset.classes}); start a new run with another --out"
+        )
     spec = registry.spec(config.model)
     size = config.size or spec.input_size
     if size < MIN_INPUT_SIZE.get(spec.name, MIN_SIZE):
