@@ -6,7 +6,7 @@ preprocessed as one NumPy array, i.e. the cost of the input pipeline is zero the
 should cost at most ~10 %: after the first epoch it only reads the cache, crops, flips and
 jitters in parallel with the training step (prefetch).
 
-    PYTHONPATH=. python benchmarks/finetune_pipeline.py [--images 192] [--size 96] [--rounds 3]
+    PYTHONPATH=. python benchmarks/finetune_pipeline.py [--images 128] [--size 96] [--rounds 3]
 
 Rounds alternate pipeline and in-memory so that machine load hits both; the best round of each
 is compared.
@@ -24,10 +24,10 @@ import numpy as np
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=192, help="training images in all")
+    parser.add_argument("--images", type=int, default=128, help="training images in all")
     parser.add_argument("--size", type=int, default=96, help="input side, px")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per round")
+    parser.add_argument("--epochs", type=int, default=1, help="timed epochs per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 

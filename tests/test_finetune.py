@@ -437,7 +437,7 @@ def test_class_units_of_the_run_render_images_the_model_calls_that_class(run_mod
 
     names = run_model.class_names
     recipes = [
-        Recipe(run_model.name, "predictions", unit, size=SIZE, steps=32)
+        Recipe(run_model.name, "predictions", unit, size=SIZE, steps=16)
         for unit in range(len(names))
     ]
     images = render(run_model, recipes)
@@ -445,3 +445,39 @@ def test_class_units_of_the_run_render_images_the_model_calls_that_class(run_mod
     x = preprocess(images.astype("float32") / 255.0, run_model.spec.preprocessing)
     probabilities = run_model.model.predict(x, verbose=0)
     assert probabilities.argmax(axis=1).tolist() == [0, 1, 2], probabilities
+
+
+def test_cli_finetune_passes_every_option_to_the_library(tmp_path, monkeypatch, capsys):
+    import wga.finetune
+    from wga.cli import main
+
+    seen = {}
+
+    def fake_finetune(config, *, registry, progress):
+        seen.update(config=config, progress=progress, registry=registry)
+        return {
+            "val_accuracy": 0.91234,
+            "test_accuracy": None,
+            "majority_baseline_accuracy": {"val": 0.4},
+            "training": {"epochs_run": 3},
+        }
+
+    monkeypatch.setattr(wga.finetune, "finetune", fake_finetune)
+    monkeypatch.setattr("wga.cli.filter_native_stderr", lambda: None)  # keep pytest's fd 2
+    code = main([
+        "finetune", "--data", str(tmp_path / "ds"), "--model", "vgg16-hed", "--out",
+        str(tmp_path / "run"), "--epochs", "3", "--size", "96", "--batch", "4",
+        "--head-epochs", "1", "--unfreeze-from", "block4_conv1", "--lr", "0.001", "--resume",
+        "--quiet", "--runs", str(tmp_path),
+    ])  # fmt: skip
+    assert code == 0
+    config = seen["config"]
+    assert (config.model, config.epochs, config.size, config.batch) == ("vgg16-hed", 3, 96, 4)
+    assert (config.head_epochs, config.unfreeze_from, config.lr) == (1, "block4_conv1", 0.001)
+    assert config.resume and config.out == (tmp_path / "run").resolve()
+    assert seen["progress"] is False and seen["registry"].runs_dir == tmp_path
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["val_accuracy"] == 0.9123 and summary["epochs_run"] == 3
+    assert (
+        main(["finetune", "--data", "x", "--out", "y", "--head-epochs", "5", "--epochs", "2"]) == 2
+    )
