@@ -105,3 +105,22 @@ def test_run_folder_is_a_model_with_its_preprocessing_and_classes(tmp_path):
     assert loaded.class_names == ["portrait", "landscape", "still-life"]
     assert loaded.class_layer().name == "predictions"
     assert registry.load(str(run)).fingerprint == loaded.fingerprint
+
+
+@pytest.mark.slow
+def test_free_size_inception_keeps_the_weights_of_auto_named_layers():
+    """A second InceptionV3 in one process gets other layer names (conv2d_94 …); the free-size
+    variant must still receive every weight of the loaded model."""
+    import keras
+
+    from wga.models import LoadedModel
+
+    spec = next(spec for spec in BUILTIN_MODELS if spec.name == "inceptionv3")
+    full = keras.applications.InceptionV3(weights=None, include_top=True)
+    free = LoadedModel(spec, full, "test").spatial_model()
+    assert free is not None and free.inputs[0].shape[1] is None
+    convs = [layer for layer in free.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and convs[0].name != "conv2d"  # the names really differ
+    for layer, original in zip(free.layers, full.layers, strict=False):
+        for mine, theirs in zip(layer.get_weights(), original.get_weights(), strict=True):
+            np.testing.assert_array_equal(mine, theirs)

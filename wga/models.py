@@ -465,12 +465,39 @@ def _free_input_size(loaded: LoadedModel) -> keras.Model | None:
     except Exception as error:
         log.info("%s cannot take free input sizes (%s); renderers will resize", spec.name, error)
         return None
-    for layer in free.layers:
-        try:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
-        except ValueError:
-            continue  # a layer absent from the topless variant
+    _copy_weights(model, free, by_position=spec.source == "keras-applications")
     return free
+
+
+def _copy_weights(source: keras.Model, target: keras.Model, *, by_position: bool) -> None:
+    """Copy weights into ``target`` layer by layer.
+
+    Keras auto-names some application layers (InceptionV3's ``conv2d_N``) with a process-wide
+    counter, so a second instance has other names; the topless variant's layers are, however, a
+    prefix of the full model's, in the same order. File models keep their names in the config.
+    """
+    pairs = (
+        zip(target.layers, source.layers, strict=False)
+        if by_position
+        else ((layer, _layer_or_none(source, layer.name)) for layer in target.layers)
+    )
+    for free_layer, original in pairs:
+        if original is None or not free_layer.weights:
+            continue
+        weights = original.get_weights()
+        shapes_match = [w.shape for w in weights] == [tuple(w.shape) for w in free_layer.weights]
+        if type(free_layer) is not type(original) or not shapes_match:
+            raise ValueError(
+                f"layer {free_layer.name!r} does not match {original.name!r} of the loaded model"
+            )
+        free_layer.set_weights(weights)
+
+
+def _layer_or_none(model: keras.Model, name: str) -> Any:
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None  # a layer absent from the topless variant
 
 
 class ModelRegistry:

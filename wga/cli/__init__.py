@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "wga.cli.models_cmd",
     "wga.cli.download_cmd",
     "wga.cli.dataset_cmd",
+    "wga.cli.finetune_cmd",
     "wga.cli.render_cmd",
 )
 
