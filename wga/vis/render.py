@@ -346,7 +346,8 @@ class BatchRender:
 
     def _advance(self) -> None:
         octave_steps = self.schedule[self._octave][1]
-        warm = self.steps_done < self.preset.warmup_steps
+        # warm-up only in the first (smallest) octave: later octaves start from a living image
+        warm = self._octave == 0 and self.steps_done < self.preset.warmup_steps
         step = tf.constant(self.steps_done, tf.int64)
         for chunk in self._chunks:
             seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
