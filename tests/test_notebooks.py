@@ -72,3 +72,62 @@ def test_download_notebook_fetches_a_fake_wga_and_builds_grouped_splits(tmp_path
     classes = json.loads((tmp_path / "ds" / "classes.json").read_text())
     assert classes == ["portrait", "landscape", "still-life"]
     assert any((tmp_path / "ds" / "train").rglob("*.jpg"))
+
+
+def test_finetune_then_figures_notebooks_make_a_run_and_the_papers_figures(tmp_path):
+    from wga.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(
+        tmp_path / "ds", per_class={"train": 8, "val": 4, "test": 4}, side=64
+    )
+    classes = json.loads((data / "classes.json").read_text())
+    run = tmp_path / "runs" / "tiny"
+    notebook = execute(
+        "finetune.ipynb",
+        tmp_path,
+        data=str(data),
+        model="vgg16-hed",
+        run_dir=str(run),
+        epochs=2,
+        head_epochs=1,
+        size=64,
+        batch=8,
+    )
+    assert "validation accuracy" in outputs_text(notebook)
+    assert (run / "model.keras").exists() and (run / "metrics.json").exists()
+
+    figures = tmp_path / "figures"
+    notebook = execute(
+        "figures.ipynb",
+        tmp_path,
+        imagenet_model="vgg16-hed",
+        finetuned_run=str(run),
+        class_units=classes[:2],
+        class_size=64,
+        variations=1,
+        unit_layer="block4_conv3",
+        unit=66,
+        unit_size=64,
+        gallery_layer="block5_conv3",
+        gallery_units=2,
+        gallery_size=64,
+        compare_layer="block5_conv3",
+        compare_units=[3],
+        compare_size=64,
+        steps=4,
+        out_dir=str(figures),
+    )
+    for name in (
+        "class-units-offert2018.png",
+        "class-units-lucid.png",
+        "block4_conv3-66.png",
+        "gallery-block5_conv3.png",
+        "before-after-block5_conv3-3.png",
+    ):
+        assert (figures / name).stat().st_size > 1000, name
+    from wga.vis.png import read_png_metadata
+
+    saved = sorted((figures / "class-units").glob("*.png"))
+    assert len(saved) == 2 * 2  # two classes × two presets
+    recipe = read_png_metadata(saved[0])
+    assert recipe["layer"] == "predictions" and recipe["steps"] == 4

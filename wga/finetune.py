@@ -459,6 +459,11 @@ _COMPARED_ON_RESUME = (
 )
 
 
+def has_checkpoint(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``run_dir`` holds an interrupted or finished run that ``resume`` can continue."""
+    return (Path(run_dir) / CHECKPOINT_DIR / STATE_FILE).exists()
+
+
 def finetune(
     config: FinetuneConfig,
     *,
