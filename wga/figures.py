@@ -1,5 +1,8 @@
 """Figures made of images: galleries of units, side-by-side comparisons, written to files.
 
+Render the images with :func:`wga.vis.render.render_to_files` (which keeps each recipe in its
+PNG), then compose them here.
+
 The notebooks show these inline and save them next to the rendered PNGs, so a figure in a paper
 can be traced to the recipes in those PNGs' metadata. Matplotlib figures are built without
 pyplot (no global state, safe in threads and headless); Jupyter still displays them inline.
@@ -19,9 +22,6 @@ from wga.errors import InvalidInput
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from wga.models import LoadedModel
-    from wga.vis.recipe import Recipe
 
 TILE_INCHES = 2.4  # one image's side in a gallery; titles take the rest
 DPI = 100
@@ -95,37 +95,3 @@ def side_by_side(
     return image_grid(
         [left, right], [left_title, right_title], columns=2, title=title, tile_inches=tile_inches
     )
-
-
-def recipe_file_name(recipe: Recipe) -> str:
-    """A file name that tells the recipes of one figure apart (layer, unit, preset, size, seed)."""
-    import re
-
-    layer = re.sub(r"[^A-Za-z0-9_.+=-]", "_", recipe.layer)
-    return f"{layer}-{recipe.unit}-{recipe.preset}-{recipe.size}px-seed{recipe.seed}.png"
-
-
-def render_and_save(
-    loaded: LoadedModel, recipes: Sequence[Recipe], out_dir: str | os.PathLike[str]
-) -> list[np.ndarray]:
-    """Render ``recipes`` and write each as a PNG carrying its recipe; images in input order.
-
-    Recipes that can share a compiled step are rendered together, in batches that fit memory.
-    """
-    from wga.vis.png import save_png
-    from wga.vis.render import BatchRender, group_by_batch, max_batch_size
-
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    rendered: dict[Recipe, np.ndarray] = {}
-    for group in group_by_batch(recipes):
-        limit = max_batch_size(group[0].size)
-        for start in range(0, len(group), limit):
-            chunk = group[start : start + limit]
-            batch = BatchRender(loaded, chunk)
-            batch.run(batch.total_steps)
-            images = batch.images()
-            for index, recipe in enumerate(chunk):
-                save_png(folder / recipe_file_name(recipe), images[index], batch.metadata(index))
-                rendered[recipe] = images[index]
-    return [rendered[recipe] for recipe in recipes]

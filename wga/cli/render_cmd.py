@@ -92,12 +92,9 @@ def run(args: argparse.Namespace) -> int:
     }
     Recipe(model=model_name or DEFAULT_MODEL, unit=units[0], **recipes_args)
 
-    from tqdm import tqdm
-
     from wga.models import default_registry
     from wga.quiet import quiet_keras
-    from wga.vis.png import save_png
-    from wga.vis.render import BatchRender
+    from wga.vis.render import render_to_files
 
     quiet_keras()
     registry = default_registry()
@@ -110,26 +107,21 @@ def run(args: argparse.Namespace) -> int:
             f"{loaded.name!r}: it has units 0 … {info.units - 1}"
         )
     recipes = [Recipe(model=model_name, unit=unit, **recipes_args) for unit in units]
-    batch = BatchRender(loaded, recipes)
     log.info(
-        "rendering %d unit(s) of %s/%s at %d px, %d steps (%s)",
+        "rendering %d unit(s) of %s/%s at %d px (%s)",
         len(recipes),
         loaded.name,
         args.layer,
         args.size,
-        batch.total_steps,
         args.preset,
     )
-    with tqdm(
-        total=batch.total_steps, unit="step", disable=args.no_progress, desc=args.layer
-    ) as bar:
-        while not batch.done:
-            batch.run(1)
-            bar.update(1)
-    images = batch.images()
-    args.out.mkdir(parents=True, exist_ok=True)
-    for index, recipe in enumerate(recipes):
-        path = args.out / output_name(recipe.layer, recipe.unit)
-        save_png(path, images[index], batch.metadata(index))
-        print(path)
+    render_to_files(
+        loaded,
+        recipes,
+        args.out,
+        file_name=lambda recipe: output_name(recipe.layer, recipe.unit),
+        progress=not args.no_progress,
+    )
+    for recipe in recipes:
+        print(args.out / output_name(recipe.layer, recipe.unit))
     return 0

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -475,6 +477,46 @@ def render_variations(
     batch = BatchRender(loaded, recipes, diversity=weight if count > 1 else 0.0)
     batch.run(batch.total_steps)
     return batch.images()
+
+
+def recipe_file_name(recipe: Recipe) -> str:
+    """A file name that tells apart the recipes of one figure (layer, unit, preset, size, seed)."""
+    layer = re.sub(r"[^A-Za-z0-9_.+=-]", "_", recipe.layer)
+    return f"{layer}-{recipe.unit}-{recipe.preset}-{recipe.size}px-seed{recipe.seed}.png"
+
+
+def render_to_files(
+    loaded: LoadedModel,
+    recipes: Sequence[Recipe],
+    out_dir: str | os.PathLike[str],
+    *,
+    file_name: Callable[[Recipe], str] = recipe_file_name,
+    progress: bool = False,
+) -> list[np.ndarray]:
+    """Render ``recipes`` and write each as a PNG carrying its recipe; images in input order.
+
+    Recipes that share a batch key render together (one forward/backward pass per step);
+    ``progress`` shows a tqdm bar of steps. The CLI and the notebooks both come through here.
+    """
+    from tqdm.auto import tqdm
+
+    from wga.vis.png import save_png
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    rendered: dict[Recipe, np.ndarray] = {}
+    for group in group_by_batch(recipes):
+        batch = BatchRender(loaded, group)
+        label = f"{group[0].layer} ×{len(group)}"
+        with tqdm(total=batch.total_steps, unit="step", disable=not progress, desc=label) as bar:
+            while not batch.done:
+                batch.run(1)
+                bar.update(1)
+        images = batch.images()
+        for index, recipe in enumerate(group):
+            save_png(folder / file_name(recipe), images[index], batch.metadata(index))
+            rendered[recipe] = images[index]
+    return [rendered[recipe] for recipe in recipes]
 
 
 def group_by_batch(recipes: Sequence[Recipe]) -> list[list[Recipe]]:
