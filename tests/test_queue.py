@@ -258,9 +258,7 @@ def test_cancel_frees_the_slot_of_a_queued_job(make_queue, engine):
 def test_cancel_inside_a_running_batch_keeps_its_batch_mates(make_queue, engine, tmp_path):
     engine.step_s = 0.01
     queue = make_queue()
-    engine.gate.clear()
-    views = [queue.submit(FakeRecipe(unit=unit, steps=20), FINGERPRINT) for unit in range(3)]
-    engine.gate.set()
+    views = queue.submit_many([FakeRecipe(unit=unit, steps=20) for unit in range(3)], FINGERPRINT)
     while queue.get(views[1]["id"])["status"] != "running":
         time.sleep(0.005)
     queue.cancel(views[1]["id"])
@@ -312,10 +310,8 @@ def test_a_batch_that_cannot_be_built_is_retried_one_job_at_a_time(make_queue, e
             raise ValueError("cannot batch these")
         return engine(loaded, recipes)
 
-    engine.gate.clear()
     queue = make_queue(factory=picky)
-    views = [queue.submit(FakeRecipe(unit=unit), FINGERPRINT) for unit in range(3)]
-    engine.gate.set()
+    views = queue.submit_many([FakeRecipe(unit=unit) for unit in range(3)], FINGERPRINT)
     assert [v["status"] for v in wait_all(queue, views)] == ["done"] * 3
     assert [len(batch.recipes) for batch in engine.batches] == [1, 1, 1]
 
