@@ -58,6 +58,7 @@ ID_LENGTH = 24  # hex digits of sha256: 96 bits, no collision among any realisti
 _ID_PATTERN = re.compile(rf"^[0-9a-f]{{{ID_LENGTH}}}$")
 
 DEFAULT_MAX_BATCH = 32  # units of one layer per compiled step; 32 previews fit on any CPU
+DEFAULT_MAX_BATCH_PIXELS = 64 * 128 * 128  # per batch: 32 × 64 px, 20 × 224 px, 1 × 1024 px
 DEFAULT_MAX_PENDING = 512  # live jobs (queued + running + parked) before 503
 DEFAULT_SNAPSHOT_INTERVAL_S = 0.5  # how often a running job's PNG is rewritten
 DEFAULT_CHUNK_STEPS = 1  # steps between pre-emption checks: a better job waits ≤ 1 step
@@ -292,6 +293,7 @@ class RenderQueue:
         *,
         devices: Sequence[str | None] | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
         max_pending: int = DEFAULT_MAX_PENDING,
         snapshot_interval_s: float = DEFAULT_SNAPSHOT_INTERVAL_S,
         chunk_steps: int = DEFAULT_CHUNK_STEPS,
@@ -304,6 +306,7 @@ class RenderQueue:
         self._batch_factory = batch_factory
         self._devices = list(devices) if devices is not None else None
         self.max_batch = max_batch
+        self.max_batch_pixels = max_batch_pixels
         self.max_pending = max_pending
         self.snapshot_interval_s = snapshot_interval_s
         self.chunk_steps = chunk_steps
@@ -368,10 +371,21 @@ class RenderQueue:
         return self.submit_many([recipe], fingerprint, priority)[0]
 
     def submit_many(
-        self, recipes: Sequence[RecipeLike], fingerprint: str, priority: int = 0
+        self,
+        recipes: Sequence[RecipeLike],
+        fingerprint: str | Sequence[str],
+        priority: int | Sequence[int] = 0,
     ) -> list[dict[str, Any]]:
-        """Queue several renders at once, all or none (a full queue refuses the whole set)."""
-        ids = [render_id(recipe, fingerprint) for recipe in recipes]
+        """Queue several renders at once, all or none (a full queue refuses the whole set).
+
+        ``fingerprint`` and ``priority`` are one value for all recipes or one per recipe.
+        """
+        count = len(recipes)
+        fingerprints = [fingerprint] * count if isinstance(fingerprint, str) else list(fingerprint)
+        priorities = [priority] * count if isinstance(priority, int) else list(priority)
+        if len(fingerprints) != count or len(priorities) != count:
+            raise InvalidInput("give one fingerprint and one priority per recipe, or one for all")
+        ids = [render_id(r, f) for r, f in zip(recipes, fingerprints, strict=True)]
         records = {}
         for render in ids:  # disk reads outside the lock
             if render not in self._jobs:
@@ -393,15 +407,17 @@ class RenderQueue:
                     retry_after=self._retry_after(),
                 )
             views = []
-            for recipe, render in zip(recipes, ids, strict=True):
+            for recipe, render, weights, urgency in zip(
+                recipes, ids, fingerprints, priorities, strict=True
+            ):
                 if render in records:
                     self._counts["cache_hits"] += 1
                     views.append(_view_from_record(records[render]))
                     continue
                 job = self._jobs.get(render)
                 if job is not None and job.status in LIVE:
-                    if priority > job.priority:  # a more urgent request for the same image
-                        job.priority = priority
+                    if urgency > job.priority:  # a more urgent request for the same image
+                        job.priority = urgency
                         self._wake.notify_all()
                     views.append(job.view())
                     continue
@@ -410,7 +426,7 @@ class RenderQueue:
                     views.append(job.view())
                     continue
                 self._seq += 1
-                job = Job(render, recipe, fingerprint, int(priority), self._seq)
+                job = Job(render, recipe, weights, int(urgency), self._seq)
                 self._jobs[render] = job
                 self._finished.pop(render, None)
                 self._queued[render] = job
@@ -537,6 +553,11 @@ class RenderQueue:
             return True
         return any(job.rank() < rank for parked in worker.parked for _, job in parked.live())
 
+    def batch_limit(self, size: int) -> int:
+        """Jobs per batch at ``size`` px: large images batch less, so a step stays short and
+        pre-emption stays quick."""
+        return max(1, min(self.max_batch, self.max_batch_pixels // (size * size)))
+
     def _next(self, worker: _Worker) -> tuple[str, _Active | list[Job]] | None:
         """The best task for ``worker``: a parked batch to resume or a new batch (under lock)."""
         worker.parked = [active for active in worker.parked if active.live()]
@@ -560,7 +581,7 @@ class RenderQueue:
                 if not job.solo
                 and job.fingerprint == best_job.fingerprint
                 and job.recipe.batch_key() == key
-            ][: self.max_batch]
+            ][: self.batch_limit(int(best_job.recipe.size))]
         now = time.time()
         for job in group:
             del self._queued[job.id]
