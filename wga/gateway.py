@@ -16,6 +16,7 @@ Two things live here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -29,10 +30,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-
-import tornado.web
-from kernel_gateway.notebook_http import NotebookHTTPPersonality
-from traitlets import Unicode
 
 from wga.errors import Unavailable
 
@@ -58,8 +55,8 @@ class _CorsMixin:
     """CORS headers on every response of a Tornado handler, and 204 for pre-flights."""
 
     def set_default_headers(self) -> None:
-        # The gateway copies the personality's config traits into the settings as kg_<name>.
         super().set_default_headers()  # type: ignore[misc]
+        # The gateway copies the personality's config traits into the settings as kg_<name>.
         origin = self.settings.get("kg_cors_origin", "*")  # type: ignore[attr-defined]
         if origin:
             self.set_header("Access-Control-Allow-Origin", origin)  # type: ignore[attr-defined]
@@ -73,41 +70,45 @@ class _CorsMixin:
         self.finish()  # type: ignore[attr-defined]
 
 
-class _FreshStaticFileHandler(tornado.web.StaticFileHandler):
-    """Static files that browsers revalidate: renders are rewritten while they progress."""
+@functools.cache
+def personality_class() -> type:
+    """The personality class, built on first use: the launcher need not import the gateway."""
+    import tornado.web
+    from kernel_gateway.notebook_http import NotebookHTTPPersonality
+    from traitlets import Unicode
 
-    def set_extra_headers(self, path: str) -> None:
-        self.set_header("Cache-Control", "no-cache")
+    class FreshStaticFileHandler(tornado.web.StaticFileHandler):
+        """Static files that browsers revalidate: renders are rewritten while they progress."""
+
+        def set_extra_headers(self, path: str) -> None:
+            self.set_header("Cache-Control", "no-cache")
+
+    def with_cors(handler: type) -> type:
+        if handler is tornado.web.StaticFileHandler:
+            handler = FreshStaticFileHandler
+        return type(f"Cors{handler.__name__}", (_CorsMixin, handler), {})
+
+    class CorsNotebookHTTPPersonality(NotebookHTTPPersonality):
+        """``notebook_http`` with CORS headers on every response (API, static files, errors)."""
+
+        cors_origin = Unicode(
+            "*",
+            config=True,
+            help="Access-Control-Allow-Origin sent with every response ('' sends none)",
+        )
+
+        def create_request_handlers(self) -> list[tuple]:
+            return [
+                (pattern, with_cors(handler), *rest)
+                for pattern, handler, *rest in super().create_request_handlers()
+            ]
+
+    return CorsNotebookHTTPPersonality
 
 
-def _with_cors(handler: type) -> type:
-    if issubclass(handler, _CorsMixin):
-        return handler
-    if handler is tornado.web.StaticFileHandler:
-        handler = _FreshStaticFileHandler
-    return type(f"Cors{handler.__name__}", (_CorsMixin, handler), {})
-
-
-class CorsNotebookHTTPPersonality(NotebookHTTPPersonality):
-    """``notebook_http`` with CORS headers on every response (API, static files, errors)."""
-
-    cors_origin = Unicode(
-        "*",
-        config=True,
-        help="Access-Control-Allow-Origin sent with every response ('' sends no CORS headers)",
-    )
-
-    def create_request_handlers(self) -> list[tuple]:
-        handlers = []
-        for spec in super().create_request_handlers():
-            pattern, handler, *rest = spec
-            handlers.append((pattern, _with_cors(handler), *rest))
-        return handlers
-
-
-def create_personality(*args: Any, **kwargs: Any) -> CorsNotebookHTTPPersonality:
+def create_personality(*args: Any, **kwargs: Any) -> Any:
     """Entry point the kernel gateway calls for ``--KernelGatewayApp.api=wga.gateway``."""
-    return CorsNotebookHTTPPersonality(*args, **kwargs)
+    return personality_class()(*args, **kwargs)
 
 
 # -- the launcher -------------------------------------------------------------------------------
@@ -214,7 +215,9 @@ class Gateway:
                 code = self.process.returncode if self.process else None
                 raise Unavailable(f"the kernel gateway exited (status {code}) before it was ready")
             try:
-                with urllib.request.urlopen(self.url + READY_PATH, timeout=10) as response:
+                # A request made while the kernel starts is answered once it is up: wait long.
+                remaining = max(1.0, deadline - time.monotonic())
+                with urllib.request.urlopen(self.url + READY_PATH, timeout=remaining) as response:
                     return json.loads(response.read())
             except (urllib.error.URLError, OSError, ValueError) as error:
                 last_error = str(error)
