@@ -367,9 +367,8 @@ class RenderService:
 
     def _view(self, view: dict[str, Any]) -> dict[str, Any]:
         out = dict(view)
+        # One URL for snapshots and the final image; the server sends Cache-Control: no-cache.
         out["url"] = f"{self.renders_url}{view['id']}.png"
-        if view["status"] == "done":  # a new URL per finished image defeats stale caches
-            out["url"] += f"?v={int(view.get('finished') or 0)}"
         return out
 
     def _priority(self, body: dict[str, Any]) -> int:
