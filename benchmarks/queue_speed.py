@@ -51,7 +51,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def batching(registry, args, rows: Table) -> None:
     from wga.queue import RenderQueue
-    from wga.vis.render import Recipe
+    from wga.vis.recipe import Recipe
 
     with tempfile.TemporaryDirectory() as folder:
         queue = RenderQueue(folder, registry.load, devices=["/CPU:0"], max_batch=32).start()
@@ -86,7 +86,7 @@ def batching(registry, args, rows: Table) -> None:
 def preemption(registry, args, rows: Table) -> None:
     from wga.queue import RenderQueue
     from wga.vis.png import save_png
-    from wga.vis.render import Recipe
+    from wga.vis.recipe import Recipe
 
     first_write: dict[str, float] = {}
 
@@ -234,7 +234,7 @@ def main() -> int:
     parser.add_argument("--units", type=int, default=32)
     parser.add_argument("--layer", default="block3_conv1")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=48, help="the preview preset's default")
+    parser.add_argument("--steps", type=int, default=16, help="steps per preview")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--skip-batching", action="store_true")
