@@ -180,3 +180,13 @@ def test_png_refuses_a_float_image(tmp_path):
     with pytest.raises(InvalidInput):
         save_png(tmp_path / "a.png", np.zeros((4, 4, 3), dtype="float32"), {})
     assert not list(tmp_path.iterdir())
+
+
+def test_large_canvases_are_cropped_at_random_to_bound_memory():
+    stack = TransformStack(1024)
+    assert stack.canvas_size > 1024 and stack.output_size == 768
+    images = tf.random.uniform((1, 1024, 1024, 3))
+    seeds = tf.constant([3], tf.int64)
+    a = stack(images, seeds, tf.constant(1, tf.int64))
+    b = stack(images, seeds, tf.constant(2, tf.int64))
+    assert a.shape == (1, 768, 768, 3) and not np.allclose(a.numpy(), b.numpy())

@@ -43,7 +43,7 @@ from wga.vis.objective import (
 from wga.vis.param import ImageParam, resize_params
 from wga.vis.presets import Preset
 from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, OBJECTIVES, Recipe
-from wga.vis.transform import TransformStack, median_filter
+from wga.vis.transform import MAX_MODEL_SIDE, TransformStack, median_filter
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
@@ -193,6 +193,16 @@ def _image_param(loaded: LoadedModel, preset: Preset, side: int) -> ImageParam:
     )
 
 
+def _transforms(preset: Preset, side: int) -> TransformStack | None:
+    """The preset's transform stack; presets without one still get the random crop that keeps
+    the model's input under MAX_MODEL_SIDE (memory)."""
+    if preset.transforms:
+        return TransformStack(side)
+    if side > MAX_MODEL_SIDE:
+        return TransformStack(side, scales=(1.0,), angles=(0.0,), strength=0.0)
+    return None
+
+
 def compiled_step(
     loaded: LoadedModel,
     layer: str,
@@ -209,7 +219,7 @@ def compiled_step(
         return _CompiledStep(
             graph=feature_graph(loaded, layer),
             param=param,
-            transforms=TransformStack(side) if preset.transforms else None,
+            transforms=_transforms(preset, side),
             preprocessing=loaded.spec.preprocessing,
             kind=kind,
             preset=preset,
@@ -336,7 +346,8 @@ class BatchRender:
 
     def _advance(self) -> None:
         octave_steps = self.schedule[self._octave][1]
-        warm = self.steps_done < self.preset.warmup_steps
+        # warm-up only in the first (smallest) octave: later octaves start from a living image
+        warm = self._octave == 0 and self.steps_done < self.preset.warmup_steps
         step = tf.constant(self.steps_done, tf.int64)
         for chunk in self._chunks:
             seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)

@@ -26,6 +26,7 @@ LUCID_JITTER_LAST = 4  # Lucid standard_transforms: jitter(4)
 LUCID_SCALES = tuple(1 + (i - 5) / 50.0 for i in range(11))  # Lucid: 0.90, 0.92, … 1.10
 LUCID_ANGLES = tuple(range(-10, 11)) + (0,) * 5  # Lucid: random_rotate(range(-10, 11) + 5*[0])
 PAD_VALUE = 0.5  # Lucid pads with mid grey
+MAX_MODEL_SIDE = 768  # larger canvases are cropped at random: see TransformStack.max_output
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,18 @@ class TransformStack:
     """Pad, jitter, scale, rotate, jitter — sized for a ``size`` px image.
 
     ``strength`` multiplies all offsets (1.0 = Lucid at 128 px, scaled linearly with size).
+    ``max_output``: the model never sees more than this side; a larger canvas is cropped at a
+    random place each step. Memory of a step grows with the pixels the model sees (VGG16 at
+    1120² needs 4.3 GB, mostly the im2col buffer of its first 64-channel convolutions), so this
+    keeps a 1024 px render under 4 GB; each step then refines part of the image, like the random
+    crops of MACO / Lucid's tiling.
     """
 
     size: int
     scales: tuple[float, ...] = LUCID_SCALES
     angles: tuple[float, ...] = LUCID_ANGLES
     strength: float = 1.0
+    max_output: int | None = MAX_MODEL_SIDE
 
     def _px(self, value: int) -> int:
         return max(0, round(value * self.strength * self.size / LUCID_REFERENCE_SIZE))
@@ -56,9 +63,16 @@ class TransformStack:
         return self._px(LUCID_JITTER_LAST)
 
     @property
-    def output_size(self) -> int:
-        """Side of the transformed image the model sees (the padded canvas minus both crops)."""
+    def canvas_size(self) -> int:
+        """Side of the padded canvas minus both jitter crops (Lucid's output size)."""
         return self.size + 2 * self.pad - self.jitter_first - self.jitter_last
+
+    @property
+    def output_size(self) -> int:
+        """Side of the transformed image the model sees."""
+        if self.max_output is None:
+            return self.canvas_size
+        return min(self.canvas_size, self.max_output)
 
     def matrices(self, seeds: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
         """One flattened projective matrix per element, ``(B, 8)``, mapping output → input pixels.
@@ -73,12 +87,15 @@ class TransformStack:
         def draw(seed: tf.Tensor) -> tf.Tensor:
             seed = tf.cast(seed, tf.int64)
 
-            def pair(stream: int) -> tf.Tensor:  # three independent streams per (seed, step)
-                return tf.stack([seed, step * 3 + stream])
+            def pair(stream: int) -> tf.Tensor:  # four independent streams per (seed, step)
+                return tf.stack([seed, step * 4 + stream])
 
             first = tf.random.stateless_uniform([2], pair(0), 0, j1 + 1, dtype=tf.int64)
             last = tf.random.stateless_uniform([2], pair(1), 0, j2 + 1, dtype=tf.int64)
             choice = tf.random.stateless_uniform([2], pair(2), 0, 1 << 30, dtype=tf.int64)
+            spare = self.canvas_size - self.output_size
+            crop = tf.random.stateless_uniform([2], pair(3), 0, spare + 1, dtype=tf.int64)
+            last = last + crop
             scale = tf.gather(tf.constant(self.scales, tf.float32), choice[0] % len(self.scales))
             angle = tf.gather(tf.constant(self.angles, tf.float32), choice[1] % len(self.angles))
             return tf.concat(
@@ -89,8 +106,9 @@ class TransformStack:
         t1x, t1y, t2x, t2y, scale, angle = tf.unstack(draws, axis=1)
         theta = angle * (math.pi / 180.0)
         cos, sin = tf.cos(theta) / scale, tf.sin(theta) / scale
-        centre = (self.output_size + j2 - 1) / 2.0
+        centre = (self.canvas_size + j2 - 1) / 2.0
         # p_in = A (o + t2 - c) + c + t1 - pad, with A = [[cos, sin], [-sin, cos]] / s
+        # (t2 includes the random crop of a canvas larger than max_output)
         ox, oy = t2x - centre, t2y - centre
         a2 = cos * ox + sin * oy + centre + t1x - pad
         b2 = -sin * ox + cos * oy + centre + t1y - pad
