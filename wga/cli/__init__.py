@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "wga.cli.dataset_cmd",
     "wga.cli.finetune_cmd",
     "wga.cli.render_cmd",
+    "wga.cli.serve_cmd",
 )
 
 
