@@ -226,20 +226,7 @@ class Gateway:
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM (the gateway shuts its kernel down), then SIGKILL the group if it lingers."""
-        process = self.process
-        if process is None:
-            return None
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("the kernel gateway did not stop in %.0f s; killing it", timeout)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
-        return process.returncode
+        return stop_process(self.process, "the kernel gateway", timeout)
 
     def __enter__(self) -> Gateway:
         self.start()
@@ -252,3 +239,59 @@ class Gateway:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_process(
+    process: subprocess.Popen[bytes] | None, name: str, timeout: float = STOP_TIMEOUT_S
+) -> int | None:
+    """SIGTERM a server started in its own session, then SIGKILL its group if it lingers."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0f s; killing it", name, timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+    return process.returncode
+
+
+@dataclass
+class NotebookServer:
+    """A Jupyter notebook server on ``notebooks/``, started beside the backend (Docker's CMD).
+
+    It prints its own URL with the login token; it runs in its own session like the gateway.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = 8888
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "notebook",
+            "--no-browser",
+            f"--ServerApp.ip={self.host}",
+            f"--ServerApp.port={self.port}",
+            f"--ServerApp.root_dir={PROJECT_ROOT / 'notebooks'}",
+            "--ServerApp.allow_root=True",
+        ]
+
+    def start(self) -> NotebookServer:
+        if port_in_use(self.host, self.port):
+            raise Unavailable(
+                f"port {self.port} on {self.host} is already in use; choose another --notebook-port"
+            )
+        self.process = subprocess.Popen(
+            self.argv(), cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        return self
+
+    def stop(self) -> int | None:
+        return stop_process(self.process, "the notebook server")

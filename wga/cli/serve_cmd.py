@@ -13,6 +13,7 @@ from wga.gateway import (  # light: no tornado
     DEFAULT_PORT,
     STATIC_DIR,
     Gateway,
+    NotebookServer,
     free_port,
 )
 
@@ -52,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="*",
         help="Access-Control-Allow-Origin sent with every response (default *; '' for none)",
     )
+    parser.add_argument(
+        "--notebook-port",
+        type=int,
+        help="also start a Jupyter notebook server on the notebooks/ folder on this port "
+        "(same --host; it prints its login URL)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -74,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"starting the wga backend on {gateway.url} (TensorFlow takes a few seconds) …", flush=True
     )
+    notebooks = NotebookServer(args.host, args.notebook_port) if args.notebook_port else None
     try:
+        if notebooks is not None:
+            notebooks.start()
         gateway.start()
         status = gateway.wait_ready()
         models = ", ".join(status.get("models_loaded", [])) or "loading"
@@ -92,3 +102,6 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         gateway.stop()
         raise
+    finally:
+        if notebooks is not None:
+            notebooks.stop()
