@@ -63,6 +63,26 @@
       this.setAddress(address);
       this.online = null; // unknown until the first answer
       this.features = { presets: false, batch: false };
+      this.holders = new Map(); // render id -> how many views follow it
+    }
+
+    /* Renders are content-addressed: two views (a tile and the unit view, or both compare
+     * panes) can follow the same job. Each view holds the ids it follows; a job is cancelled
+     * only when the last view that wanted it lets go. */
+    hold(id) {
+      if (id) this.holders.set(id, (this.holders.get(id) || 0) + 1);
+    }
+
+    /* Let go of `id`; true when no view follows it any more (then it may be cancelled). */
+    release(id) {
+      if (!id) return false;
+      const left = (this.holders.get(id) || 0) - 1;
+      if (left > 0) {
+        this.holders.set(id, left);
+        return false;
+      }
+      this.holders.delete(id);
+      return true;
     }
 
     setAddress(address) {
@@ -198,6 +218,14 @@
       return this.request("DELETE", `/api/renders/${encodeURIComponent(id)}`, undefined, {
         retry: false,
       }).then((r) => r.data);
+    }
+
+    /* Cancel while the page goes away: keepalive requests outlive the page. */
+    cancelOnUnload(ids) {
+      if (!this.base) return;
+      for (const id of ids) {
+        fetch(`${this.base}/api/renders/${encodeURIComponent(id)}`, { method: "DELETE", keepalive: true }).catch(() => {});
+      }
     }
 
     status(options) {

@@ -508,6 +508,11 @@
     el.seed.value = Number.isFinite(state.get("seed")) ? String(state.get("seed")) : "";
   }
 
+  window.addEventListener("pagehide", () => {
+    grid.abandon();
+    detail.abandon();
+  });
+
   /* ---------- start ---------- */
 
   if (state.get("api")) localStorage.setItem(STORAGE_KEY, state.get("api"));

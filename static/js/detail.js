@@ -48,9 +48,10 @@
       this.img.alt = `Feature visualisation of ${title} (rendering)`;
       if (placeholder) this._swap(placeholder, params.size, true);
       else this._clearImage();
-      this.controller = new AbortController();
-      this._run(params, this.controller.signal).catch((err) => {
-        if (this.controller && this.controller.signal.aborted) return;
+      const controller = new AbortController();
+      this.controller = controller;
+      this._run(params, controller.signal).catch((err) => {
+        if (controller.signal.aborted) return;
         this._fail(err.message || String(err));
         this.onError(err);
       });
@@ -61,7 +62,7 @@
       if (this.controller) this.controller.abort();
       this.controller = null;
       const job = this.job;
-      if (job && this.ours && (job.status === "queued" || job.status === "running")) {
+      if (job && this.api.release(job.id) && (job.status === "queued" || job.status === "running")) {
         this.api.cancel(job.id).catch(() => {});
       }
       this.job = null;
@@ -69,8 +70,7 @@
     }
 
     async _run(params, signal) {
-      let { status, data: job } = await this.api.request("POST", "/api/renders", params, { signal });
-      this.ours = status === 202;
+      let job = await this._submit(params, signal);
       for (;;) {
         this._apply(job, params);
         if (job.status === "done" || job.status === "failed" || job.status === "cancelled") return;
@@ -80,10 +80,24 @@
         } catch (err) {
           if (err.status !== 404) throw err;
           // The backend restarted and forgot the job: ask again (same id if it was cached).
-          ({ status, data: job } = await this.api.request("POST", "/api/renders", params, { signal }));
-          this.ours = status === 202;
+          job = await this._submit(params, signal);
         }
       }
+    }
+
+    async _submit(params, signal) {
+      const job = await this.api.submit(params, { signal });
+      if (signal.aborted) {
+        // Moved on while the request was under way: give the job back unless someone follows it.
+        if (!this.api.holders.has(job.id) && (job.status === "queued" || job.status === "running")) {
+          this.api.cancel(job.id).catch(() => {});
+        }
+        throw signal.reason;
+      }
+      if (this.job) this.api.release(this.job.id);
+      this.api.hold(job.id);
+      this.job = job;
+      return job;
     }
 
     _apply(job, params) {
@@ -316,6 +330,19 @@
 
     close() {
       if (this.dialog.open) this.dialog.close();
+    }
+
+    /* The page is going away: give back unfinished renders nobody else follows. */
+    abandon() {
+      const ids = [];
+      for (const pane of [this.a, this.b]) {
+        const job = pane.job;
+        if (job && (job.status === "queued" || job.status === "running") && this.api.release(job.id)) {
+          ids.push(job.id);
+        }
+        pane.job = null;
+      }
+      this.api.cancelOnUnload(ids);
     }
   }
 

@@ -13,8 +13,8 @@
   const BATCH_SIZE = 24; // previews per batch request
   const SINGLE_CONCURRENCY = 4; // parallel POSTs when the backend has no batch endpoint
   const POLLS_PER_TICK = 3; // status requests per tick (the gateway answers one at a time)
-  const POLL_RUNNING_MS = 700; // how often a running preview is polled
-  const POLL_QUEUED_MS = 2500; // … and a queued one
+  const POLL_RUNNING_MS = 500; // at most this often per running preview
+  const POLL_QUEUED_MS = 900; // … and per queued one
   const NEAR_MARGIN = "300px 0px"; // counts as visible
   const FAR_MARGIN = "2500px 0px"; // beyond this a queued preview is cancelled
 
@@ -30,6 +30,7 @@
       this.generation = 0;
       this.submitting = 0;
       this.polling = 0;
+      this.seq = 0; // submission order of previews
       this.focusIndex = 0;
       this.near = new IntersectionObserver((entries) => this._onNear(entries), {
         root: scroller,
@@ -80,7 +81,7 @@
         caption.textContent = label;
         el.append(img, bar, caption);
         fragment.append(el);
-        this.tiles.push({ unit, el, img, bar, state: "idle", id: null, ours: false, visible: false, lastPoll: 0, shown: null, generation });
+        this.tiles.push({ unit, el, img, bar, state: "idle", id: null, seq: 0, visible: false, lastPoll: 0, shown: null });
       }
       this.container.replaceChildren(fragment);
       this.scroller.scrollTop = 0;
@@ -96,8 +97,9 @@
     clear() {
       this.near.disconnect();
       this.far.disconnect();
-      const outstanding = this.tiles.filter((t) => t.ours && (t.state === "queued" || t.state === "running"));
-      this._cancelAll(outstanding.map((t) => t.id));
+      const outstanding = this.tiles.filter((t) => t.id && (t.state === "queued" || t.state === "running"));
+      this._cancelAll(outstanding.map((t) => t.id).filter((id) => this.api.release(id)));
+      for (const tile of this.tiles) if (tile.id && tile.state === "done") this.api.release(tile.id);
       this.tiles = [];
       this.container.replaceChildren();
       this.generation++;
@@ -113,6 +115,16 @@
     scrollToUnit(unit) {
       const tile = this.tiles[unit];
       if (tile) tile.el.scrollIntoView({ block: "center" });
+    }
+
+    /* The page is going away: give back every preview still waiting in the queue. */
+    abandon() {
+      const ids = this.tiles
+        .filter((t) => t.id && (t.state === "queued" || t.state === "running"))
+        .map((t) => t.id)
+        .filter((id) => this.api.release(id));
+      this.api.cancelOnUnload(ids);
+      this.tiles = [];
     }
 
     /* The preview URL of a unit, if one is finished (used by the detail view as a placeholder). */
@@ -135,10 +147,9 @@
       for (const entry of entries) {
         if (entry.isIntersecting) continue;
         const tile = this.tiles[Number(entry.target.dataset.unit)];
-        if (tile && tile.ours && tile.state === "queued") {
-          this._cancelAll([tile.id]);
+        if (tile && tile.id && tile.state === "queued") {
+          if (this.api.release(tile.id)) this._cancelAll([tile.id]);
           tile.id = null;
-          tile.ours = false;
           this._setState(tile, "idle");
         }
       }
@@ -172,12 +183,12 @@
         this.submitting++;
         try {
           const items = await this.api.submitBatch(wanted.map((t) => this._params(t.unit)), { retry: false });
-          if (generation !== this.generation) return;
+          if (generation !== this.generation) return this._orphaned(items || []);
           if (items === null) {
             for (const tile of wanted) this._setState(tile, "wanted"); // no batch endpoint: singles next tick
             return;
           }
-          wanted.forEach((tile, i) => this._applySubmitted(tile, items[i], 202));
+          wanted.forEach((tile, i) => this._applySubmitted(tile, items[i]));
         } catch (err) {
           this._submitFailed(wanted, err, generation);
         } finally {
@@ -189,8 +200,9 @@
         wanted.map(async (tile) => {
           this.submitting++;
           try {
-            const { status, data } = await this.api.request("POST", "/api/renders", this._params(tile.unit), { retry: false });
-            if (generation === this.generation) this._applySubmitted(tile, data, status);
+            const job = await this.api.submit(this._params(tile.unit), { retry: false });
+            if (generation === this.generation) this._applySubmitted(tile, job);
+            else this._orphaned([job]);
           } catch (err) {
             this._submitFailed([tile], err, generation);
           } finally {
@@ -198,6 +210,12 @@
           }
         }),
       );
+    }
+
+    /* Jobs that came back after the layer changed: nobody will look at them. */
+    _orphaned(jobs) {
+      const unwanted = jobs.filter((j) => j && j.id && j.status === "queued" && !this.api.holders.has(j.id));
+      this._cancelAll(unwanted.map((j) => j.id));
     }
 
     _submitFailed(tiles, err, generation) {
@@ -213,14 +231,16 @@
       this.onError(err);
     }
 
-    _applySubmitted(tile, item, httpStatus) {
+    _applySubmitted(tile, item) {
       if (!item || item.error) {
         tile.el.title = (item && item.error) || "no answer for this preview";
         this._setState(tile, "failed");
         return;
       }
+      if (tile.id) this.api.release(tile.id);
       tile.id = item.id;
-      tile.ours = httpStatus === 202 && item.status === "queued";
+      this.api.hold(tile.id);
+      tile.seq = ++this.seq;
       tile.lastPoll = performance.now();
       this._applyStatus(tile, item);
     }
@@ -229,12 +249,15 @@
       const url = job.url ? this.api.resolve(job.url) : null;
       switch (job.status) {
         case "done":
-          this._show(tile, `${url}?v=done`);
-          this._setState(tile, "done");
+          // "done" once the final image is on screen (the tile then holds the real PNG).
+          this._show(tile, url, () => this._setState(tile, "done"), () => {
+            tile.el.title = `the image ${url} could not be loaded`;
+            this._setState(tile, "failed");
+          });
           break;
         case "running":
           tile.bar.style.width = `${Math.round((job.progress || 0) * 100)}%`;
-          if (url && job.progress > 0) this._show(tile, `${url}?v=${Math.round(job.progress * 1000)}`);
+          if (url && job.progress > 0) this._show(tile, `${url}?snap=${Math.round(job.progress * 1000)}`);
           this._setState(tile, "running");
           break;
         case "queued":
@@ -245,33 +268,49 @@
           this._setState(tile, "failed");
           break;
         default: // cancelled (by someone else) or unknown: ask again if still on screen
+          this.api.release(tile.id);
           tile.id = null;
-          tile.ours = false;
           this._setState(tile, tile.visible ? "wanted" : "idle");
       }
     }
 
     /* Swap the image only once the new one has loaded, so tiles never flash empty. */
-    _show(tile, src) {
+    _show(tile, src, onShown, onFailed) {
       if (tile.shown === src) return;
       tile.shown = src;
       const probe = new Image();
       probe.onload = () => {
-        if (tile.shown === src) tile.img.src = src;
+        if (tile.shown !== src) return;
+        tile.img.src = src;
+        if (onShown) onShown();
+      };
+      probe.onerror = () => {
+        if (tile.shown === src && onFailed) onFailed();
       };
       probe.src = src;
     }
 
+    /* Which previews to ask about this tick: mostly the oldest requests (the queue is FIFO within
+     * a priority, so they are the ones running or about to finish), plus the least recently
+     * polled one, so a job finished out of order is noticed too. */
     _pollVisible() {
       if (this.api.online === false) return;
       const now = performance.now();
-      const due = this.tiles
-        .filter((t) => t.visible && t.id && (t.state === "queued" || t.state === "running"))
-        .filter((t) => now - t.lastPoll > (t.state === "running" ? POLL_RUNNING_MS : POLL_QUEUED_MS))
-        .sort((a, b) => a.lastPoll - b.lastPoll)
-        .slice(0, Math.max(0, POLLS_PER_TICK - this.polling));
+      const room = POLLS_PER_TICK - this.polling;
+      if (room <= 0) return;
+      const due = this.tiles.filter(
+        (t) =>
+          t.visible &&
+          t.id &&
+          (t.state === "queued" || t.state === "running") &&
+          now - t.lastPoll > (t.state === "running" ? POLL_RUNNING_MS : POLL_QUEUED_MS),
+      );
+      if (!due.length) return;
+      const chosen = new Set(due.sort((a, b) => a.seq - b.seq).slice(0, Math.max(1, room - 1)));
+      const stalest = due.reduce((a, b) => (b.lastPoll < a.lastPoll ? b : a));
+      if (chosen.size < room) chosen.add(stalest);
       const generation = this.generation;
-      for (const tile of due) {
+      for (const tile of chosen) {
         tile.lastPoll = now;
         this.polling++;
         this.api
@@ -282,6 +321,7 @@
           .catch((err) => {
             // 404: the backend restarted and forgot the job; ask for it again (same id if cached).
             if (generation === this.generation && err.status === 404) {
+              this.api.release(tile.id);
               tile.id = null;
               this._setState(tile, tile.visible ? "wanted" : "idle");
             }
