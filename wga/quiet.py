@@ -66,3 +66,32 @@ def filter_native_stderr() -> None:
         thread.join(timeout=2)
 
     atexit.register(restore)
+
+
+WORKER_THREAD_PREFIX = "wga-"  # the render queue's and model loader's thread names start so
+
+
+class _WorkerOutputToStderr:
+    """A ``sys.stdout`` stand-in: writes from wga worker threads go to stderr instead.
+
+    In a kernel-gateway kernel, stdout *is* the HTTP response being answered at that moment, so a
+    stray print from a background thread (ours or a library's) would corrupt it.
+    """
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if threading.current_thread().name.startswith(WORKER_THREAD_PREFIX):
+            sys.stderr.write(text)
+            return len(text)
+        return self._stream.write(text)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def keep_worker_output_off_stdout() -> None:
+    """Route stdout writes of ``wga-*`` threads to stderr (idempotent; for the backend kernel)."""
+    if not isinstance(sys.stdout, _WorkerOutputToStderr):
+        sys.stdout = _WorkerOutputToStderr(sys.stdout)

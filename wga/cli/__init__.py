@@ -19,7 +19,7 @@ from wga.errors import InvalidInput, NotFound, WgaError
 from wga.quiet import filter_native_stderr, silence_tensorflow
 
 # A subcommand exists only once its feature is built (no placeholders).
-COMMAND_MODULES: tuple[str, ...] = ("wga.cli.models_cmd",)
+COMMAND_MODULES: tuple[str, ...] = ("wga.cli.models_cmd", "wga.cli.render_cmd", "wga.cli.serve_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

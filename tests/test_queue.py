@@ -1,0 +1,365 @@
+"""The render queue's logic, driven directly (no gateway) with an engine-shaped test double.
+
+The double has the interface of :class:`wga.vis.render.BatchRender` (``run``, ``images``,
+``metadata``, ``steps_done``) but costs a few milliseconds a step, so ordering, batching,
+pre-emption, cancelling and failure handling can be checked precisely and fast. The real engine
+runs behind the real gateway in ``test_gateway.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from wga.errors import NotFound, Unavailable
+from wga.queue import AlreadyFinished, RenderQueue, check_id, render_id
+
+FINGERPRINT = "0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class FakeRecipe:
+    model: str = "fake"
+    layer: str = "conv"
+    unit: int = 0
+    size: int = 64
+    preset: str = "lucid"
+    steps: int = 6
+    seed: int = 0
+
+    def batch_key(self) -> tuple:
+        return (self.model, self.layer, self.size, self.preset, self.steps)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class FakeEngine:
+    """Makes engine-shaped batches; records what was built and the order jobs advanced in."""
+
+    def __init__(self, step_s: float = 0.002) -> None:
+        self.step_s = step_s
+        self.batches: list[FakeBatch] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.steps_log: list[tuple[int, ...]] = []  # units of the batch, per step
+
+    def __call__(self, loaded, recipes):
+        if any(recipe.layer == "bad-on-build" for recipe in recipes):
+            raise ValueError("this layer cannot be rendered")
+        batch = FakeBatch(self, list(recipes))
+        self.batches.append(batch)
+        return batch
+
+
+class FakeBatch:
+    def __init__(self, engine: FakeEngine, recipes: list[FakeRecipe]) -> None:
+        self.engine = engine
+        self.recipes = recipes
+        self.total_steps = recipes[0].steps
+        self.steps_done = 0
+
+    @property
+    def done(self) -> bool:
+        return self.steps_done >= self.total_steps
+
+    @property
+    def progress(self) -> float:
+        return self.steps_done / self.total_steps
+
+    def run(self, steps: int = 1) -> None:
+        self.engine.gate.wait(10)
+        time.sleep(self.engine.step_s)
+        if any(r.layer == "bad-on-run" for r in self.recipes) and self.steps_done >= 2:
+            raise RuntimeError("NaN in the gradient")
+        self.steps_done = min(self.total_steps, self.steps_done + steps)
+        self.engine.steps_log.append(tuple(r.unit for r in self.recipes))
+
+    def images(self) -> np.ndarray:
+        return np.full((len(self.recipes), 8, 8, 3), self.steps_done, dtype=np.uint8)
+
+    def metadata(self, index: int) -> dict:
+        return {**self.recipes[index].as_dict(), "weights": FINGERPRINT}
+
+
+def write_png(path: Path, image: np.ndarray, metadata: dict) -> None:
+    """A plain atomic PNG writer (the engine's ``save_png`` in production)."""
+    info = PngInfo()
+    for key, value in metadata.items():
+        info.add_text(key, json.dumps(value))
+    temp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(image).save(temp, format="PNG", pnginfo=info)
+    temp.replace(path)
+
+
+def loader(name: str):
+    if name == "offline":
+        raise Unavailable("weights cannot be downloaded here")
+    return SimpleNamespace(fingerprint=FINGERPRINT)
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def make_queue(tmp_path, engine):
+    queues: list[RenderQueue] = []
+
+    def make(factory=None, **kwargs) -> RenderQueue:
+        options = {"devices": [None], "png_writer": write_png, "snapshot_interval_s": 0.0}
+        options.update(kwargs)
+        queue = RenderQueue(tmp_path / "renders", loader, factory or engine, **options).start()
+        queues.append(queue)
+        return queue
+
+    yield make
+    engine.gate.set()
+    for queue in queues:
+        queue.stop()
+
+
+def wait_all(queue: RenderQueue, views: list[dict], timeout: float = 10) -> list[dict]:
+    return [queue.wait(view["id"], timeout) for view in views]
+
+
+def test_render_finishes_with_png_record_and_recipe_metadata(make_queue, tmp_path):
+    queue = make_queue()
+    view = queue.submit(FakeRecipe(unit=3), FINGERPRINT)
+    assert view["status"] == "queued"
+    final = queue.wait(view["id"])
+    assert final["status"] == "done" and final["progress"] == 1.0
+    png = tmp_path / "renders" / f"{view['id']}.png"
+    assert Image.open(png).text["unit"] == "3"
+    record = json.loads(png.with_suffix(".json").read_text())
+    assert record["params"]["unit"] == 3 and record["fingerprint"] == FINGERPRINT
+
+
+def test_identical_requests_share_one_id_and_one_job(make_queue, engine):
+    engine.gate.clear()
+    queue = make_queue()
+    views: list[dict] = []
+    threads = [
+        threading.Thread(target=lambda: views.append(queue.submit(FakeRecipe(), FINGERPRINT)))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({view["id"] for view in views}) == 1
+    engine.gate.set()
+    queue.wait(views[0]["id"])
+    assert len(engine.batches) == 1
+
+
+def test_id_depends_on_recipe_and_weights():
+    assert render_id(FakeRecipe(), FINGERPRINT) == render_id(FakeRecipe(), FINGERPRINT)
+    assert render_id(FakeRecipe(), FINGERPRINT) != render_id(FakeRecipe(seed=1), FINGERPRINT)
+    assert render_id(FakeRecipe(), FINGERPRINT) != render_id(FakeRecipe(), "f" * 16)
+    assert check_id(render_id(FakeRecipe(), FINGERPRINT))
+    with pytest.raises(NotFound):
+        check_id("../../etc/passwd")
+
+
+def test_finished_render_is_a_cache_hit_after_a_restart(make_queue, engine):
+    first = make_queue()
+    view = first.wait(first.submit(FakeRecipe(unit=5), FINGERPRINT)["id"])
+    first.stop()
+    built = len(engine.batches)
+    second = make_queue()
+    again = second.submit(FakeRecipe(unit=5), FINGERPRINT)
+    assert again["id"] == view["id"] and again["status"] == "done"
+    assert second.get(view["id"])["status"] == "done"
+    assert len(engine.batches) == built
+    assert second.status()["cache_entries"] == 1
+
+
+def test_compatible_queued_jobs_render_as_one_batch(make_queue, engine):
+    engine.gate.clear()
+    queue = make_queue(max_batch=4)
+    blocker = queue.submit(FakeRecipe(layer="other", unit=99), FINGERPRINT)
+    time.sleep(0.05)  # the worker holds the blocker's batch; the rest queue up
+    views = [queue.submit(FakeRecipe(unit=unit), FINGERPRINT) for unit in range(6)]
+    engine.gate.set()
+    wait_all(queue, [blocker, *views])
+    sizes = [[r.unit for r in batch.recipes] for batch in engine.batches]
+    assert sizes == [[99], [0, 1, 2, 3], [4, 5]]
+
+
+def test_higher_priority_and_larger_size_run_first_fifo_within(make_queue, engine):
+    engine.gate.clear()
+    queue = make_queue()
+    blocker = queue.submit(FakeRecipe(layer="blocker", unit=99), FINGERPRINT)
+    time.sleep(0.05)
+    requests = [
+        (FakeRecipe(layer="a", unit=1, size=64), 0),
+        (FakeRecipe(layer="b", unit=2, size=64), 0),
+        (FakeRecipe(layer="c", unit=3, size=128), 0),
+        (FakeRecipe(layer="d", unit=4, size=64), 5),
+    ]
+    views = [queue.submit(recipe, FINGERPRINT, priority) for recipe, priority in requests]
+    engine.gate.set()
+    wait_all(queue, [blocker, *views])
+    order = [batch.recipes[0].unit for batch in engine.batches]
+    assert order == [99, 4, 3, 1, 2]
+
+
+def test_urgent_job_preempts_within_steps_and_the_parked_job_resumes(make_queue, engine):
+    engine.step_s = 0.01
+    queue = make_queue()
+    long = queue.submit(FakeRecipe(layer="long", unit=1, steps=60), FINGERPRINT)
+    while queue.get(long["id"])["progress"] < 0.1:
+        time.sleep(0.005)
+    urgent = queue.submit(FakeRecipe(layer="urgent", unit=2, steps=3), FINGERPRINT, priority=1)
+    assert queue.wait(urgent["id"])["status"] == "done"
+    assert queue.get(long["id"])["status"] in ("queued", "running")
+    assert queue.wait(long["id"])["status"] == "done"
+    first_urgent = engine.steps_log.index((2,))
+    steps_before = engine.steps_log[:first_urgent].count((1,))
+    assert 6 <= steps_before < 60  # pre-empted mid-render …
+    assert engine.steps_log.count((1,)) == 60  # … and resumed, not restarted
+    assert [b.recipes[0].unit for b in engine.batches] == [1, 2]
+    assert queue.status()["counts"]["preempted"] == 1
+
+
+def test_cancel_frees_the_slot_of_a_queued_job(make_queue, engine):
+    engine.gate.clear()
+    queue = make_queue(max_pending=2)
+    first = queue.submit(FakeRecipe(layer="x", unit=1), FINGERPRINT)
+    second = queue.submit(FakeRecipe(layer="y", unit=2), FINGERPRINT)
+    with pytest.raises(Unavailable) as full:
+        queue.submit(FakeRecipe(layer="z", unit=3), FINGERPRINT)
+    assert full.value.retry_after >= 1
+    assert queue.cancel(second["id"])["status"] == "cancelled"
+    third = queue.submit(FakeRecipe(layer="z", unit=3), FINGERPRINT)
+    engine.gate.set()
+    assert [v["status"] for v in wait_all(queue, [first, second, third])] == [
+        "done",
+        "cancelled",
+        "done",
+    ]
+    with pytest.raises(AlreadyFinished):
+        queue.cancel(first["id"])
+    with pytest.raises(NotFound):
+        queue.cancel("0" * 24)
+
+
+def test_cancel_inside_a_running_batch_keeps_its_batch_mates(make_queue, engine, tmp_path):
+    engine.step_s = 0.01
+    queue = make_queue()
+    views = queue.submit_many([FakeRecipe(unit=unit, steps=20) for unit in range(3)], FINGERPRINT)
+    while queue.get(views[1]["id"])["status"] != "running":
+        time.sleep(0.005)
+    queue.cancel(views[1]["id"])
+    finals = wait_all(queue, views)
+    assert [v["status"] for v in finals] == ["done", "cancelled", "done"]
+    assert not (tmp_path / "renders" / f"{views[1]['id']}.json").exists()
+    assert len(engine.batches) == 1
+
+
+def test_cancelling_every_job_of_a_batch_stops_it(make_queue, engine):
+    engine.step_s = 0.01
+    queue = make_queue()
+    view = queue.submit(FakeRecipe(steps=1000), FINGERPRINT)
+    while queue.get(view["id"])["status"] != "running":
+        time.sleep(0.005)
+    queue.cancel(view["id"])
+    nxt = queue.submit(FakeRecipe(layer="next", steps=2), FINGERPRINT)
+    assert queue.wait(nxt["id"], 5)["status"] == "done"
+    assert engine.batches[0].steps_done < 1000
+
+
+def test_failures_fail_only_their_jobs_and_the_worker_lives_on(make_queue, engine):
+    queue = make_queue()
+    on_run = queue.submit(FakeRecipe(layer="bad-on-run"), FINGERPRINT)
+    offline = queue.submit(FakeRecipe(model="offline"), FINGERPRINT)
+    after = queue.submit(FakeRecipe(layer="fine"), FINGERPRINT)
+    on_run, offline, after = wait_all(queue, [on_run, offline, after])
+    assert on_run["status"] == "failed" and "NaN" in on_run["error"]
+    assert offline["status"] == "failed" and "cannot be downloaded" in offline["error"]
+    assert after["status"] == "done"
+    assert queue.status()["workers_alive"] is True
+
+
+def test_a_recipe_that_cannot_render_fails_alone(make_queue, engine):
+    engine.gate.clear()
+    queue = make_queue()
+    blocker = queue.submit(FakeRecipe(layer="blocker"), FINGERPRINT)
+    time.sleep(0.05)
+    bad = queue.submit(FakeRecipe(layer="bad-on-build"), FINGERPRINT)
+    engine.gate.set()
+    assert queue.wait(bad["id"])["status"] == "failed"
+    assert "cannot be rendered" in queue.get(bad["id"])["error"]
+    assert queue.wait(blocker["id"])["status"] == "done"
+
+
+def test_a_batch_that_cannot_be_built_is_retried_one_job_at_a_time(make_queue, engine):
+    def picky(loaded, recipes):
+        if len(recipes) > 1:
+            raise ValueError("cannot batch these")
+        return engine(loaded, recipes)
+
+    queue = make_queue(factory=picky)
+    views = queue.submit_many([FakeRecipe(unit=unit) for unit in range(3)], FINGERPRINT)
+    assert [v["status"] for v in wait_all(queue, views)] == ["done"] * 3
+    assert [len(batch.recipes) for batch in engine.batches] == [1, 1, 1]
+
+
+def test_snapshots_are_written_while_the_job_runs(make_queue, engine, tmp_path):
+    engine.step_s = 0.01
+    queue = make_queue()
+    view = queue.submit(FakeRecipe(steps=40), FINGERPRINT)
+    png = tmp_path / "renders" / f"{view['id']}.png"
+    seen_steps = set()
+    while queue.get(view["id"])["status"] != "done":
+        if png.exists():
+            try:
+                seen_steps.add(int(Image.open(png).text.get("snapshot_step", "-1")))
+            except OSError:  # a reader must never see a half-written file
+                pytest.fail("snapshot PNG was not written atomically")
+        time.sleep(0.01)
+    assert len(seen_steps - {-1}) >= 2
+    assert "snapshot_step" not in Image.open(png).text
+
+
+def test_status_reports_depth_running_workers_and_cache(make_queue, engine):
+    engine.gate.clear()
+    queue = make_queue()
+    running = queue.submit(FakeRecipe(layer="r"), FINGERPRINT)
+    time.sleep(0.05)
+    queue.submit(FakeRecipe(layer="q"), FINGERPRINT)
+    status = queue.status()
+    assert status["queued"] == 1
+    assert [job["id"] for job in status["running"]] == [running["id"]]
+    assert status["workers_alive"] is True and status["workers"][0]["busy"] is True
+    assert status["cache_entries"] == 0
+    engine.gate.set()
+
+
+def test_a_dead_worker_is_restarted(make_queue, engine):
+    queue = make_queue()
+    worker = queue._workers[0]
+    queue.stop()
+    queue._stopping = False
+    assert not worker.thread.is_alive()
+    view = queue.submit(FakeRecipe(), FINGERPRINT)
+    assert queue.wait(view["id"])["status"] == "done"
+
+
+def test_workers_print_nothing(make_queue, engine, capfd):
+    queue = make_queue()
+    views = [queue.submit(FakeRecipe(unit=u), FINGERPRINT) for u in range(3)]
+    views.append(queue.submit(FakeRecipe(layer="bad-on-run"), FINGERPRINT))
+    wait_all(queue, views)
+    assert capfd.readouterr().out == ""

@@ -1,0 +1,134 @@
+"""``python -m wga render``: feature visualisations of units of one layer, as PNG files.
+
+    python -m wga render --model vgg16-hed --layer block4_conv3 --units 0-7 --size 224 --out out/
+
+writes ``out/block4_conv3-0.png`` … ``-7.png``, each carrying its recipe in PNG text metadata.
+All units render in one batch (one forward/backward pass per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path
+
+from wga.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+MAX_UNITS_PER_COMMAND = 4096
+
+
+def parse_units(text: str) -> list[int]:
+    """``"0-7"``, ``"3,5,9"`` or ``"0-3,8"`` → sorted unique unit numbers."""
+    units: set[int] = set()
+    for part in (piece.strip() for piece in text.split(",")):
+        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
+        if not match:
+            raise InvalidInput(
+                f"cannot read units {text!r}: give numbers and ranges like 0-7 or 3,5,9"
+            )
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) else low
+        if high < low:
+            raise InvalidInput(f"unit range {part!r} runs backwards: write {high}-{low}")
+        if high - low + len(units) >= MAX_UNITS_PER_COMMAND:
+            raise InvalidInput(f"at most {MAX_UNITS_PER_COMMAND} units per command")
+        units.update(range(low, high + 1))
+    return sorted(units)
+
+
+def output_name(layer: str, unit: int) -> str:
+    """``<layer>-<unit>.png``, with path separators in a layer name made harmless."""
+    return f"{re.sub(r'[^A-Za-z0-9_.+=-]', '_', layer)}-{unit}.png"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from wga.vis.presets import DEFAULT_PRESET, PRESETS
+
+    parser = subparsers.add_parser(
+        "render",
+        help="render feature visualisations of units to PNG files",
+        description="Render what units of a layer respond to, one PNG per unit "
+        "(DIR/<layer>-<unit>.png, recipe in its text metadata).",
+    )
+    parser.add_argument(
+        "--model", help="registry name or .keras path (default: inceptionv3, or vgg16-hed offline)"
+    )
+    parser.add_argument("--layer", required=True, help="layer name (see: wga models --layers M)")
+    parser.add_argument("--units", required=True, help="units: 0-7, 3,5,9 or 0-3,8")
+    parser.add_argument("--size", type=int, default=224, help="image side in px, 64 … 1024")
+    parser.add_argument("--steps", type=int, help="optimisation steps (default: the preset's)")
+    parser.add_argument(
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same image)")
+    parser.add_argument(
+        "--objective",
+        default="auto",
+        help="auto (channel; logit for the class layer), channel, neuron, logit, layer",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    units = parse_units(args.units)
+    from wga.vis.render import Recipe  # validates sizes, steps, preset before TensorFlow starts
+
+    model_name = args.model
+    recipes_args = {
+        "layer": args.layer,
+        "size": args.size,
+        "preset": args.preset,
+        "steps": args.steps,
+        "seed": args.seed,
+        "objective": args.objective,
+    }
+    Recipe(model=model_name or "-", unit=units[0], **recipes_args)
+
+    from tqdm import tqdm
+
+    from wga.models import default_registry
+    from wga.quiet import quiet_keras
+    from wga.vis.png import save_png
+    from wga.vis.render import BatchRender
+
+    quiet_keras()
+    registry = default_registry()
+    model_name = model_name or registry.default_name()
+    loaded = registry.load(model_name)
+    info = loaded.layer(args.layer)
+    if units[-1] >= info.units:
+        raise InvalidInput(
+            f"unit {units[-1]} is out of range for layer {args.layer!r} of "
+            f"{loaded.name!r}: it has units 0 … {info.units - 1}"
+        )
+    recipes = [Recipe(model=model_name, unit=unit, **recipes_args) for unit in units]
+    batch = BatchRender(loaded, recipes)
+    log.info(
+        "rendering %d unit(s) of %s/%s at %d px, %d steps (%s)",
+        len(recipes),
+        loaded.name,
+        args.layer,
+        args.size,
+        batch.total_steps,
+        args.preset,
+    )
+    with tqdm(
+        total=batch.total_steps, unit="step", disable=args.no_progress, desc=args.layer
+    ) as bar:
+        while not batch.done:
+            batch.run(1)
+            bar.update(1)
+    images = batch.images()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for index, recipe in enumerate(recipes):
+        path = args.out / output_name(recipe.layer, recipe.unit)
+        save_png(path, images[index], batch.metadata(index))
+        print(path)
+    return 0

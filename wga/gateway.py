@@ -1,0 +1,254 @@
+"""The backend's web server: jupyter_kernel_gateway in notebook-http mode, with CORS.
+
+Two things live here:
+
+* **A kernel-gateway personality** (this module is passed as ``--KernelGatewayApp.api``). It is
+  the stock ``notebook_http`` personality — the backend notebook's annotated cells become the
+  REST endpoints, ``static/`` is served at ``/public/`` — plus CORS headers on every response
+  (API, static files, 404s) and answers to CORS pre-flight requests. The stock mode ignores the
+  gateway's own ``allow_origin`` options (its handler never sets them), so a page opened from
+  elsewhere could not call the API without this.
+* **The launcher** (:class:`Gateway`): starts ``jupyter kernelgateway`` on the backend notebook
+  with one kernel (the render queue is state in that kernel; several kernels would each have
+  their own queue), waits until the API answers, and stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from wga.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BACKEND_NOTEBOOK = PROJECT_ROOT / "notebooks" / "backend.ipynb"
+STATIC_DIR = PROJECT_ROOT / "static"
+DEFAULT_HOST = "127.0.0.1"  # local only: the API has no authentication
+DEFAULT_PORT = 8765
+PAGE_PATH = "/public/index.html"
+READY_PATH = "/api/status"
+START_TIMEOUT_S = 180.0  # TensorFlow start plus the seed cells, on a slow, busy machine
+STOP_TIMEOUT_S = 15.0
+
+CORS_METHODS = "GET, POST, DELETE, OPTIONS"
+CORS_HEADERS = "Content-Type, Authorization"
+CORS_EXPOSE = "Retry-After, Location"
+CORS_MAX_AGE = "600"
+
+
+class _CorsMixin:
+    """CORS headers on every response of a Tornado handler, and 204 for pre-flights."""
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()  # type: ignore[misc]
+        # The gateway copies the personality's config traits into the settings as kg_<name>.
+        origin = self.settings.get("kg_cors_origin", "*")  # type: ignore[attr-defined]
+        if origin:
+            self.set_header("Access-Control-Allow-Origin", origin)  # type: ignore[attr-defined]
+            self.set_header("Access-Control-Allow-Methods", CORS_METHODS)  # type: ignore[attr-defined]
+            self.set_header("Access-Control-Allow-Headers", CORS_HEADERS)  # type: ignore[attr-defined]
+            self.set_header("Access-Control-Expose-Headers", CORS_EXPOSE)  # type: ignore[attr-defined]
+            self.set_header("Access-Control-Max-Age", CORS_MAX_AGE)  # type: ignore[attr-defined]
+
+    def options(self, *args: Any, **kwargs: Any) -> None:
+        self.set_status(204)  # type: ignore[attr-defined]
+        self.finish()  # type: ignore[attr-defined]
+
+
+@functools.cache
+def personality_class() -> type:
+    """The personality class, built on first use: the launcher need not import the gateway."""
+    import tornado.web
+    from kernel_gateway.notebook_http import NotebookHTTPPersonality
+    from traitlets import Unicode
+
+    class FreshStaticFileHandler(tornado.web.StaticFileHandler):
+        """Static files that browsers revalidate: renders are rewritten while they progress."""
+
+        def set_extra_headers(self, path: str) -> None:
+            self.set_header("Cache-Control", "no-cache")
+
+    def with_cors(handler: type) -> type:
+        if handler is tornado.web.StaticFileHandler:
+            handler = FreshStaticFileHandler
+        return type(f"Cors{handler.__name__}", (_CorsMixin, handler), {})
+
+    class CorsNotebookHTTPPersonality(NotebookHTTPPersonality):
+        """``notebook_http`` with CORS headers on every response (API, static files, errors)."""
+
+        cors_origin = Unicode(
+            "*",
+            config=True,
+            help="Access-Control-Allow-Origin sent with every response ('' sends none)",
+        )
+
+        def create_request_handlers(self) -> list[tuple]:
+            return [
+                (pattern, with_cors(handler), *rest)
+                for pattern, handler, *rest in super().create_request_handlers()
+            ]
+
+    return CorsNotebookHTTPPersonality
+
+
+def create_personality(*args: Any, **kwargs: Any) -> Any:
+    """Entry point the kernel gateway calls for ``--KernelGatewayApp.api=wga.gateway``."""
+    return personality_class()(*args, **kwargs)
+
+
+# -- the launcher -------------------------------------------------------------------------------
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A TCP port that was free a moment ago (for tests and ``--port 0``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+@dataclass
+class Gateway:
+    """A ``jupyter kernelgateway`` process serving the backend notebook and ``static/``."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    notebook: Path = BACKEND_NOTEBOOK
+    static_dir: Path = STATIC_DIR
+    runs_dir: Path | None = None
+    cors_origin: str = "*"
+    env: dict[str, str] = field(default_factory=dict)
+    log_file: IO[Any] | None = None  # where the gateway's log goes (None: inherit stderr)
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def page_url(self) -> str:
+        return self.url + PAGE_PATH
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "kernel_gateway",
+            "--KernelGatewayApp.api=wga.gateway",
+            f"--KernelGatewayApp.seed_uri={self.notebook}",
+            f"--KernelGatewayApp.ip={self.host}",
+            f"--KernelGatewayApp.port={self.port}",
+            "--KernelGatewayApp.port_retries=0",  # the printed URL must be the real one
+            "--KernelGatewayApp.prespawn_count=1",  # one kernel: the queue is its state
+            f"--NotebookHTTPPersonality.static_path={self.static_dir}",
+            f"--CorsNotebookHTTPPersonality.cors_origin={self.cors_origin}",
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        pythonpath = [str(PROJECT_ROOT), *filter(None, env.get("PYTHONPATH", "").split(":"))]
+        env.update(
+            {
+                "PYTHONPATH": ":".join(dict.fromkeys(pythonpath)),
+                "WGA_STATIC_DIR": str(self.static_dir),
+                "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+                "KERAS_BACKEND": "tensorflow",
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            }
+        )
+        if self.runs_dir is not None:
+            env["WGA_RUNS_DIR"] = str(self.runs_dir)
+        env.update(self.env)
+        return env
+
+    def start(self) -> Gateway:
+        """Start the process (own session: a terminal's Ctrl-C reaches only the launcher)."""
+        if not self.notebook.exists():
+            raise Unavailable(f"the backend notebook is missing: {self.notebook}")
+        if port_in_use(self.host, self.port):
+            raise Unavailable(
+                f"port {self.port} on {self.host} is already in use (another wga serve?); "
+                "stop that server or choose another --port"
+            )
+        (self.static_dir / "renders").mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.argv(),
+            cwd=PROJECT_ROOT,
+            env=self.environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_file if self.log_file is not None else None,
+            stderr=subprocess.STDOUT if self.log_file is not None else None,
+            start_new_session=True,
+        )
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> dict[str, Any]:
+        """Poll ``/api/status`` until the kernel answers; its status, or :class:`Unavailable`."""
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if not self.alive():
+                code = self.process.returncode if self.process else None
+                raise Unavailable(f"the kernel gateway exited (status {code}) before it was ready")
+            try:
+                # A request made while the kernel starts is answered once it is up: wait long.
+                remaining = max(1.0, deadline - time.monotonic())
+                with urllib.request.urlopen(self.url + READY_PATH, timeout=remaining) as response:
+                    return json.loads(response.read())
+            except (urllib.error.URLError, OSError, ValueError) as error:
+                last_error = str(error)
+            time.sleep(0.25)
+        raise Unavailable(f"the kernel gateway did not answer in {timeout:.0f} s ({last_error})")
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM (the gateway shuts its kernel down), then SIGKILL the group if it lingers."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("the kernel gateway did not stop in %.0f s; killing it", timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+        return process.returncode
+
+    def __enter__(self) -> Gateway:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,172 @@
+"""The part of a model a render needs: input → the chosen layer, ready for gradient ascent.
+
+Rendering a unit of ``mixed5`` never needs ``mixed6`` … ``predictions``: the model is truncated
+at the layer (a Keras sub-model sharing the weights), which is most of the speed-up for early
+layers. The sub-model is then re-wired (``keras.models.clone_model`` with a ``call_function``,
+sharing every weight) so that
+
+* every ReLU — ``Activation("relu")``, ``ReLU()`` and layers built with ``activation="relu"`` —
+  becomes a :class:`~wga.vis.objective.RedirectedReLU` (the warm-up of Lucid), and
+* a class layer's softmax is dropped: the render maximises the logit.
+
+Size: convolutional layers take any input size through ``LoadedModel.spatial_model()``. A class
+layer needs the whole network; when the network ends in global pooling it is rebuilt with a free
+input size too (InceptionV3, ResNet50, fine-tuned runs), otherwise (``Flatten``, VGG16's top)
+the step resizes the image to the native input (:attr:`FeatureGraph.fixed_size`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import keras
+
+from wga.vis.objective import RedirectedReLU
+
+if TYPE_CHECKING:
+    from wga.models import LayerInfo, LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureGraph:
+    """``model``: images (model input) → the layer's output, ReLUs redirectable, logits."""
+
+    model: keras.Model
+    layer: LayerInfo
+    fixed_size: int | None  # the input side the model insists on; None = any size
+
+
+def _is_relu(function: Any) -> bool:
+    return getattr(function, "__name__", None) == "relu"
+
+
+def _is_plain_relu_layer(layer: keras.layers.Layer) -> bool:
+    if isinstance(layer, keras.layers.ReLU):
+        config = layer.get_config()
+        return (
+            config.get("max_value") is None
+            and not config.get("negative_slope")
+            and not config.get("threshold")
+        )
+    return isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation)
+
+
+def _rewire(sub: keras.Model, target: LayerInfo) -> keras.Model:
+    """``sub`` with redirectable ReLUs and, for a class layer, a linear (logit) output."""
+    twins: dict[str, keras.layers.Layer] = {}
+
+    def linear_twin(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> Any:
+        config = layer.get_config()
+        config["activation"] = "linear"
+        config["name"] = f"{layer.name}_linear"
+        twin = type(layer).from_config(config)
+        out = twin(*args, **kwargs)
+        twin.set_weights(layer.get_weights())
+        twins[layer.name] = twin
+        return out
+
+    def call(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
+        if _is_plain_relu_layer(layer):
+            return RedirectedReLU(name=f"{layer.name}_redirected")(*args)
+        activation = getattr(layer, "activation", None)
+        if activation is None or isinstance(layer, keras.layers.Activation):
+            return layer(*args, **kwargs)
+        if layer.name == target.name and target.kind == "class":
+            if getattr(activation, "__name__", "") == "linear":
+                return layer(*args, **kwargs)
+            return linear_twin(layer, args, kwargs)
+        if _is_relu(activation):
+            return RedirectedReLU(name=f"{layer.name}_redirected")(linear_twin(layer, args, kwargs))
+        return layer(*args, **kwargs)
+
+    return keras.models.clone_model(sub, clone_function=lambda layer: layer, call_function=call)
+
+
+def _free_size_full_model(loaded: LoadedModel) -> keras.Model | None:
+    """The whole model (class layer included) with a free input size, if its graph allows it."""
+    model = loaded.model
+    shape = tuple(model.inputs[0].shape)
+    if shape[1] is None and shape[2] is None:
+        return model
+    try:
+        config = model.get_config()
+        config["layers"][0]["config"]["batch_shape"] = [None, None, None, shape[-1]]
+        free = keras.Model.from_config(config)
+        free.set_weights(model.get_weights())
+    except Exception as error:  # Flatten → Dense cannot take other sizes; any rebuild error
+        log.info("%s: class layer needs its native input size (%s)", loaded.name, error)
+        return None
+    return free
+
+
+def _build(loaded: LoadedModel, layer_name: str) -> FeatureGraph:
+    info = loaded.layer(layer_name)
+    source: keras.Model | None = None
+    spatial = loaded.spatial_model()
+    if spatial is not None and any(layer.name == layer_name for layer in spatial.layers):
+        source = spatial
+    elif not info.spatial:
+        source = _free_size_full_model(loaded)
+    fixed_size: int | None = None
+    if source is None:
+        source = loaded.model
+        shape = tuple(source.inputs[0].shape)
+        fixed_size = int(shape[1] or loaded.spec.input_size)
+    sub = keras.Model(source.inputs, source.get_layer(layer_name).output)
+    return FeatureGraph(_rewire(sub, info), info, fixed_size)
+
+
+class ModelScopedCache:
+    """Values built once per (loaded model, key) and kept while that model lives; thread-safe.
+
+    Keyed by the model object's identity (a weak reference checks it is still the same object),
+    so two registries' copies of one model never share compiled state by accident.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[int, Hashable], tuple[weakref.ref, Any]] = {}
+        self._building: dict[tuple[int, Hashable], threading.Lock] = {}
+
+    def _lookup(self, key: tuple[int, Hashable], loaded: LoadedModel) -> tuple[bool, Any]:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0]() is loaded:
+            return True, entry[1]
+        return False, None
+
+    def get(self, loaded: LoadedModel, key: Hashable, build: Callable[[], Any]) -> Any:
+        full_key = (id(loaded), key)
+        with self._lock:
+            found, value = self._lookup(full_key, loaded)
+            if found:
+                return value
+            lock = self._building.setdefault(full_key, threading.Lock())
+        with lock:  # one builder per key; other keys build in parallel
+            with self._lock:
+                found, value = self._lookup(full_key, loaded)
+                if found:
+                    return value
+            value = build()
+            with self._lock:
+                self._entries = {k: v for k, v in self._entries.items() if v[0]() is not None}
+                self._entries[full_key] = (weakref.ref(loaded), value)
+            return value
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(1 for ref, _ in self._entries.values() if ref() is not None)
+
+
+_graphs = ModelScopedCache()
+
+
+def feature_graph(loaded: LoadedModel, layer: str) -> FeatureGraph:
+    """The (cached) truncated, re-wired model for ``layer`` of ``loaded``."""
+    return _graphs.get(loaded, layer, lambda: _build(loaded, layer))

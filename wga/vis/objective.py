@@ -1,0 +1,134 @@
+"""What a render maximises, per batch element, and the ReLU-gradient warm-up.
+
+Every objective maps the layer's output ``features`` and the per-element ``units`` to one score
+per element, ``(B,)``; the step maximises their sum, so element ``i``'s gradient depends only on
+its own score.
+
+* ``channel`` — spatial mean of channel ``unit`` (Lucid's ``channel``); ``border`` excludes a
+  margin, as the 2018 original did (2 px);
+* ``neuron`` — channel ``unit`` at the centre position only (Lucid's ``neuron``);
+* ``logit`` — unit ``unit`` of a Dense (class) layer, read BEFORE its softmax: maximising a
+  probability rewards suppressing the other classes rather than showing this one;
+* ``layer`` — DeepDream: mean squared activation of the whole layer (``unit`` is ignored);
+* :func:`diversity` — Lucid's penalty on similar Gram matrices, for several variations of one
+  unit rendered together (this one couples the batch on purpose).
+
+ReLU warm-up: Lucid redirects ReLU gradients during the first steps so that a unit that is dead
+(negative everywhere) for the initial noise still receives a gradient that pushes it up. Here the
+model is rebuilt with :class:`RedirectedReLU` layers in place of its ReLUs (see
+:mod:`wga.vis.features`); whether they redirect is a boolean *tensor* fed to the compiled step,
+so one trace serves the warm-up and the rest of the render.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import keras
+import tensorflow as tf
+
+ObjectiveKind = Literal["channel", "neuron", "logit", "layer"]
+OBJECTIVES: tuple[str, ...] = ("auto", "channel", "neuron", "logit", "layer")
+RELU_WARMUP_STEPS = 16  # Lucid render_vis: relu_gradient_override for the first 16 steps
+DIVERSITY_WEIGHT = 100.0  # Lucid's tutorial: channel(...) - 1e2 * diversity(layer)
+
+_redirect = threading.local()
+
+
+@contextmanager
+def redirect_relu_gradients(switch: tf.Tensor) -> Iterator[None]:
+    """While tracing inside this block, :class:`RedirectedReLU` layers obey ``switch`` (bool).
+
+    Thread-local, so two threads tracing different steps never see each other's switch.
+    """
+    previous = getattr(_redirect, "switch", None)
+    _redirect.switch = switch
+    try:
+        yield
+    finally:
+        _redirect.switch = previous
+
+
+@tf.custom_gradient
+def _relu_with_redirect(x: tf.Tensor, switch: tf.Tensor) -> tuple[tf.Tensor, object]:
+    """ReLU whose gradient, when ``switch`` is on, also reaches negative inputs that it would
+    push up, for batch elements where the plain ReLU gradient is zero everywhere (Lucid's
+    ``redirected_relu_grad``). The step differentiates the objective it MAXIMISES, so
+    ``dy > 0`` means "make this input larger" (Lucid minimised a loss: signs flipped)."""
+    y = tf.nn.relu(x)
+
+    def grad(dy: tf.Tensor) -> tuple[tf.Tensor, None]:
+        negative = x < 0
+        plain = tf.where(negative, tf.zeros_like(dy), dy)
+        redirected = tf.where(negative & (dy < 0), tf.zeros_like(dy), dy)
+        axes = list(range(1, len(x.shape)))
+        alive = tf.reduce_any(tf.not_equal(plain, 0), axis=axes, keepdims=True)
+        use_redirect = tf.logical_and(switch, tf.logical_not(alive))
+        return tf.where(use_redirect, redirected, plain), None
+
+    return y, grad
+
+
+class RedirectedReLU(keras.layers.Layer):
+    """A ReLU that redirects its gradient while :func:`redirect_relu_gradients` says so."""
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        switch = getattr(_redirect, "switch", None)
+        if switch is None:
+            return tf.nn.relu(inputs)
+        return _relu_with_redirect(inputs, switch)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+
+def objective_kind(requested: str, spatial: bool) -> ObjectiveKind:
+    """Resolve ``auto``: channel for feature maps, logit for Dense layers; check the rest."""
+    if requested == "auto":
+        return "channel" if spatial else "logit"
+    if requested not in OBJECTIVES:
+        raise ValueError(f"unknown objective {requested!r}")
+    if spatial and requested == "logit":
+        raise ValueError("logit needs a Dense layer; use channel or neuron for feature maps")
+    if not spatial and requested in ("channel", "neuron", "layer"):
+        raise ValueError(f"{requested} needs a spatial layer; use logit for a Dense layer")
+    return requested  # type: ignore[return-value]
+
+
+def score(kind: ObjectiveKind, features: tf.Tensor, units: tf.Tensor, border: int = 0) -> tf.Tensor:
+    """One score per batch element: how strongly ``features`` show each element's unit."""
+    if kind == "logit":
+        return tf.gather(features, units, axis=1, batch_dims=1)
+    if kind == "layer":
+        return tf.reduce_mean(tf.square(features), axis=[1, 2, 3])
+    if kind == "neuron":
+        height, width = tf.shape(features)[1], tf.shape(features)[2]
+        centre = features[:, height // 2, width // 2, :]
+        return tf.gather(centre, units, axis=1, batch_dims=1)
+    channels = tf.transpose(features, [0, 3, 1, 2])  # (B, C, H, W)
+    chosen = tf.gather(channels, units, axis=1, batch_dims=1)  # (B, H, W)
+    if border:
+        height, width = tf.shape(chosen)[1], tf.shape(chosen)[2]
+        inner = chosen[:, border : height - border, border : width - border]
+        # a layer smaller than twice the border keeps all of it rather than nothing
+        chosen = tf.cond(tf.size(inner) > 0, lambda: inner, lambda: chosen)
+    return tf.reduce_mean(chosen, axis=[1, 2])
+
+
+def diversity(features: tf.Tensor) -> tf.Tensor:
+    """Lucid's diversity: mean cosine similarity between the elements' Gram matrices.
+
+    Subtract it (times a weight) from the objective to push variations of one unit apart.
+    """
+    shape = tf.shape(features)
+    flat = tf.reshape(features, [shape[0], -1, shape[-1]])
+    grams = tf.matmul(flat, flat, transpose_a=True)
+    grams = tf.reshape(grams, [shape[0], -1])
+    grams = tf.math.l2_normalize(grams, axis=1, epsilon=1e-10)
+    similarity = tf.matmul(grams, grams, transpose_b=True)
+    batch = tf.cast(shape[0], features.dtype)
+    off_diagonal = tf.reduce_sum(similarity) - tf.linalg.trace(similarity)
+    return off_diagonal / batch

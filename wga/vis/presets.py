@@ -1,0 +1,160 @@
+"""Named render recipes: parameterisation, transforms, optimiser, octaves, steps — as data.
+
+* ``lucid`` (default): Fourier basis with 1/f scaling and colour decorrelation, sigmoid, Lucid's
+  transform stack scaled with the size, Adam 0.05, ReLU warm-up; 512 steps (Lucid's default).
+  Above 256 px it renders in octaves (×2, most steps at the smallest size).
+* ``offert2018``: the 2018 original (``shared/notes/original.md``): pixel space in model-input
+  range, normalised gradient ascent ``x += 0.01 · g / mean|g|``, 100 steps per octave, octaves ×1.2
+  from ~174 px up to the size with DeepDream-style re-injection of lost detail, a 5×5 median filter
+  every 4 steps, a channel mean that excludes a 2 px border, autotone at the end. Two fixes: class
+  units use the logit (as everywhere in wga), and the first 16 steps redirect ReLU gradients, so
+  a unit that is dead on the start noise can still rise (the original left such units blank).
+* ``preview``: ``lucid`` with 48 steps and a higher rate — grid thumbnails in seconds.
+* ``pixel``: ``lucid`` without the Fourier basis — the comparison that shows why Fourier helps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from wga.errors import InvalidInput, closest_names
+from wga.vis.param import ParamKind
+
+LUCID_STEPS = 512  # Lucid render_vis thresholds=(512,)
+LUCID_LEARNING_RATE = 0.05  # Lucid render_vis: tf.train.AdamOptimizer(0.05)
+LUCID_OCTAVE_MAX = 256  # renders above this side start smaller and double (our choice)
+OFFERT_STEPS_PER_OCTAVE = 100  # explain.ipynb: 100 iterations per octave
+OFFERT_OCTAVE_SCALE = 1.2  # explain.ipynb: octave_scale = 1.2
+OFFERT_PAPER_SIZE = 900  # explain.ipynb: 10 octaves up to 900 px
+OFFERT_PAPER_OCTAVES = 10
+OFFERT_SMALLEST = OFFERT_PAPER_SIZE / OFFERT_OCTAVE_SCALE ** (OFFERT_PAPER_OCTAVES - 1)  # ≈ 174 px
+OFFERT_STEP_SIZE = 0.01  # explain.ipynb: img += 0.01 * grad / mean(|grad|)
+OFFERT_MEDIAN_EVERY = 4  # explain.ipynb: 5×5 median filter every 4 steps
+OFFERT_MEDIAN_SIZE = 5
+OFFERT_BORDER = 2  # explain.ipynb: channel mean without a 2-pixel border
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything about a render except the model, layer, unit, size and seed."""
+
+    name: str
+    description: str
+    param: ParamKind
+    decorrelate: bool
+    output: Literal["sigmoid", "affine"]
+    optimizer: Literal["adam", "normalized"]
+    learning_rate: float
+    default_steps: int  # at the reference size; see resolve_steps
+    octaves: Literal["double", "offert2018"]
+    decay: float = 1.0
+    transforms: bool = True
+    warmup_steps: int = 16  # Lucid: relu_gradient_override for the first 16 steps
+    median_every: int = 0  # 0: never
+    median_size: int = OFFERT_MEDIAN_SIZE
+    border: int = 0
+    detail_reinjection: bool = False
+    autotone: bool = False
+
+    def octave_sizes(self, size: int) -> list[int]:
+        """The sides rendered in turn, smallest first, ending at ``size``."""
+        if self.octaves == "offert2018":
+            count = 1
+            if size >= OFFERT_SMALLEST:
+                count = 1 + math.floor(
+                    math.log(size / OFFERT_SMALLEST) / math.log(OFFERT_OCTAVE_SCALE) + 1e-9
+                )
+            return [round(size / OFFERT_OCTAVE_SCALE**k) for k in range(count - 1, -1, -1)]
+        count = 1 if size <= LUCID_OCTAVE_MAX else 1 + math.ceil(math.log2(size / LUCID_OCTAVE_MAX))
+        return [round(size / 2**k) for k in range(count - 1, -1, -1)]
+
+    def resolve_steps(self, size: int, steps: int | None) -> int:
+        """Total steps over all octaves; ``None`` → this preset's default for ``size``."""
+        if steps is not None:
+            return steps
+        if self.octaves == "offert2018":
+            return OFFERT_STEPS_PER_OCTAVE * len(self.octave_sizes(size))
+        return self.default_steps
+
+    def schedule(self, size: int, steps: int | None) -> list[tuple[int, int]]:
+        """``(side, steps)`` per octave. ``offert2018`` splits steps evenly (the original ran 100
+        per octave); ``double`` gives each octave steps ∝ 1/side, so the costly large octaves
+        only refine."""
+        total = self.resolve_steps(size, steps)
+        sizes = self.octave_sizes(size)[-total:]  # never an octave without a step
+        if self.octaves == "offert2018":
+            weights = [1.0] * len(sizes)
+        else:
+            weights = [size / side for side in sizes]
+        shares = [max(1, math.floor(total * w / sum(weights))) for w in weights]
+        shares[0] += total - sum(shares)
+        return list(zip(sizes, shares, strict=True))
+
+
+PRESETS: dict[str, Preset] = {
+    "lucid": Preset(
+        name="lucid",
+        description="Fourier basis, 1/f scaling, colour decorrelation, Lucid's transforms, "
+        "Adam 0.05, ReLU warm-up (Lucid's recipe)",
+        param="fourier",
+        decorrelate=True,
+        output="sigmoid",
+        optimizer="adam",
+        learning_rate=LUCID_LEARNING_RATE,
+        default_steps=LUCID_STEPS,
+        octaves="double",
+    ),
+    "offert2018": Preset(
+        name="offert2018",
+        description="the 2018 paper's recipe: pixel space, normalised gradient, octaves ×1.2 "
+        "with detail re-injection, 5×5 median every 4 steps, autotone",
+        param="pixel",
+        decorrelate=False,
+        output="affine",
+        optimizer="normalized",
+        learning_rate=OFFERT_STEP_SIZE,
+        default_steps=OFFERT_STEPS_PER_OCTAVE * OFFERT_PAPER_OCTAVES,
+        octaves="offert2018",
+        transforms=False,
+        warmup_steps=16,  # not in 2018: without it, units dead on grey noise never move
+        median_every=OFFERT_MEDIAN_EVERY,
+        border=OFFERT_BORDER,
+        detail_reinjection=True,
+        autotone=True,
+    ),
+    "preview": Preset(
+        name="preview",
+        description="lucid with 48 steps at a higher rate: quick thumbnails",
+        param="fourier",
+        decorrelate=True,
+        output="sigmoid",
+        optimizer="adam",
+        learning_rate=0.08,
+        default_steps=48,
+        octaves="double",
+        warmup_steps=8,
+    ),
+    "pixel": Preset(
+        name="pixel",
+        description="lucid in pixel space (no Fourier basis): for comparison",
+        param="pixel",
+        decorrelate=True,
+        output="sigmoid",
+        optimizer="adam",
+        learning_rate=LUCID_LEARNING_RATE,
+        default_steps=LUCID_STEPS,
+        octaves="double",
+    ),
+}
+DEFAULT_PRESET = "lucid"
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InvalidInput(
+            f"unknown preset {name!r}: {closest_names(name, list(PRESETS))}"
+        ) from None
