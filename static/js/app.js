@@ -6,8 +6,9 @@
   const wga = (window.wga = window.wga || {});
   const { Api } = wga.api;
 
-  // The queue runs higher `priority` first (DESIGN.md REST contract; wga.queue ranks -priority).
-  const PRIORITY_PREVIEW = 0;
+  // The queue runs higher `priority` first (-100 … 100, default 0: GET /api/presets), so the
+  // unit view's large render overtakes the grid's previews and pre-empts them.
+  const PRIORITY_PREVIEW = -10;
   const PRIORITY_DETAIL = 10;
   const DEFAULT_DETAIL_SIZE = 512;
   const STORAGE_KEY = "wga.api";
@@ -105,12 +106,19 @@
       return;
     }
     const parts = [];
-    for (const [key, value] of Object.entries(status)) {
-      if (value === null || typeof value === "object") continue;
-      parts.push(`${key.replace(/_/g, " ")}: ${value}`);
-      if (parts.length >= 6) break;
+    if ("queued" in status) parts.push(`queued: ${status.queued}`);
+    if (Array.isArray(status.running)) parts.push(`rendering: ${status.running.length}`);
+    if ("cache_entries" in status) parts.push(`cached images: ${status.cache_entries}`);
+    if (status.workers_alive === false) parts.push("render worker down");
+    if (Array.isArray(status.models_loaded) && status.models_loaded.length) {
+      parts.push(`loaded: ${status.models_loaded.join(", ")}`);
     }
-    el.queueStatus.textContent = parts.join(" · ");
+    if (!parts.length) {
+      for (const [key, value] of Object.entries(status)) {
+        if (value !== null && typeof value !== "object") parts.push(`${key.replace(/_/g, " ")}: ${value}`);
+      }
+    }
+    el.queueStatus.textContent = parts.slice(0, 6).join(" · ");
   }
 
   function connect() {
@@ -161,6 +169,7 @@
       }
     },
     onClose: () => {
+      grid.paused = false;
       if (Number.isFinite(state.get("unit"))) {
         const unit = state.get("unit");
         state.update({ unit: undefined });
@@ -377,6 +386,8 @@
     }
     applied.layer = layer ? layer.name : null;
     renderLayerList();
+    const unitOpen = Boolean(layer) && Number.isFinite(state.get("unit"));
+    grid.paused = unitOpen;
     const preview = previewSettings();
     const previewKey = JSON.stringify([model, applied.layer, preview]);
     if (previewKey !== applied.previewKey) {
@@ -508,10 +519,8 @@
     el.seed.value = Number.isFinite(state.get("seed")) ? String(state.get("seed")) : "";
   }
 
-  window.addEventListener("pagehide", () => {
-    grid.abandon();
-    detail.abandon();
-  });
+  // Large renders nobody will look at any more are given back when the page goes away.
+  window.addEventListener("pagehide", () => detail.abandon());
 
   /* ---------- start ---------- */
 

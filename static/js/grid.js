@@ -1,22 +1,22 @@
 /* The grid of unit previews for one layer.
  *
  * Every unit gets a tile (a light button; 2048 of them are fine), but only tiles near the
- * viewport ask for a render: an IntersectionObserver marks them wanted, a small scheduler sends
- * them in batches at low priority (one batch request when the backend offers one, else a few
- * requests at a time), and polls only the visible ones. Tiles scrolled far away give their queued
- * jobs back (DELETE), and so does leaving the layer, so the queue serves what is on screen. */
+ * viewport ask for a render. The backend answers one request at a time (one kernel) and each
+ * answer costs a kernel round trip, so the grid talks to it in rounds: one batch request
+ * (POST /api/renders/batch) per round carries the new visible previews AND re-asks the
+ * unfinished ones — renders are content-addressed, so re-asking is idempotent and returns their
+ * status. At most WINDOW previews are unfinished at any time: scrolling quickly or leaving the
+ * layer leaves at most one batch of stale work in the queue, cheaper to finish than to cancel
+ * one DELETE at a time. Without a batch endpoint it falls back to one POST per preview. */
 (function () {
   "use strict";
   const wga = (window.wga = window.wga || {});
 
-  const TICK_MS = 300; // scheduler period
-  const BATCH_SIZE = 24; // previews per batch request
-  const SINGLE_CONCURRENCY = 4; // parallel POSTs when the backend has no batch endpoint
-  const POLLS_PER_TICK = 3; // status requests per tick (the gateway answers one at a time)
-  const POLL_RUNNING_MS = 500; // at most this often per running preview
-  const POLL_QUEUED_MS = 900; // … and per queued one
-  const NEAR_MARGIN = "300px 0px"; // counts as visible
-  const FAR_MARGIN = "2500px 0px"; // beyond this a queued preview is cancelled
+  const ROUND_MS = 1200; // a round while previews are unfinished
+  const EAGER_MS = 150; // … sooner when new tiles came into view and there is room
+  const WINDOW = 32; // unfinished previews at most (the queue's default batch: wga.queue)
+  const SINGLE_CONCURRENCY = 2; // parallel POSTs when the backend has no batch endpoint
+  const NEAR_MARGIN = "200px 0px"; // counts as visible
 
   class UnitGrid {
     constructor({ container, scroller, api, onOpen, onStats, onError }) {
@@ -28,24 +28,20 @@
       this.onError = onError || (() => {});
       this.tiles = [];
       this.generation = 0;
-      this.submitting = 0;
-      this.polling = 0;
-      this.seq = 0; // submission order of previews
+      this.busy = false; // a round is under way
+      this.paused = false; // while the unit view is open its large render gets the backend
+      this.lastRound = 0;
       this.focusIndex = 0;
       this.near = new IntersectionObserver((entries) => this._onNear(entries), {
         root: scroller,
         rootMargin: NEAR_MARGIN,
-      });
-      this.far = new IntersectionObserver((entries) => this._onFar(entries), {
-        root: scroller,
-        rootMargin: FAR_MARGIN,
       });
       container.addEventListener("click", (event) => {
         const el = event.target.closest(".tile");
         if (el) this.onOpen(Number(el.dataset.unit));
       });
       container.addEventListener("keydown", (event) => this._onKey(event));
-      this._timer = setInterval(() => this._tick(), TICK_MS);
+      this._timer = setInterval(() => this._tick(), EAGER_MS);
     }
 
     /* Show `layer` ({name, units, kind, classes?}) of `model`, rendered with `preview`
@@ -81,25 +77,19 @@
         caption.textContent = label;
         el.append(img, bar, caption);
         fragment.append(el);
-        this.tiles.push({ unit, el, img, bar, state: "idle", id: null, seq: 0, visible: false, lastPoll: 0, shown: null });
+        this.tiles.push({ unit, el, img, bar, state: "idle", id: null, visible: false, shown: null });
       }
       this.container.replaceChildren(fragment);
       this.scroller.scrollTop = 0;
       this.focusIndex = 0;
-      for (const tile of this.tiles) {
-        this.near.observe(tile.el);
-        this.far.observe(tile.el);
-      }
+      for (const tile of this.tiles) this.near.observe(tile.el);
       this._stats();
     }
 
-    /* Forget the layer, giving back its queued and running previews. */
+    /* Forget the layer (its at most WINDOW unfinished previews finish in the queue). */
     clear() {
       this.near.disconnect();
-      this.far.disconnect();
-      const outstanding = this.tiles.filter((t) => t.id && (t.state === "queued" || t.state === "running"));
-      this._cancelAll(outstanding.map((t) => t.id).filter((id) => this.api.release(id)));
-      for (const tile of this.tiles) if (tile.id && tile.state === "done") this.api.release(tile.id);
+      for (const tile of this.tiles) if (tile.id) this.api.release(tile.id);
       this.tiles = [];
       this.container.replaceChildren();
       this.generation++;
@@ -115,16 +105,6 @@
     scrollToUnit(unit) {
       const tile = this.tiles[unit];
       if (tile) tile.el.scrollIntoView({ block: "center" });
-    }
-
-    /* The page is going away: give back every preview still waiting in the queue. */
-    abandon() {
-      const ids = this.tiles
-        .filter((t) => t.id && (t.state === "queued" || t.state === "running"))
-        .map((t) => t.id)
-        .filter((id) => this.api.release(id));
-      this.api.cancelOnUnload(ids);
-      this.tiles = [];
     }
 
     /* The preview URL of a unit, if one is finished (used by the detail view as a placeholder). */
@@ -143,22 +123,15 @@
       }
     }
 
-    _onFar(entries) {
-      for (const entry of entries) {
-        if (entry.isIntersecting) continue;
-        const tile = this.tiles[Number(entry.target.dataset.unit)];
-        if (tile && tile.id && tile.state === "queued") {
-          if (this.api.release(tile.id)) this._cancelAll([tile.id]);
-          tile.id = null;
-          this._setState(tile, "idle");
-        }
-      }
-    }
-
     _tick() {
-      if (!this.tiles.length || document.hidden) return;
-      this._submitWanted();
-      this._pollVisible();
+      if (!this.tiles.length || document.hidden || this.paused || this.busy) return;
+      if (this.api.online === false) return;
+      const unfinished = this.tiles.filter((t) => t.state === "queued" || t.state === "running");
+      const room = WINDOW - unfinished.length;
+      const fresh = room > 0 ? this.tiles.filter((t) => t.state === "wanted" && t.visible).slice(0, room) : [];
+      const due = performance.now() - this.lastRound >= ROUND_MS;
+      if (!fresh.length && !(unfinished.length && due)) return;
+      this._round([...unfinished, ...fresh]);
     }
 
     _params(unit) {
@@ -170,65 +143,54 @@
       return params;
     }
 
-    async _submitWanted() {
-      if (this.api.online === false) return;
-      const useBatch = this.api.features.batch !== "absent";
-      const room = useBatch ? (this.submitting ? 0 : BATCH_SIZE) : SINGLE_CONCURRENCY - this.submitting;
-      if (room <= 0) return;
-      const wanted = this.tiles.filter((t) => t.state === "wanted" && t.visible).slice(0, room);
-      if (!wanted.length) return;
+    /* One exchange with the backend: submit or re-ask `tiles`, apply the answers. */
+    async _round(tiles) {
+      this.busy = true;
+      this.lastRound = performance.now();
       const generation = this.generation;
-      for (const tile of wanted) this._setState(tile, "submitting");
-      if (useBatch) {
-        this.submitting++;
-        try {
-          const items = await this.api.submitBatch(wanted.map((t) => this._params(t.unit)), { retry: false });
-          if (generation !== this.generation) return this._orphaned(items || []);
-          if (items === null) {
-            for (const tile of wanted) this._setState(tile, "wanted"); // no batch endpoint: singles next tick
-            return;
+      for (const tile of tiles) if (tile.state === "wanted") this._setState(tile, "submitting");
+      try {
+        const items = await this._submit(tiles);
+        if (generation !== this.generation) return;
+        tiles.forEach((tile, i) => this._applySubmitted(tile, items[i]));
+      } catch (err) {
+        if (generation !== this.generation) return;
+        for (const tile of tiles) if (tile.state === "submitting") this._setState(tile, "wanted");
+        if (!(err.network || err.status === 503)) {
+          // The backend refused the whole round: say why once, and mark the new tiles.
+          for (const tile of tiles) {
+            if (tile.state !== "wanted") continue;
+            tile.el.title = err.message;
+            this._setState(tile, "failed");
           }
-          wanted.forEach((tile, i) => this._applySubmitted(tile, items[i]));
-        } catch (err) {
-          this._submitFailed(wanted, err, generation);
-        } finally {
-          this.submitting--;
+          this.onError(err);
         }
-        return;
+      } finally {
+        this.busy = false;
+        this.lastRound = performance.now();
       }
-      await Promise.all(
-        wanted.map(async (tile) => {
-          this.submitting++;
+    }
+
+    async _submit(tiles) {
+      const params = tiles.map((t) => this._params(t.unit));
+      const batch = await this.api.submitBatch(params, { retry: false });
+      if (batch !== null) return batch;
+      // No batch endpoint: one POST per preview, a few at a time.
+      const items = new Array(params.length);
+      let next = 0;
+      const worker = async () => {
+        while (next < params.length) {
+          const i = next++;
           try {
-            const job = await this.api.submit(this._params(tile.unit), { retry: false });
-            if (generation === this.generation) this._applySubmitted(tile, job);
-            else this._orphaned([job]);
+            items[i] = await this.api.submit(params[i], { retry: false });
           } catch (err) {
-            this._submitFailed([tile], err, generation);
-          } finally {
-            this.submitting--;
+            if (err.network || err.status === 503) throw err;
+            items[i] = { error: err.message };
           }
-        }),
-      );
-    }
-
-    /* Jobs that came back after the layer changed: nobody will look at them. */
-    _orphaned(jobs) {
-      const unwanted = jobs.filter((j) => j && j.id && j.status === "queued" && !this.api.holders.has(j.id));
-      this._cancelAll(unwanted.map((j) => j.id));
-    }
-
-    _submitFailed(tiles, err, generation) {
-      if (generation !== this.generation) return;
-      if (err.network || err.status === 503) {
-        for (const tile of tiles) this._setState(tile, "wanted"); // try again when it is back
-        return;
-      }
-      for (const tile of tiles) {
-        tile.el.title = err.message;
-        this._setState(tile, "failed");
-      }
-      this.onError(err);
+        }
+      };
+      await Promise.all(Array.from({ length: SINGLE_CONCURRENCY }, worker));
+      return items;
     }
 
     _applySubmitted(tile, item) {
@@ -237,11 +199,11 @@
         this._setState(tile, "failed");
         return;
       }
-      if (tile.id) this.api.release(tile.id);
-      tile.id = item.id;
-      this.api.hold(tile.id);
-      tile.seq = ++this.seq;
-      tile.lastPoll = performance.now();
+      if (tile.id !== item.id) {
+        this.api.release(tile.id);
+        tile.id = item.id;
+        this.api.hold(tile.id);
+      }
       this._applyStatus(tile, item);
     }
 
@@ -288,61 +250,6 @@
         if (tile.shown === src && onFailed) onFailed();
       };
       probe.src = src;
-    }
-
-    /* Which previews to ask about this tick: mostly the oldest requests (the queue is FIFO within
-     * a priority, so they are the ones running or about to finish), plus the least recently
-     * polled one, so a job finished out of order is noticed too. */
-    _pollVisible() {
-      if (this.api.online === false) return;
-      const now = performance.now();
-      const room = POLLS_PER_TICK - this.polling;
-      if (room <= 0) return;
-      const due = this.tiles.filter(
-        (t) =>
-          t.visible &&
-          t.id &&
-          (t.state === "queued" || t.state === "running") &&
-          now - t.lastPoll > (t.state === "running" ? POLL_RUNNING_MS : POLL_QUEUED_MS),
-      );
-      if (!due.length) return;
-      const chosen = new Set(due.sort((a, b) => a.seq - b.seq).slice(0, Math.max(1, room - 1)));
-      const stalest = due.reduce((a, b) => (b.lastPoll < a.lastPoll ? b : a));
-      if (chosen.size < room) chosen.add(stalest);
-      const generation = this.generation;
-      for (const tile of chosen) {
-        tile.lastPoll = now;
-        this.polling++;
-        this.api
-          .render(tile.id, { retry: false, quiet: true })
-          .then((job) => {
-            if (generation === this.generation && job.id === tile.id) this._applyStatus(tile, job);
-          })
-          .catch((err) => {
-            // 404: the backend restarted and forgot the job; ask for it again (same id if cached).
-            if (generation === this.generation && err.status === 404) {
-              this.api.release(tile.id);
-              tile.id = null;
-              this._setState(tile, tile.visible ? "wanted" : "idle");
-            }
-          })
-          .finally(() => this.polling--);
-      }
-    }
-
-    _cancelAll(ids) {
-      const queue = ids.filter(Boolean);
-      const worker = async () => {
-        while (queue.length) {
-          const id = queue.shift();
-          try {
-            await this.api.cancel(id);
-          } catch {
-            /* already finished or gone: nothing to give back */
-          }
-        }
-      };
-      for (let i = 0; i < Math.min(3, queue.length); i++) worker();
     }
 
     _setState(tile, state) {
