@@ -81,7 +81,12 @@ def make_wide_run(runs: Path) -> None:
     folder = runs / WIDE_RUN
     folder.mkdir(parents=True, exist_ok=True)
     inputs = keras.Input((None, None, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem_conv")(inputs)
+    # Downsample 8× first, as InceptionV3 does before mixed10 (8×8 at 299 px): 2048 full-size
+    # channels would cost a gigabyte per batch of previews.
+    x = keras.layers.Conv2D(8, 3, strides=4, padding="same", activation="relu", name="stem_conv")(
+        inputs
+    )
+    x = keras.layers.MaxPooling2D(2, name="stem_pool")(x)
     x = keras.layers.Conv2D(WIDE_UNITS, 1, activation="relu", name=WIDE_LAYER)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(len(CLASSES), name="predictions")(x)

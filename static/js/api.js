@@ -137,11 +137,17 @@
           continue;
         }
         this._setOnline(true);
-        const data = await readBody(response);
-        if (response.ok) return { status: response.status, data };
+        const { data, valid } = await readBody(response);
+        if (response.ok && valid) return { status: response.status, data };
+        if (response.ok) {
+          // A success without a JSON body: seen while the gateway shuts its kernel down.
+          if (!retry) throw new ApiError("The backend sent an unreadable answer; try again.", { network: true });
+          await sleep(backoffDelay(attempt++), signal);
+          continue;
+        }
         const retryAfter = Number.parseFloat(response.headers.get("Retry-After"));
         const message = errorMessage(data, response);
-        if (response.status === 503 && retry) {
+        if ((response.status === 503 || response.status === 502 || response.status === 504) && retry) {
           const wait = Number.isFinite(retryAfter) ? retryAfter * 1000 : backoffDelay(attempt++);
           if (!quiet) {
             this.dispatchEvent(
@@ -257,13 +263,19 @@
     }
   }
 
+  /* The JSON body; `valid` is false when there is none (the gateway's own error pages are text). */
   async function readBody(response) {
-    const text = await response.text();
-    if (!text) return {};
+    let text = "";
     try {
-      return JSON.parse(text);
+      text = await response.text();
     } catch {
-      return { error: text.trim().slice(0, 500) };
+      return { data: {}, valid: false };
+    }
+    try {
+      const data = JSON.parse(text);
+      return { data, valid: data !== null && typeof data === "object" };
+    } catch {
+      return { data: { error: text.trim().slice(0, 500) }, valid: false };
     }
   }
 

@@ -93,7 +93,7 @@
     banner("");
     if (event.detail.was === false) {
       toast("Reconnected to the backend.", { kind: "info" });
-      if (!data.models) schedule();
+      schedule(); // finish whatever the outage interrupted (models, layers)
     }
   });
   api.addEventListener("busy", (event) => {
@@ -345,7 +345,6 @@
     const s = state.value;
     if (!api.base) return;
     if (!data.models) {
-      setConnection("unknown", "connecting…");
       const [models, presets] = await Promise.all([api.models(), api.presets()]);
       data.models = models.models || [];
       data.presets = presets;
