@@ -223,3 +223,22 @@ def test_response_info_is_what_a_response_info_cell_prints():
     assert info["status"] == 202
     assert info["headers"]["Location"] == "/api/renders/x"
     assert info["headers"]["Cache-Control"] == "no-store"
+
+
+def test_worker_thread_output_is_kept_off_stdout(monkeypatch, capsys):
+    import io
+    import sys
+    import threading
+
+    from wga.quiet import keep_worker_output_off_stdout
+
+    response_body = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", response_body)
+    keep_worker_output_off_stdout()
+    keep_worker_output_off_stdout()  # idempotent
+    worker = threading.Thread(target=print, args=("progress bar",), name="wga-render-0")
+    worker.start()
+    worker.join()
+    print('{"ok": true}')
+    assert response_body.getvalue() == '{"ok": true}\n'
+    assert "progress bar" in capsys.readouterr().err

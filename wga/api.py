@@ -313,7 +313,7 @@ class RenderService:
 
     def list_presets(self, request: dict[str, Any]) -> Response:
         from wga.vis.presets import DEFAULT_PRESET, PRESETS
-        from wga.vis.render import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE
+        from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE
 
         return Response(
             200,
@@ -340,7 +340,7 @@ class RenderService:
     def _recipes(self, body: dict[str, Any], units: list[int]) -> tuple[list[Any], str]:
         """Validated recipes for ``units`` of one layer, and the model's weights fingerprint."""
         from wga.vis.presets import DEFAULT_PRESET, PRESETS
-        from wga.vis.render import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, Recipe
+        from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, Recipe
 
         model = self._model_name(_string(body, "model"))
         layer = _string(body, "layer")
@@ -367,9 +367,8 @@ class RenderService:
 
     def _view(self, view: dict[str, Any]) -> dict[str, Any]:
         out = dict(view)
+        # One URL for snapshots and the final image; the server sends Cache-Control: no-cache.
         out["url"] = f"{self.renders_url}{view['id']}.png"
-        if view["status"] == "done":  # a new URL per finished image defeats stale caches
-            out["url"] += f"?v={int(view.get('finished') or 0)}"
         return out
 
     def _priority(self, body: dict[str, Any]) -> int:

@@ -78,7 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     units = parse_units(args.units)
-    from wga.vis.render import Recipe  # validates sizes, steps, preset before TensorFlow starts
+    from wga.models import DEFAULT_MODEL
+    from wga.vis.recipe import Recipe  # validates sizes, steps, preset before TensorFlow starts
 
     model_name = args.model
     recipes_args = {
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "objective": args.objective,
     }
-    Recipe(model=model_name or "-", unit=units[0], **recipes_args)
+    Recipe(model=model_name or DEFAULT_MODEL, unit=units[0], **recipes_args)
 
     from tqdm import tqdm
 

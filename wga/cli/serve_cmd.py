@@ -8,7 +8,13 @@ import signal
 import sys
 from pathlib import Path
 
-from wga.gateway import DEFAULT_HOST, DEFAULT_PORT, Gateway, free_port  # light: no tornado
+from wga.gateway import (  # light: no tornado
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    STATIC_DIR,
+    Gateway,
+    free_port,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder of fine-tuned runs to offer as models (default: $WGA_RUNS_DIR or ./runs)",
     )
     parser.add_argument(
+        "--static",
+        help="folder served at /public/ (default: the project's static/ with the explorer "
+        "page); renders are cached in its renders/ subfolder",
+    )
+    parser.add_argument(
         "--cors-origin",
         default="*",
         help="Access-Control-Allow-Origin sent with every response (default *; '' for none)",
@@ -54,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=port,
         runs_dir=Path(args.runs).resolve() if args.runs else None,
+        static_dir=Path(args.static).resolve() if args.static else STATIC_DIR,
         cors_origin=args.cors_origin,
     )
     # SIGTERM (e.g. from a process manager) stops the server like Ctrl-C does.

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 
 from wga.vis.objective import RedirectedReLU
 
@@ -100,6 +101,8 @@ def _free_size_full_model(loaded: LoadedModel) -> keras.Model | None:
         config["layers"][0]["config"]["batch_shape"] = [None, None, None, shape[-1]]
         free = keras.Model.from_config(config)
         free.set_weights(model.get_weights())
+        side = int(shape[1] or loaded.spec.input_size) + 32
+        free(np.zeros((1, side, side, shape[-1]), dtype="float32"))  # Flatten fails here
     except Exception as error:  # Flatten → Dense cannot take other sizes; any rebuild error
         log.info("%s: class layer needs its native input size (%s)", loaded.name, error)
         return None
@@ -109,10 +112,11 @@ def _free_size_full_model(loaded: LoadedModel) -> keras.Model | None:
 def _build(loaded: LoadedModel, layer_name: str) -> FeatureGraph:
     info = loaded.layer(layer_name)
     source: keras.Model | None = None
-    spatial = loaded.spatial_model()
-    if spatial is not None and any(layer.name == layer_name for layer in spatial.layers):
-        source = spatial
-    elif not info.spatial:
+    if info.spatial:
+        spatial = loaded.spatial_model()
+        if spatial is not None and any(layer.name == layer_name for layer in spatial.layers):
+            source = spatial
+    else:  # spatial_model() may keep a Flatten → Dense head that no longer fits: check it
         source = _free_size_full_model(loaded)
     fixed_size: int | None = None
     if source is None:

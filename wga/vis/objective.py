@@ -16,8 +16,8 @@ its own score.
 ReLU warm-up: Lucid redirects ReLU gradients during the first steps so that a unit that is dead
 (negative everywhere) for the initial noise still receives a gradient that pushes it up. Here the
 model is rebuilt with :class:`RedirectedReLU` layers in place of its ReLUs (see
-:mod:`wga.vis.features`); whether they redirect is a boolean *tensor* fed to the compiled step,
-so one trace serves the warm-up and the rest of the render.
+:mod:`wga.vis.features`); whether they redirect is decided while the step is traced (a
+thread-local switch), so the warm-up and the plain steps are two traces of one step function.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from typing import Literal
 import keras
 import tensorflow as tf
 
+from wga.vis.recipe import OBJECTIVES
+
 ObjectiveKind = Literal["channel", "neuron", "logit", "layer"]
-OBJECTIVES: tuple[str, ...] = ("auto", "channel", "neuron", "logit", "layer")
 RELU_WARMUP_STEPS = 16  # Lucid render_vis: relu_gradient_override for the first 16 steps
 DIVERSITY_WEIGHT = 100.0  # Lucid's tutorial: channel(...) - 1e2 * diversity(layer)
 
@@ -39,8 +40,9 @@ _redirect = threading.local()
 
 
 @contextmanager
-def redirect_relu_gradients(switch: tf.Tensor) -> Iterator[None]:
-    """While tracing inside this block, :class:`RedirectedReLU` layers obey ``switch`` (bool).
+def redirect_relu_gradients(switch: tf.Tensor | None) -> Iterator[None]:
+    """While tracing inside this block, :class:`RedirectedReLU` layers obey ``switch`` (a bool
+    tensor; ``None``: plain ReLUs).
 
     Thread-local, so two threads tracing different steps never see each other's switch.
     """

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from wga.errors import InvalidInput, closest_names
-from wga.vis.param import ParamKind
 
 LUCID_STEPS = 512  # Lucid render_vis thresholds=(512,)
 LUCID_LEARNING_RATE = 0.05  # Lucid render_vis: tf.train.AdamOptimizer(0.05)
@@ -42,7 +41,7 @@ class Preset:
 
     name: str
     description: str
-    param: ParamKind
+    param: Literal["fourier", "pixel"]
     decorrelate: bool
     output: Literal["sigmoid", "affine"]
     optimizer: Literal["adam", "normalized"]
@@ -66,7 +65,8 @@ class Preset:
                 count = 1 + math.floor(
                     math.log(size / OFFERT_SMALLEST) / math.log(OFFERT_OCTAVE_SCALE) + 1e-9
                 )
-            return [round(size / OFFERT_OCTAVE_SCALE**k) for k in range(count - 1, -1, -1)]
+            # int(), as Keras' DeepDream example that the original followed (900 → 520, not 521)
+            return [int(size / OFFERT_OCTAVE_SCALE**k) for k in range(count - 1, -1, -1)]
         count = 1 if size <= LUCID_OCTAVE_MAX else 1 + math.ceil(math.log2(size / LUCID_OCTAVE_MAX))
         return [round(size / 2**k) for k in range(count - 1, -1, -1)]
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,26 +35,37 @@ from wga.errors import InvalidInput
 from wga.models import preprocess
 from wga.vis.features import FeatureGraph, ModelScopedCache, feature_graph
 from wga.vis.objective import (
-    OBJECTIVES,
     ObjectiveKind,
     diversity,
-    objective_kind,
     redirect_relu_gradients,
     score,
 )
 from wga.vis.param import ImageParam, resize_params
-from wga.vis.presets import DEFAULT_PRESET, Preset, get_preset
+from wga.vis.presets import Preset
+from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, OBJECTIVES, Recipe
 from wga.vis.transform import TransformStack, median_filter
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
 
+__all__ = [
+    "MAX_BATCH_PIXELS",
+    "MAX_SEED",
+    "MAX_SIZE",
+    "MAX_STEPS",
+    "MIN_SIZE",
+    "OBJECTIVES",
+    "BatchRender",
+    "Recipe",
+    "compiled_step",
+    "group_by_batch",
+    "max_batch_size",
+    "render",
+    "render_variations",
+]
+
 log = logging.getLogger(__name__)
 
-MIN_SIZE = 64
-MAX_SIZE = 1024
-MAX_STEPS = 10_000
-MAX_SEED = 2**31 - 1
 MAX_BATCH_PIXELS = 32 * 128 * 128  # one micro-batch: 32 images of 128 px, 10 of 224, 1 of 1024
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8  # tf.train.AdamOptimizer defaults (Lucid)
 NORMALIZED_GRADIENT_EPSILON = 1e-7  # explain.ipynb: grads /= mean(|grads|) + 1e-7
@@ -62,79 +74,6 @@ NORMALIZED_GRADIENT_EPSILON = 1e-7  # explain.ipynb: grads /= mean(|grads|) + 1e
 def max_batch_size(size: int) -> int:
     """How many ``size`` px images one compiled call takes (memory bound, ≥ 1)."""
     return max(1, MAX_BATCH_PIXELS // (size * size))
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """One image to render; everything that determines its pixels (hashable).
-
-    ``objective``: ``auto`` (channel mean for feature maps, logit for Dense layers), ``channel``,
-    ``neuron`` (centre position), ``logit`` or ``layer`` (DeepDream; ``unit`` is ignored).
-    """
-
-    model: str
-    layer: str
-    unit: int
-    size: int = 224
-    preset: str = DEFAULT_PRESET
-    steps: int | None = None
-    seed: int = 0
-    objective: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("unit", "size", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise InvalidInput(f"{name} must be an integer, got {value!r}")
-        if not isinstance(self.model, str) or not self.model:
-            raise InvalidInput("model must be a registry name or the path of a .keras file")
-        if not isinstance(self.layer, str) or not self.layer:
-            raise InvalidInput("layer must be a layer name (GET /api/models/:model/layers)")
-        if self.unit < 0:
-            raise InvalidInput(f"unit must be ≥ 0, got {self.unit}")
-        if not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise InvalidInput(f"size must be {MIN_SIZE} … {MAX_SIZE} px, got {self.size}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise InvalidInput(f"seed must be 0 … {MAX_SEED}, got {self.seed}")
-        if self.steps is not None and (
-            isinstance(self.steps, bool)
-            or not isinstance(self.steps, int | np.integer)
-            or not 1 <= self.steps <= MAX_STEPS
-        ):
-            raise InvalidInput(f"steps must be 1 … {MAX_STEPS} (or omitted), got {self.steps!r}")
-        if self.objective not in OBJECTIVES:
-            raise InvalidInput(
-                f"unknown objective {self.objective!r}: choose one of {', '.join(OBJECTIVES)}"
-            )
-        get_preset(self.preset)  # raises InvalidInput with suggestions
-
-    @property
-    def preset_spec(self) -> Preset:
-        return get_preset(self.preset)
-
-    @property
-    def total_steps(self) -> int:
-        """Steps over all octaves, the preset's default resolved."""
-        return self.preset_spec.resolve_steps(self.size, self.steps)
-
-    def batch_key(self) -> tuple:
-        """Recipes with equal keys render together: one compiled step, one batch."""
-        return (self.model, self.layer, self.size, self.preset, self.total_steps, self.objective)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able; ``steps`` resolved, so recipes that render alike have equal dicts."""
-        out = asdict(self)
-        out["steps"] = self.total_steps
-        out["unit"], out["size"], out["seed"] = int(self.unit), int(self.size), int(self.seed)
-        return out
-
-    def check(self, loaded: LoadedModel) -> ObjectiveKind:
-        """Raise NotFound / InvalidInput unless the layer and unit exist; the objective used."""
-        info = loaded.check_unit(self.layer, self.unit)
-        try:
-            return objective_kind(self.objective, info.spatial)
-        except ValueError as error:
-            raise InvalidInput(f"layer {self.layer!r}: {error}") from None
 
 
 def _model_matches(loaded: LoadedModel, model: str) -> bool:
@@ -166,8 +105,8 @@ class _CompiledStep:
     kind: ObjectiveKind
     preset: Preset
     diversity_weight: float
-    adam: Callable[..., Any] = field(init=False)
-    normalized: Callable[..., Any] = field(init=False)
+    adam: dict[bool, Callable[..., Any]] = field(init=False)
+    normalized: dict[bool, Callable[..., Any]] = field(init=False)
     median: Callable[..., Any] = field(init=False)
     to_rgb: Callable[..., Any] = field(init=False)
 
@@ -176,14 +115,21 @@ class _CompiledStep:
         seeds = tf.TensorSpec([None], tf.int64)
         units = tf.TensorSpec([None], tf.int32)
         scalar_i = tf.TensorSpec([], tf.int64)
-        warm = tf.TensorSpec([], tf.bool)
-        self.adam = tf.function(
-            self._adam_step,
-            input_signature=[shape, shape, shape, scalar_i, seeds, units, scalar_i, warm],
-        )
-        self.normalized = tf.function(
-            self._normalized_step, input_signature=[shape, seeds, units, scalar_i, warm]
-        )
+        adam_signature = [shape, shape, shape, scalar_i, seeds, units, scalar_i]
+        normalized_signature = [shape, seeds, units, scalar_i]
+        # Two traces each: with redirected ReLU gradients (warm-up) and plain. The plain one
+        # keeps no pre-activations for the custom gradient: less memory and time for the
+        # (many more) steps after the warm-up, and for octaves that never warm up.
+        self.adam = {
+            warm: tf.function(partial(self._adam_step, warm=warm), input_signature=adam_signature)
+            for warm in (False, True)
+        }
+        self.normalized = {
+            warm: tf.function(
+                partial(self._normalized_step, warm=warm), input_signature=normalized_signature
+            )
+            for warm in (False, True)
+        }
         self.median = tf.function(
             lambda images: median_filter(images, self.preset.median_size),
             input_signature=[shape],
@@ -191,7 +137,7 @@ class _CompiledStep:
         self.to_rgb = tf.function(self.param.to_rgb, input_signature=[shape])
 
     def _gradient(
-        self, params: tf.Tensor, seeds: tf.Tensor, units: tf.Tensor, step: tf.Tensor, warm: Any
+        self, params: tf.Tensor, seeds: tf.Tensor, units: tf.Tensor, step: tf.Tensor, warm: bool
     ) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(params)
@@ -202,7 +148,7 @@ class _CompiledStep:
             if fixed is not None and images.shape[1] != fixed:
                 images = tf.image.resize(images, (fixed, fixed), method="bilinear", antialias=True)
             inputs = preprocess(images, self.preprocessing)
-            with redirect_relu_gradients(warm):
+            with redirect_relu_gradients(tf.constant(True) if warm else None):
                 features = self.graph.model(inputs, training=False)
             scores = score(self.kind, features, units, self.preset.border)
             total = tf.reduce_sum(scores)
@@ -210,7 +156,7 @@ class _CompiledStep:
                 total -= self.diversity_weight * diversity(features)
         return tape.gradient(total, params), scores
 
-    def _adam_step(self, params, m, v, t, seeds, units, step, warm):
+    def _adam_step(self, params, m, v, t, seeds, units, step, *, warm: bool):
         gradient, scores = self._gradient(params, seeds, units, step, warm)
         t = tf.cast(t, tf.float32)
         m = ADAM_BETA1 * m + (1 - ADAM_BETA1) * gradient
@@ -220,7 +166,7 @@ class _CompiledStep:
         params = params + self.preset.learning_rate * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON)
         return params, m, v, scores
 
-    def _normalized_step(self, params, seeds, units, step, warm):
+    def _normalized_step(self, params, seeds, units, step, *, warm: bool):
         gradient, scores = self._gradient(params, seeds, units, step, warm)
         axes = list(range(1, len(params.shape)))
         mean = tf.reduce_mean(tf.abs(gradient), axis=axes, keepdims=True)
@@ -399,7 +345,7 @@ class BatchRender:
                     chunk.m = tf.zeros_like(chunk.params)
                     chunk.v = tf.zeros_like(chunk.params)
                 chunk.t += 1
-                chunk.params, chunk.m, chunk.v, scores = self._step.adam(
+                chunk.params, chunk.m, chunk.v, scores = self._step.adam[warm](
                     chunk.params,
                     chunk.m,
                     chunk.v,
@@ -407,12 +353,9 @@ class BatchRender:
                     seeds,
                     units,
                     step,
-                    tf.constant(warm),
                 )
             else:
-                chunk.params, scores = self._step.normalized(
-                    chunk.params, seeds, units, step, tf.constant(warm)
-                )
+                chunk.params, scores = self._step.normalized[warm](chunk.params, seeds, units, step)
             chunk.scores = scores.numpy()
         self.steps_done += 1
         self._octave_step += 1

@@ -1,0 +1,261 @@
+"""How fast the render queue answers: batching, pre-emption and API latency, side by side.
+
+1. **Batching.** 32 previews of one layer requested at once (one ``submit_many``: the queue
+   renders them in shared batches) versus the same 32 requested one after another (each waits
+   for the previous one, as a client without batching would). Target: ≥ 3× faster at once.
+2. **Pre-emption.** Time from a high-priority request to its first snapshot on disk, on an idle
+   queue and while a long low-priority render runs; and how long it would have waited for the
+   low-priority render to finish without pre-emption.
+3. **API latency under load.** ``GET /api/status`` p50/p95 through the real kernel gateway, idle
+   and with N concurrent clients while a render runs (every body must parse as JSON).
+
+Run: ``PYTHONPATH=. python benchmarks/queue_speed.py`` (about 3–6 minutes on 2 CPU cores;
+``--skip-gateway`` leaves out part 3). Uses the offline model ``vgg16-hed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from wga.quiet import silence_tensorflow
+
+silence_tensorflow()
+
+MODEL = "vgg16-hed"
+
+
+class Table:
+    """Rows printed as they are measured (a long run shows its progress)."""
+
+    WIDTH = 78
+
+    def __init__(self) -> None:
+        print(f"{'measure':<{self.WIDTH}}  value", flush=True)
+        print(f"{'-' * self.WIDTH}  {'-' * 30}", flush=True)
+
+    def append(self, row: tuple[str, str]) -> None:
+        print(f"{row[0]:<{self.WIDTH}}  {row[1]}", flush=True)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def batching(registry, args, rows: Table) -> None:
+    from wga.queue import RenderQueue
+    from wga.vis.recipe import Recipe
+
+    with tempfile.TemporaryDirectory() as folder:
+        queue = RenderQueue(folder, registry.load, devices=["/CPU:0"], max_batch=32).start()
+        loaded = registry.load(MODEL)
+
+        def recipes(seed: int) -> list[Recipe]:
+            return [
+                Recipe(MODEL, args.layer, unit, args.size, "preview", args.steps, seed)
+                for unit in range(args.units)
+            ]
+
+        # Warm up: trace the compiled step once (its batch dimension is dynamic).
+        queue.wait(queue.submit(recipes(99)[0], loaded.fingerprint)["id"], 600)
+        started = time.perf_counter()
+        views = queue.submit_many(recipes(1), loaded.fingerprint)
+        for view in views:
+            assert queue.wait(view["id"], 3600)["status"] == "done"
+        at_once = time.perf_counter() - started
+        started = time.perf_counter()
+        for recipe in recipes(2):
+            assert queue.wait(queue.submit(recipe, loaded.fingerprint)["id"], 3600)["status"] == (
+                "done"
+            )
+        one_by_one = time.perf_counter() - started
+        queue.stop()
+    label = f"{args.units} previews, {args.layer}, {args.size} px, {args.steps} steps"
+    rows.append((f"{label}: requested at once", f"{at_once:.1f} s"))
+    rows.append((f"{label}: one after another", f"{one_by_one:.1f} s"))
+    rows.append(("  speed-up of batching (target ≥ 3×)", f"{one_by_one / at_once:.1f}×"))
+
+
+def preemption(registry, args, rows: Table) -> None:
+    from wga.queue import RenderQueue
+    from wga.vis.png import save_png
+    from wga.vis.recipe import Recipe
+
+    first_write: dict[str, float] = {}
+
+    def timed_writer(path, image, metadata) -> None:
+        first_write.setdefault(Path(path).stem, time.perf_counter())
+        save_png(path, image, metadata)
+
+    with tempfile.TemporaryDirectory() as folder:
+        queue = RenderQueue(
+            folder, registry.load, devices=["/CPU:0"], png_writer=timed_writer
+        ).start()
+        loaded = registry.load(MODEL)
+        fingerprint = loaded.fingerprint
+        urgent = Recipe(MODEL, "block4_conv1", 7, 128, "lucid", 64, seed=0)
+        queue.wait(queue.submit(Recipe(MODEL, "block4_conv1", 1, 128, steps=2), fingerprint)["id"])
+        low = Recipe(MODEL, "block4_conv1", 3, 224, "lucid", 512, seed=0)
+        queue.wait(queue.submit(Recipe(MODEL, "block4_conv1", 1, 224, steps=2), fingerprint)["id"])
+
+        started = time.perf_counter()
+        idle = queue.submit(urgent, fingerprint, priority=10)
+        while idle["id"] not in first_write:
+            time.sleep(0.002)
+        idle_latency = first_write[idle["id"]] - started
+        queue.wait(idle["id"], 600)
+
+        low_view = queue.submit(low, fingerprint, priority=0)
+        while queue.get(low_view["id"])["progress"] < 0.05:
+            time.sleep(0.01)
+        low_progress = queue.get(low_view["id"])["progress"]
+        low_started = time.perf_counter()
+        busy = queue.submit(Recipe(MODEL, "block4_conv1", 8, 128, "lucid", 64), fingerprint, 10)
+        while busy["id"] not in first_write:
+            time.sleep(0.002)
+        busy_latency = first_write[busy["id"]] - low_started
+        queue.wait(busy["id"], 600)
+        resumed_at = queue.get(low_view["id"])["progress"]
+        t0 = time.perf_counter()
+        queue.wait(low_view["id"], 3600)
+        rest = time.perf_counter() - t0
+        # Without pre-emption the urgent job would have waited for the rest of the low render.
+        seconds_per_progress = rest / max(1e-9, 1.0 - resumed_at)
+        would_wait = (1.0 - low_progress) * seconds_per_progress
+        queue.stop()
+    rows.append(("urgent 128 px job → first snapshot, idle queue", f"{idle_latency * 1000:.0f} ms"))
+    rows.append(
+        (
+            "urgent 128 px job → first snapshot, during a 224 px × 512-step render",
+            f"{busy_latency * 1000:.0f} ms",
+        )
+    )
+    rows.append(("  … without pre-emption it would have waited about", f"{would_wait:.1f} s"))
+    rows.append(
+        (
+            "  low render resumed at (not restarted)",
+            f"{resumed_at:.0%} (was {low_progress:.0%} when pre-empted)",
+        )
+    )
+
+
+def api_latency(args, rows: Table) -> None:
+    import requests
+
+    from wga.gateway import Gateway, free_port
+
+    with tempfile.TemporaryDirectory() as folder, open(Path(folder) / "gateway.log", "wb") as log:
+        gateway = Gateway(port=free_port(), static_dir=Path(folder) / "static", log_file=log)
+        with gateway:
+            url = gateway.url
+
+            def timed(session, path: str) -> float:
+                started = time.perf_counter()
+                response = session.get(url + path, timeout=300)
+                elapsed = time.perf_counter() - started
+                json.loads(response.text)  # leaked output would break this
+                if response.status_code != 200:
+                    raise RuntimeError(f"{path}: {response.status_code} {response.text[:200]}")
+                return elapsed
+
+            session = requests.Session()
+            idle = [timed(session, "/api/status") for _ in range(50)]
+            render = session.post(
+                url + "/api/renders",
+                json={
+                    "model": MODEL,
+                    "layer": "block4_conv1",
+                    "unit": 5,
+                    "size": 224,
+                    "steps": 5000,
+                },
+                timeout=300,
+            ).json()
+            while session.get(url + f"/api/renders/{render['id']}").json()["status"] != "running":
+                time.sleep(0.1)
+            latencies: list[float] = []
+            errors: list[str] = []
+            lock = threading.Lock()
+
+            def client(index: int) -> None:
+                own = requests.Session()
+                for request in range(args.requests):
+                    path = "/api/status" if (index + request) % 2 else "/api/models"
+                    try:
+                        elapsed = timed(own, path)
+                    except Exception as error:
+                        with lock:
+                            errors.append(str(error))
+                    else:
+                        if path == "/api/status":
+                            with lock:
+                                latencies.append(elapsed)
+
+            started = time.perf_counter()
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - started
+            session.delete(url + f"/api/renders/{render['id']}")
+    total = args.clients * args.requests
+    rows.append(
+        (
+            "GET /api/status, idle: p50 / p95",
+            f"{statistics.median(idle) * 1000:.0f} / {percentile(idle, 0.95) * 1000:.0f} ms",
+        )
+    )
+    rows.append(
+        (
+            f"GET /api/status, {args.clients} clients × {args.requests} status/models requests "
+            "during a render: p50 / p95",
+            f"{statistics.median(latencies) * 1000:.0f} / "
+            f"{percentile(latencies, 0.95) * 1000:.0f} ms",
+        )
+    )
+    rows.append(
+        (
+            "  throughput, errors or invalid JSON bodies",
+            f"{total / wall:.1f} req/s, {len(errors)} of {total}",
+        )
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--units", type=int, default=32)
+    parser.add_argument("--layer", default="block3_conv1")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=16, help="steps per preview")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--skip-batching", action="store_true")
+    parser.add_argument("--skip-preemption", action="store_true")
+    parser.add_argument("--skip-gateway", action="store_true")
+    args = parser.parse_args()
+
+    from wga.models import ModelRegistry
+    from wga.quiet import quiet_keras
+
+    quiet_keras()
+    registry = ModelRegistry(None)
+    rows = Table()
+    if not args.skip_batching:
+        batching(registry, args, rows)
+    if not args.skip_preemption:
+        preemption(registry, args, rows)
+    if not args.skip_gateway:
+        api_latency(args, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
