@@ -353,21 +353,25 @@ def test_permalink_reopens_the_same_unit_view(backend, page):
 
 @pytest.mark.timeout(300)
 def test_bad_request_shows_the_api_error_message(backend, page):
+    too_many = 1_000_000  # steps beyond what the backend allows
     body = {"model": MODEL, "layer": "block1_conv1", "unit": 0, "size": DETAIL_SIZE,
-            "preset": "no-such-preset"}  # fmt: skip
+            "steps": too_many}  # fmt: skip
     answer = backend.api("POST", "/api/renders", json=body)
     assert answer.status_code == 400
     message = answer.json()["error"]
-    page.goto(backend.page_url(**state(layer="block1_conv1", unit=0, size=DETAIL_SIZE,
-                                       preset="no-such-preset")))  # fmt: skip
-    toast = page.locator("#toasts .toast", has_text=message)
-    toast.wait_for()
+    page.goto(backend.page_url(**state(layer="block1_conv1", unit=0, size=DETAIL_SIZE, steps=4)))
+    page.wait_for_selector("#detail[open]")
+    page.fill("#detail-steps", str(too_many))
+    page.click("#render-again")
+    page.locator("#toasts .toast", has_text=message).wait_for()
     assert page.inner_text("#pane-a .pane-error") == message
     assert page.get_attribute("#pane-a", "data-status") == "failed"
-    # A unit that does not exist is caught by the page itself, with the valid range.
-    page.goto(backend.page_url(**state(layer="block1_conv1", unit=64)))
+    # What the page can check itself it explains itself: a unit out of range, an unknown preset.
+    page.goto(backend.page_url(**state(layer="block1_conv1", unit=64, preset="no-such-preset")))
     page.locator("#toasts .toast", has_text="units 0 to 63").wait_for()
+    page.locator("#toasts .toast", has_text="Unknown preset 'no-such-preset'").wait_for()
     assert not page.locator("#detail[open]").count()
+    assert page.input_value("#preset") == "lucid"
 
 
 @pytest.mark.timeout(300)

@@ -247,6 +247,21 @@
     );
   }
 
+  /* A preset the backend does not know (an old or mistyped link) falls back to the default. */
+  function checkPresets() {
+    const names = data.presets.map((p) => p.name);
+    const fallback = (data.presets.find((p) => p.default) || data.presets[0] || {}).name;
+    for (const key of ["preset", "cpreset"]) {
+      const value = state.get(key);
+      if (value && !names.includes(value)) {
+        toast(`Unknown preset '${value}': using ${fallback}. The backend offers ${names.join(", ")}.`);
+        state.update({ [key]: key === "preset" ? fallback : undefined });
+      }
+    }
+    if (!state.get("preset") && fallback) state.update({ preset: fallback });
+    if (el.preset.value !== state.get("preset")) el.preset.value = state.get("preset");
+  }
+
   function chooseModel(requested) {
     const models = data.models;
     const byName = models.find((m) => m.name === requested);
@@ -350,8 +365,7 @@
       data.presets = presets;
       fillPresets();
     }
-    if (!s.preset && el.preset.value) state.update({ preset: el.preset.value });
-    if (s.preset && el.preset.value !== s.preset) wga.detail.fillSelect(el.preset, data.presets.map((p) => ({ value: p.name, label: p.name, title: p.description })), s.preset);
+    checkPresets();
 
     // Model
     const model = chooseModel(state.get("model"));
