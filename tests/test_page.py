@@ -316,7 +316,14 @@ def test_unit_view_shows_live_progress_and_saves_the_real_png(backend, page, art
     href = page.get_attribute("#pane-a .pane-download", "href")
     assert re.search(r"/public/renders/[\w-]+\.png(\?v=\d+)?$", href), href
     assert page.get_attribute("#pane-a img", "src") == href
-    data = requests.get(href, timeout=30).content
+    with page.expect_download() as download_info:
+        page.click("#pane-a .pane-download")
+    download = download_info.value
+    assert download.suggested_filename == (
+        f"{MODEL}_block2_conv1_unit5_{DETAIL_SIZE}px_lucid_{DETAIL_STEPS}steps_seed{SEED}.png"
+    )
+    data = Path(download.path()).read_bytes()
+    assert data == requests.get(href, timeout=30).content
     assert png_size(data) == (DETAIL_SIZE, DETAIL_SIZE)
     recipe_text = json.dumps(png_text_chunks(data))
     assert "block2_conv1" in recipe_text and str(SEED) in recipe_text
