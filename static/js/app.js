@@ -399,7 +399,13 @@
     }
     applied.layer = layer ? layer.name : null;
     renderLayerList();
-    const unitOpen = Boolean(layer) && Number.isFinite(state.get("unit"));
+    let unit = state.get("unit");
+    if (layer && Number.isFinite(unit) && (unit < 0 || unit >= layer.units)) {
+      toast(`Unit ${unit} does not exist: ${layer.name} has units 0 to ${layer.units - 1}.`);
+      state.update({ unit: undefined });
+      unit = undefined;
+    }
+    const unitOpen = Boolean(layer) && Number.isFinite(unit);
     grid.paused = unitOpen;
     const preview = previewSettings();
     const previewKey = JSON.stringify([model, applied.layer, preview]);
@@ -416,14 +422,7 @@
     }
 
     // Unit
-    const unit = state.get("unit");
-    if (layer && Number.isFinite(unit)) {
-      if (unit < 0 || unit >= layer.units) {
-        toast(`Unit ${unit} does not exist: ${layer.name} has units 0 to ${layer.units - 1}.`);
-        state.update({ unit: undefined });
-        detail.close();
-        return;
-      }
+    if (unitOpen) {
       const size = state.get("size") || DEFAULT_DETAIL_SIZE;
       detail.show(
         {
