@@ -11,7 +11,8 @@ not be interrupted, and rendered every request anew. This queue is meant to run 
   :class:`BatchRender` is *parked* (kept in memory, with its optimiser state) and resumed later
   where it stopped.
 * **Batching.** Queued jobs with the same :meth:`Recipe.batch_key` (and model weights) are
-  rendered as one batch, so a grid of previews costs about as much as a few single renders.
+  rendered as one batch: one compiled step advances a whole grid of previews (what that saves
+  depends on the device; on a 2-core CPU the step is compute-bound and it saves little).
 * **Content-addressed cache.** A job's id is a hash of its recipe and the model's weights
   fingerprint; finished PNGs and their records live in one folder (the static ``renders/``
   folder), so identical requests — concurrent ones, or after a restart — share one job.
