@@ -164,8 +164,7 @@
       const next = Math.max(0, Math.min(layer.units - 1, unit + delta));
       if (next !== unit) {
         state.update({ unit: next });
-        grid.focusUnit(next);
-        schedule();
+        schedule(); // (the grid behind scrolls along; focus stays in the dialog)
       }
     },
     onClose: () => {

@@ -252,8 +252,10 @@
       this.prev.addEventListener("click", () => this.onNavigate(-1));
       this.next.addEventListener("click", () => this.onNavigate(1));
       dialog.querySelector("#copy-link").addEventListener("click", onCopyLink);
-      dialog.addEventListener("keydown", (event) => {
-        if (event.target.closest("input, select, textarea")) return;
+      // On the document, not the dialog: keys work wherever the focus is while it is open.
+      document.addEventListener("keydown", (event) => {
+        if (!dialog.open || event.defaultPrevented) return;
+        if (event.target.closest && event.target.closest("input, select, textarea")) return;
         if (event.key === "ArrowLeft") {
           event.preventDefault();
           this.onNavigate(-1);
