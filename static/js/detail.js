@@ -102,7 +102,8 @@
 
     _apply(job, params) {
       this.job = job;
-      this.root.dataset.status = job.status;
+      // "done" only once the final image is on screen (until then: "finishing").
+      this.root.dataset.status = job.status === "done" ? "finishing" : job.status;
       const url = job.url ? this.api.resolve(job.url) : null;
       const progress = Math.max(0, Math.min(1, Number(job.progress) || 0));
       this.progress.value = job.status === "done" ? 1 : progress;
@@ -117,7 +118,9 @@
           break;
         case "done":
           this._setStateText("done");
-          this._swap(url, params.size);
+          this._swap(url, params.size, false, () => {
+            if (this.job === job) this.root.dataset.status = "done";
+          });
           this.img.alt = `Feature visualisation of ${this.title.textContent}`;
           this.download.href = url;
           this.download.download = fileName(params);
@@ -154,10 +157,17 @@
     }
 
     /* Load the next image off-screen, then swap: the view never flashes empty while polling. */
-    _swap(src, size, placeholder = false) {
-      if (this._pending === src || this.img.getAttribute("src") === src) return;
+    _swap(src, size, placeholder = false, onShown = null) {
+      if (this.img.getAttribute("src") === src) {
+        if (onShown) onShown();
+        return;
+      }
+      if (this._pending === src) return;
       this._pending = src;
       const probe = new Image();
+      probe.onerror = () => {
+        if (this._pending === src && onShown) this._fail(`the image ${src} could not be loaded`);
+      };
       probe.onload = () => {
         if (this._pending !== src) return;
         this.img.src = src;
@@ -166,6 +176,7 @@
           this.img.height = size;
         }
         this.img.toggleAttribute("data-small", placeholder || size < 512);
+        if (onShown) onShown();
       };
       probe.src = src;
     }
