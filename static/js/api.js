@@ -14,12 +14,13 @@
   const HEARTBEAT_MS = 5000;
 
   class ApiError extends Error {
-    constructor(message, { status = 0, retryAfter = null, network = false } = {}) {
+    constructor(message, { status = 0, retryAfter = null, network = false, fromApi = false } = {}) {
       super(message);
       this.name = "ApiError";
       this.status = status;
       this.retryAfter = retryAfter;
       this.network = network;
+      this.fromApi = fromApi; // a JSON {"error"} from the API, not the server's own error page
     }
   }
 
@@ -160,6 +161,7 @@
         throw new ApiError(message, {
           status: response.status,
           retryAfter: Number.isFinite(retryAfter) ? retryAfter : null,
+          fromApi: valid,
         });
       }
     }
@@ -208,7 +210,9 @@
         const items = Array.isArray(data) ? data : data.renders || data.jobs || [];
         return items;
       } catch (err) {
-        if (err instanceof ApiError && [404, 405].includes(err.status)) {
+        // No such endpoint (an older backend): the server's own 404/405, not an API error
+        // such as an unknown model, which the caller should show.
+        if (err instanceof ApiError && [404, 405].includes(err.status) && !err.fromApi) {
           this.features.batch = "absent";
           return null;
         }
