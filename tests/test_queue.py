@@ -363,3 +363,12 @@ def test_workers_print_nothing(make_queue, engine, capfd):
     views.append(queue.submit(FakeRecipe(layer="bad-on-run"), FINGERPRINT))
     wait_all(queue, views)
     assert capfd.readouterr().out == ""
+
+
+def test_batches_shrink_with_image_size_and_on_cpus(tmp_path, engine):
+    queue = RenderQueue(tmp_path, loader, engine, devices=[None], max_batch=32)
+    assert queue.batch_limit(64, "/device:GPU:0") == 32
+    assert queue.batch_limit(224, "/device:GPU:0") == 20
+    assert queue.batch_limit(1024, "/device:GPU:0") == 1
+    assert queue.batch_limit(64, "/CPU:0") == 16
+    assert queue.batch_limit(224, "/CPU:0") == 1

@@ -501,5 +501,7 @@ def service_from_env() -> RenderService:
     ):
         if os.environ.get(variable):
             options[option] = kind(os.environ[variable])
-    static = os.environ.get("WGA_STATIC_DIR", "static")
+    from wga.gateway import STATIC_DIR
+
+    static = os.environ.get("WGA_STATIC_DIR") or STATIC_DIR
     return build_service(static, os.environ.get("WGA_RUNS_DIR", "runs"), **options)

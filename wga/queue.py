@@ -60,6 +60,9 @@ _ID_PATTERN = re.compile(rf"^[0-9a-f]{{{ID_LENGTH}}}$")
 
 DEFAULT_MAX_BATCH = 32  # units of one layer per compiled step; 32 previews fit on any CPU
 DEFAULT_MAX_BATCH_PIXELS = 64 * 128 * 128  # per batch: 32 × 64 px, 20 × 224 px, 1 × 1024 px
+# On a CPU the step is compute- and memory-bound: batches above ~16 previews measured slower per
+# unit than single renders (benchmarks/queue_speed.py on 2 cores), so CPU workers batch less.
+DEFAULT_MAX_BATCH_PIXELS_CPU = 16 * 64 * 64
 DEFAULT_MAX_PENDING = 512  # live jobs (queued + running + parked) before 503
 DEFAULT_SNAPSHOT_INTERVAL_S = 0.5  # how often a running job's PNG is rewritten
 DEFAULT_CHUNK_STEPS = 1  # steps between pre-emption checks: a better job waits ≤ 1 step
@@ -554,10 +557,13 @@ class RenderQueue:
             return True
         return any(job.rank() < rank for parked in worker.parked for _, job in parked.live())
 
-    def batch_limit(self, size: int) -> int:
-        """Jobs per batch at ``size`` px: large images batch less, so a step stays short and
-        pre-emption stays quick."""
-        return max(1, min(self.max_batch, self.max_batch_pixels // (size * size)))
+    def batch_limit(self, size: int, device: str | None = None) -> int:
+        """Jobs per batch at ``size`` px on ``device``: large images batch less, so a step stays
+        short and pre-emption stays quick; CPUs batch less than GPUs."""
+        pixels = self.max_batch_pixels
+        if device is not None and "CPU" in device.upper():
+            pixels = min(pixels, DEFAULT_MAX_BATCH_PIXELS_CPU)
+        return max(1, min(self.max_batch, pixels // (size * size)))
 
     def _next(self, worker: _Worker) -> tuple[str, _Active | list[Job]] | None:
         """The best task for ``worker``: a parked batch to resume or a new batch (under lock)."""
@@ -582,7 +588,7 @@ class RenderQueue:
                 if not job.solo
                 and job.fingerprint == best_job.fingerprint
                 and job.recipe.batch_key() == key
-            ][: self.batch_limit(int(best_job.recipe.size))]
+            ][: self.batch_limit(int(best_job.recipe.size), worker.device)]
         now = time.time()
         for job in group:
             del self._queued[job.id]
