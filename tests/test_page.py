@@ -435,6 +435,7 @@ def test_wide_layer_loads_lazily_and_every_unit_is_reachable(backend, page):
     page.click("#layer-list button[data-layer='predictions']")
     page.wait_for_selector("#grid .tile[data-unit='2']")
     assert "still-life" in page.get_attribute("#grid .tile[data-unit='2']", "aria-label")
+    page.wait_for_function("document.querySelectorAll('#grid .tile[data-state=done]').length == 3")
 
 
 @pytest.mark.timeout(600)
