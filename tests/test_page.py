@@ -193,7 +193,6 @@ def page(browser, artifacts: Path, request: pytest.FixtureRequest):
     tab.set_default_timeout(60_000)
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
-    tab.script_errors = errors
     yield tab
     tab.screenshot(path=str(artifacts / f"{request.node.name}.png"))
     context.close()
