@@ -1,0 +1,293 @@
+/* The REST client: JSON in and out, readable errors, and patience with a backend that restarts.
+ *
+ * Network failures (the server is down or restarting) are retried with exponential backoff and
+ * reported as connection events, so the page can show "reconnecting" instead of failing; a full
+ * queue (503 + Retry-After) is retried after the time the server asks for. Errors the server
+ * means (4xx, 5xx with {"error": ...}) are thrown as ApiError with its message, never retried. */
+(function () {
+  "use strict";
+  const wga = (window.wga = window.wga || {});
+
+  const BACKOFF_FIRST_MS = 500;
+  const BACKOFF_MAX_MS = 8000;
+  const REQUEST_TIMEOUT_MS = 30000;
+  const HEARTBEAT_MS = 5000;
+
+  class ApiError extends Error {
+    constructor(message, { status = 0, retryAfter = null, network = false, fromApi = false } = {}) {
+      super(message);
+      this.name = "ApiError";
+      this.status = status;
+      this.retryAfter = retryAfter;
+      this.network = network;
+      this.fromApi = fromApi; // a JSON {"error"} from the API, not the server's own error page
+    }
+  }
+
+  function sleep(ms, signal) {
+    return new Promise((resolve, reject) => {
+      if (signal && signal.aborted) return reject(signal.reason);
+      const timer = setTimeout(resolve, ms);
+      if (signal) {
+        signal.addEventListener(
+          "abort",
+          () => {
+            clearTimeout(timer);
+            reject(signal.reason);
+          },
+          { once: true },
+        );
+      }
+    });
+  }
+
+  function backoffDelay(attempt) {
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt);
+    return base * (0.75 + Math.random() * 0.5);
+  }
+
+  /* What the page should call the backend: empty = the origin that served the page. */
+  function normaliseBase(address) {
+    const text = (address || "").trim();
+    if (!text) {
+      if (location.protocol === "http:" || location.protocol === "https:") return location.origin;
+      return null; // opened as a file and no address given
+    }
+    const withScheme = /^[a-z]+:\/\//i.test(text) ? text : "http://" + text;
+    const url = new URL(withScheme);
+    return url.origin + url.pathname.replace(/\/+$/, "");
+  }
+
+  class Api extends EventTarget {
+    constructor(address) {
+      super();
+      this.setAddress(address);
+      this.online = null; // unknown until the first answer
+      this.features = { presets: false, batch: false };
+      this.holders = new Map(); // render id -> how many views follow it
+    }
+
+    /* Renders are content-addressed: two views (a tile and the unit view, or both compare
+     * panes) can follow the same job. Each view holds the ids it follows; a job is cancelled
+     * only when the last view that wanted it lets go. */
+    hold(id) {
+      if (id) this.holders.set(id, (this.holders.get(id) || 0) + 1);
+    }
+
+    /* Let go of `id`; true when no view follows it any more (then it may be cancelled). */
+    release(id) {
+      if (!id) return false;
+      const left = (this.holders.get(id) || 0) - 1;
+      if (left > 0) {
+        this.holders.set(id, left);
+        return false;
+      }
+      this.holders.delete(id);
+      return true;
+    }
+
+    setAddress(address) {
+      this.address = (address || "").trim();
+      this.base = normaliseBase(this.address);
+    }
+
+    /* An absolute URL for a path the API returned (e.g. "/public/renders/x.png"). */
+    resolve(path) {
+      if (!this.base) return path;
+      if (/^[a-z]+:\/\//i.test(path)) return path;
+      return this.base + (path.startsWith("/") ? path : "/" + path);
+    }
+
+    _setOnline(online) {
+      if (this.online === online) return;
+      const was = this.online;
+      this.online = online;
+      this.dispatchEvent(new CustomEvent(online ? "online" : "offline", { detail: { was } }));
+    }
+
+    /* One request. `retry`: keep trying through network failures and full queues (only for
+     * idempotent calls; render submissions are, since renders are content-addressed). */
+    async request(method, path, body, { retry = true, signal, quiet = false } = {}) {
+      if (!this.base) {
+        throw new ApiError(
+          "No backend address: open Settings and enter the API address (e.g. http://127.0.0.1:8765).",
+        );
+      }
+      let attempt = 0;
+      for (;;) {
+        if (signal && signal.aborted) throw signal.reason;
+        let response;
+        try {
+          const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+          response = await fetch(this.base + path, {
+            method,
+            headers: body === undefined ? {} : { "Content-Type": "application/json" },
+            body: body === undefined ? undefined : JSON.stringify(body),
+            signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+            cache: "no-store",
+          });
+        } catch (err) {
+          if (signal && signal.aborted) throw signal.reason;
+          this._setOnline(false);
+          if (!retry) {
+            throw new ApiError(`Cannot reach the backend at ${this.base} (${err.message}).`, {
+              network: true,
+            });
+          }
+          await sleep(backoffDelay(attempt++), signal);
+          continue;
+        }
+        this._setOnline(true);
+        const { data, valid } = await readBody(response);
+        if (response.ok && valid) return { status: response.status, data };
+        if (response.ok) {
+          // A success without a JSON body: seen while the gateway shuts its kernel down.
+          if (!retry) throw new ApiError("The backend sent an unreadable answer; try again.", { network: true });
+          await sleep(backoffDelay(attempt++), signal);
+          continue;
+        }
+        const retryAfter = Number.parseFloat(response.headers.get("Retry-After"));
+        const message = errorMessage(data, response);
+        if ((response.status === 503 || response.status === 502 || response.status === 504) && retry) {
+          const wait = Number.isFinite(retryAfter) ? retryAfter * 1000 : backoffDelay(attempt++);
+          if (!quiet) {
+            this.dispatchEvent(
+              new CustomEvent("busy", { detail: { message, seconds: Math.round(wait / 1000) } }),
+            );
+          }
+          await sleep(wait, signal);
+          continue;
+        }
+        throw new ApiError(message, {
+          status: response.status,
+          retryAfter: Number.isFinite(retryAfter) ? retryAfter : null,
+          fromApi: valid,
+        });
+      }
+    }
+
+    get(path, options) {
+      return this.request("GET", path, undefined, options).then((r) => r.data);
+    }
+
+    models() {
+      return this.get("/api/models");
+    }
+
+    layers(model) {
+      return this.get(`/api/models/${encodeURIComponent(model)}/layers`);
+    }
+
+    /* Presets, if the backend lists them; otherwise the two the design names. */
+    async presets() {
+      try {
+        const data = await this.get("/api/presets", { retry: false, quiet: true });
+        const list = Array.isArray(data) ? data : data.presets || [];
+        const presets = list.map((p) => (typeof p === "string" ? { name: p } : p));
+        if (presets.length) {
+          this.features.presets = true;
+          return presets;
+        }
+      } catch (err) {
+        if (err.network) throw err;
+      }
+      return [
+        { name: "lucid", description: "slow, high quality", default: true },
+        { name: "offert2018", description: "the 2018 look" },
+      ];
+    }
+
+    submit(params, options) {
+      return this.request("POST", "/api/renders", params, options).then((r) => r.data);
+    }
+
+    /* Many renders in one request when the backend offers it, else null (caller falls back). */
+    async submitBatch(list, options) {
+      if (this.features.batch === "absent") return null;
+      try {
+        const { data } = await this.request("POST", "/api/renders/batch", { renders: list }, options);
+        this.features.batch = true;
+        const items = Array.isArray(data) ? data : data.renders || data.jobs || [];
+        return items;
+      } catch (err) {
+        // No such endpoint (an older backend): the server's own 404/405, not an API error
+        // such as an unknown model, which the caller should show.
+        if (err instanceof ApiError && [404, 405].includes(err.status) && !err.fromApi) {
+          this.features.batch = "absent";
+          return null;
+        }
+        throw err;
+      }
+    }
+
+    render(id, options) {
+      return this.get(`/api/renders/${encodeURIComponent(id)}`, options);
+    }
+
+    cancel(id) {
+      return this.request("DELETE", `/api/renders/${encodeURIComponent(id)}`, undefined, {
+        retry: false,
+      }).then((r) => r.data);
+    }
+
+    /* Cancel while the page goes away: keepalive requests outlive the page. */
+    cancelOnUnload(ids) {
+      if (!this.base) return;
+      for (const id of ids) {
+        fetch(`${this.base}/api/renders/${encodeURIComponent(id)}`, { method: "DELETE", keepalive: true }).catch(() => {});
+      }
+    }
+
+    status(options) {
+      return this.get("/api/status", options);
+    }
+
+    /* Poll /api/status so the connection indicator is right even when nothing else happens,
+     * and so a restarted backend is noticed (faster while offline). */
+    startHeartbeat(onStatus) {
+      this.stopHeartbeat();
+      let attempt = 0;
+      const beat = async () => {
+        try {
+          const status = await this.status({ retry: false, quiet: true });
+          attempt = 0;
+          onStatus(status);
+        } catch (err) {
+          if (!err.network) onStatus(null, err);
+          else attempt++;
+        }
+        const wait = this.online === false ? backoffDelay(attempt) : HEARTBEAT_MS;
+        this._heartbeat = setTimeout(beat, wait);
+      };
+      beat();
+    }
+
+    stopHeartbeat() {
+      clearTimeout(this._heartbeat);
+    }
+  }
+
+  /* The JSON body; `valid` is false when there is none (the gateway's own error pages are text). */
+  async function readBody(response) {
+    let text = "";
+    try {
+      text = await response.text();
+    } catch {
+      return { data: {}, valid: false };
+    }
+    try {
+      const data = JSON.parse(text);
+      return { data, valid: data !== null && typeof data === "object" };
+    } catch {
+      return { data: { error: text.trim().slice(0, 500) }, valid: false };
+    }
+  }
+
+  function errorMessage(data, response) {
+    if (data && typeof data.error === "string" && data.error) return data.error;
+    if (data && typeof data.message === "string") return data.message;
+    return `The backend answered ${response.status} ${response.statusText || ""}`.trim();
+  }
+
+  wga.api = { Api, ApiError, sleep, backoffDelay, normaliseBase };
+})();
