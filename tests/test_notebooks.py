@@ -20,13 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def execute(name: str, tmp_path: Path, **parameters) -> dict:
+def execute(name: str, tmp_path: Path, env: dict[str, str] | None = None, **parameters) -> dict:
     """Run a notebook with papermill in ``tmp_path``; return the executed notebook as JSON."""
     import papermill
 
     output = tmp_path / f"executed-{name}"
-    env_path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env_path]))
+    variables = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    }
+    variables.update(env or {})
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)  # the kernel inherits them
     try:
         papermill.execute_notebook(
             str(NOTEBOOKS / name),
@@ -38,7 +42,11 @@ def execute(name: str, tmp_path: Path, **parameters) -> dict:
             log_output=False,
         )
     finally:
-        os.environ["PYTHONPATH"] = env_path
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return json.loads(output.read_text())
 
 
@@ -131,3 +139,16 @@ def test_finetune_then_figures_notebooks_make_a_run_and_the_papers_figures(tmp_p
     assert len(saved) == 2 * 2  # two classes × two presets
     recipe = read_png_metadata(saved[0])
     assert recipe["layer"] == "predictions" and recipe["steps"] == 4
+
+
+def test_backend_notebook_runs_top_to_bottom_outside_the_gateway(tmp_path):
+    static = tmp_path / "static"
+    notebook = execute(
+        "backend.ipynb",
+        tmp_path,
+        env={"WGA_STATIC_DIR": str(static), "WGA_RUNS_DIR": str(tmp_path / "runs")},
+    )
+    text = outputs_text(notebook)
+    assert '"vgg16-hed"' in text and '"status": 200' in text
+    assert "Traceback" not in text
+    assert (static / "renders").is_dir()
