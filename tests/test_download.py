@@ -287,7 +287,7 @@ def test_cli_download_exits_1_when_images_failed_and_2_on_a_typo(tmp_path):
 def test_a_download_killed_mid_run_leaves_no_corrupt_file_and_a_rerun_completes(tmp_path):
     arts = generate_artworks(40, seed=5, size=(320, 240))
     for art in arts:
-        art.behaviour, art.delay = "slow", 0.15  # ~1.5 s in all with 4 workers
+        art.behaviour, art.delay = "slow", 0.4  # ~4 s in all with 4 workers: the kill lands mid-run
     with FakeWga(arts) as server:
         args = [
             "download", "--catalog-url", server.catalog_url, "--out", str(tmp_path),
@@ -302,7 +302,7 @@ def test_a_download_killed_mid_run_leaves_no_corrupt_file_and_a_rerun_completes(
             stderr=subprocess.DEVNULL,
         )
         images = tmp_path / "images"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a busy machine starts Python slowly
         while time.monotonic() < deadline:
             if images.is_dir() and len(list(images.glob("*.jpg"))) >= 4:
                 break

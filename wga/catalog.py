@@ -22,7 +22,6 @@ import io
 import logging
 import os
 import re
-import tempfile
 import unicodedata
 import zipfile
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from wga import __version__
+from wga.atomic import write_bytes_atomic
 from wga.errors import InvalidInput, NotFound, Unavailable, closest_names
 
 if TYPE_CHECKING:
@@ -387,14 +387,7 @@ def fetch_catalog(
             f"the catalog server answered {response.status_code} for {url}; try again later",
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
-    handle, temporary = tempfile.mkstemp(dir=cache, prefix=".catalog-", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(response.content)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(target, response.content)
     return target
 
 

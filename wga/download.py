@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -34,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from wga.atomic import TEMP_MARK, write_bytes_atomic
 from wga.catalog import (
     COLUMNS,
     DEFAULT_BASE_URL,
@@ -51,7 +51,6 @@ IMAGES_DIR = "images"
 MANIFEST_NAME = "manifest.csv"
 JOURNAL_NAME = "journal.jsonl"
 SUMMARY_NAME = "summary.json"
-TEMP_MARK = ".part-"  # temporary files: "<name>.part-<pid>-<thread>"
 
 # Politeness defaults (shared/notes/wga.md: "a few workers, ~2 requests/s overall").
 DEFAULT_WORKERS = 4
@@ -330,14 +329,7 @@ def encode_image(data: bytes, image: Image.Image, max_side: int | None, quality:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file next to ``path``, then rename: never a half-written file."""
-    temporary = path.with_name(f"{path.name}{TEMP_MARK}{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(temporary, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
 
 
 # --------------------------------------------------------------------------- one artwork

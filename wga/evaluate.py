@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from wga.atomic import atomic_path, write_json_atomic
+from wga.figures import new_figure, save_figure
 from wga.pipeline import ImageDataset, make_dataset
 
 if TYPE_CHECKING:
@@ -117,25 +119,6 @@ def classification_metrics(
 
 
 # -- plots -------------------------------------------------------------------------------------
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save_figure(figure: Any, path: Path) -> None:
-    temp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        figure.savefig(temp, bbox_inches="tight")
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def read_log(path: Path) -> dict[str, list[float]]:
     """The CSV log as columns of floats (epochs counted from 1)."""
     with Path(path).open(newline="") as handle:
@@ -156,7 +139,7 @@ def plot_training_curves(log_path: Path, out: Path, *, head_epochs: int = 0) -> 
     """Loss and accuracy per epoch, train and val; a line where fine-tuning begins."""
     columns = read_log(log_path)
     epochs = columns.get("epoch", [])
-    figure = _figure(10, 4)
+    figure = new_figure(10, 4)
     for index, metric in enumerate(("loss", "accuracy")):
         axes = figure.add_subplot(1, 2, index + 1)
         for prefix, style in (("", "-"), ("val_", "--")):
@@ -182,7 +165,7 @@ def plot_training_curves(log_path: Path, out: Path, *, head_epochs: int = 0) -> 
         axes.set_title(metric)
         axes.legend()
         axes.grid(alpha=0.3)
-    _save_figure(figure, out)
+    save_figure(figure, out)
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], out: Path, title: str) -> None:
@@ -191,7 +174,7 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], out: Path, ti
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
     side = 2.5 + 0.6 * len(classes)
-    figure = _figure(side + 1, side)
+    figure = new_figure(side + 1, side)
     axes = figure.add_subplot(1, 1, 1)
     image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
@@ -213,7 +196,7 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], out: Path, ti
                 color=colour,
                 fontsize=9,
             )
-    _save_figure(figure, out)
+    save_figure(figure, out)
 
 
 # -- contact sheets ----------------------------------------------------------------------------
@@ -271,14 +254,8 @@ def contact_sheet(
             caption = f"p={scores[index]:.2f}\ntrue: {classes[labels[index]]}"
             tile = _thumbnail(paths[index], caption, bool(labels[index] == class_index))
             sheet.paste(tile, (column * THUMB, y + title_height))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
-    try:
+    with atomic_path(out) as temp:
         sheet.save(temp, quality=90)
-        os.replace(temp, out)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
     return {
         "top": [Path(paths[i]).name for i in top],
         "confidently_wrong": [Path(paths[i]).name for i in wrong],
@@ -323,7 +300,7 @@ def evaluate_run(
     training: dict[str, Any],
 ) -> dict[str, Any]:
     """Evaluate on val and test, write plots, contact sheets and ``metrics.json``; return it."""
-    from wga.finetune import LOG_FILE, write_json_atomic
+    from wga.finetune import LOG_FILE
 
     out = Path(out)
     classes = dataset.classes

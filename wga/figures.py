@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wga.atomic import atomic_path
 from wga.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -39,16 +40,9 @@ def new_figure(width: float, height: float) -> Figure:
 
 def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: int = DPI) -> Path:
     """Write ``figure`` atomically (temp file, then rename); the format follows the suffix."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.stem}.tmp-{os.getpid()}{target.suffix}")
-    try:
+    with atomic_path(path) as temp:
         figure.savefig(temp, dpi=dpi, bbox_inches="tight", facecolor=figure.get_facecolor())
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return target
+    return Path(path)
 
 
 def image_grid(

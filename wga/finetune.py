@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from wga.atomic import atomic_path, write_json_atomic
 from wga.errors import InvalidInput, NotFound
 from wga.models import (
     RUN_CLASSES_FILE,
@@ -306,29 +306,10 @@ def _compile(model: keras.Model, phase: int, config: FinetuneConfig) -> None:
 
 
 # -- files -------------------------------------------------------------------------------------
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write JSON next to ``path`` and rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(value, handle, indent=2)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def save_model_atomic(model: keras.Model, path: Path) -> None:
     """``model.save`` to a temporary ``.keras`` file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-    try:
+    with atomic_path(path) as temp:
         model.save(temp)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _keep_as_best(last: Path, best: Path) -> None:

@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -43,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from wga.atomic import write_text_atomic
 from wga.errors import InvalidInput, NotFound, Unavailable, WgaError
 
 if TYPE_CHECKING:
@@ -127,18 +127,6 @@ def check_id(render: str) -> str:
     return render
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-
-
 class RenderCache:
     """Finished renders on disk: ``<id>.png`` (the image, recipe in its text chunks) and
     ``<id>.json`` (the record). A PNG without a record is a snapshot of an unfinished job."""
@@ -181,7 +169,7 @@ class RenderCache:
         """The image first, then the record: a record always points at a complete image."""
         self._write_png(self.png_path(render), image, metadata)
         existed = self.record_path(render).exists()
-        _atomic_write_text(self.record_path(render), json.dumps(record, indent=1, default=str))
+        write_text_atomic(self.record_path(render), json.dumps(record, indent=1, default=str))
         if not existed:
             with self._lock:
                 self._count += 1

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from wga.atomic import atomic_path
 from wga.errors import InvalidInput
 
 RECIPE_KEY = "wga:recipe"
@@ -39,16 +38,8 @@ def save_png(path: str | os.PathLike[str], image_uint8: np.ndarray, metadata: di
     info.add_text(RECIPE_KEY, json.dumps(metadata, sort_keys=True))
     if SOFTWARE_KEY not in metadata:
         info.add_text(SOFTWARE_KEY, f"wga {metadata.get('wga', '')}".strip())
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(image).save(stream, format="PNG", pnginfo=info)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp:
+        Image.fromarray(image).save(temp, format="PNG", pnginfo=info)
 
 
 def read_png_metadata(path: str | os.PathLike[str]) -> dict:
