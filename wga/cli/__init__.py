@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -59,6 +60,9 @@ def configure_logging(verbosity: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     silence_tensorflow()
     filter_native_stderr()
+    # Ctrl-C interrupts every command, also when a parent started us with SIGINT ignored
+    # (as shells do for background jobs); commands catch KeyboardInterrupt to finish cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
