@@ -27,8 +27,8 @@ from pathlib import Path
 
 import requests
 
-from wga.catalog import Artwork, load_catalog
-from wga.download import DownloadConfig, download
+from wga.data.catalog import Artwork, load_catalog
+from wga.data.download import DownloadConfig, download
 
 SERVER = Path(__file__).resolve().parent.parent / "tests" / "wga_server.py"
 

@@ -37,10 +37,10 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from wga.finetune import build_model, freeze_index, set_phase, with_dtype_policy
+    from wga.data.synthetic import make_synthetic_dataset
     from wga.models import ModelRegistry, preprocess
-    from wga.pipeline import load_images01, make_dataset, read_dataset
-    from wga.synthetic import make_synthetic_dataset
+    from wga.train.finetune import build_model, freeze_index, set_phase, with_dtype_policy
+    from wga.train.pipeline import load_images01, make_dataset, read_dataset
 
     with tempfile.TemporaryDirectory() as temp:
         per_class = max(1, args.images // 2)

@@ -50,7 +50,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def batching(registry, args, rows: Table) -> None:
-    from wga.queue import RenderQueue
+    from wga.serve.queue import RenderQueue
     from wga.vis.recipe import Recipe
 
     with tempfile.TemporaryDirectory() as folder:
@@ -87,7 +87,7 @@ def batching(registry, args, rows: Table) -> None:
 
 
 def preemption(registry, args, rows: Table) -> None:
-    from wga.queue import RenderQueue
+    from wga.serve.queue import RenderQueue
     from wga.vis.png import save_png
     from wga.vis.recipe import Recipe
 
@@ -157,7 +157,7 @@ def preemption(registry, args, rows: Table) -> None:
 def api_latency(args, rows: Table) -> None:
     import requests
 
-    from wga.gateway import Gateway, free_port
+    from wga.serve.gateway import Gateway, free_port
 
     with tempfile.TemporaryDirectory() as folder, open(Path(folder) / "gateway.log", "wb") as log:
         gateway = Gateway(port=free_port(), static_dir=Path(folder) / "static", log_file=log)

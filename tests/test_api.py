@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from wga.api import MAX_PRIORITY, RenderService, Response
-from wga.queue import RenderQueue
+from wga.serve.api import MAX_PRIORITY, RenderService, Response
+from wga.serve.queue import RenderQueue
 from wga.vis.png import read_png_metadata
 
 LAYER = "block3_conv1"

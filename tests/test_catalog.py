@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from wga_server import Art, FakeWga, catalog_csv, catalog_zip, sample_artworks
 
-from wga.catalog import (
+from wga.data.catalog import (
     Artwork,
     Selection,
     author_list,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from wga_server import Art, catalog_csv, generate_artworks, synthetic_jpeg
 
-from wga.catalog import decode_catalog, parse_catalog
-from wga.dataset import build_dataset, page_stem, title_key
-from wga.download import Outcome, write_manifest
+from wga.data.catalog import decode_catalog, parse_catalog
+from wga.data.dataset import build_dataset, page_stem, title_key
+from wga.data.download import Outcome, write_manifest
 from wga.errors import InvalidInput, NotFound
 
 ROOT = Path(__file__).resolve().parent.parent

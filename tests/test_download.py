@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from wga_server import Art, FakeWga, catalog_csv, generate_artworks
 
-from wga.catalog import Selection, decode_catalog, parse_catalog, select
-from wga.download import (
+from wga.data.catalog import Selection, decode_catalog, parse_catalog, select
+from wga.data.download import (
     MANIFEST_NAME,
     TEMP_MARK,
     DownloadConfig,

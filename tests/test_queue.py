@@ -21,7 +21,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from wga.errors import NotFound, Unavailable
-from wga.queue import AlreadyFinished, RenderQueue, check_id, render_id
+from wga.serve.queue import AlreadyFinished, RenderQueue, check_id, render_id
 
 FINGERPRINT = "0123456789abcdef"
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from wga.catalog import split_list
+from wga.data.catalog import split_list
 from wga.errors import InvalidInput
 
 
@@ -78,7 +78,7 @@ def _parse_filters(text: str) -> dict[str, dict[str, str | list[str]]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wga.dataset import build_dataset
+    from wga.data.dataset import build_dataset
 
     if args.filters and (args.by or args.classes):
         raise InvalidInput("give either --by/--classes or --filters, not both")

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from wga.catalog import (
+from wga.data.catalog import (
     DEFAULT_BASE_URL,
     DEFAULT_CATALOG_URL,
     Selection,
@@ -15,7 +15,7 @@ from wga.catalog import (
     select,
     split_list,
 )
-from wga.download import DEFAULT_RATE, DEFAULT_WORKERS, DownloadConfig, download
+from wga.data.download import DEFAULT_RATE, DEFAULT_WORKERS, DownloadConfig, download
 
 log = logging.getLogger(__name__)
 

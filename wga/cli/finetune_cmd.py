@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from wga.finetune import (
+from wga.train.finetune import (
     DROPOUT,
     HEAD_EPOCHS,
     HEAD_LR,
@@ -92,8 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wga.finetune import finetune
     from wga.models import ModelRegistry, default_registry
+    from wga.train.finetune import finetune
 
     config = FinetuneConfig(
         data=args.data,

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from wga.gateway import (  # light: no tornado
+from wga.serve.gateway import (  # light: no tornado
     DEFAULT_HOST,
     DEFAULT_PORT,
     STATIC_DIR,

@@ -107,7 +107,7 @@ def personality_class() -> type:
 
 
 def create_personality(*args: Any, **kwargs: Any) -> Any:
-    """Entry point the kernel gateway calls for ``--KernelGatewayApp.api=wga.gateway``."""
+    """Entry point the kernel gateway calls for ``--KernelGatewayApp.api=wga.serve.gateway``."""
     return personality_class()(*args, **kwargs)
 
 
@@ -155,7 +155,7 @@ class Gateway:
             sys.executable,
             "-m",
             "kernel_gateway",
-            "--KernelGatewayApp.api=wga.gateway",
+            "--KernelGatewayApp.api=wga.serve.gateway",
             f"--KernelGatewayApp.seed_uri={self.notebook}",
             f"--KernelGatewayApp.ip={self.host}",
             f"--KernelGatewayApp.port={self.port}",

@@ -12,7 +12,7 @@ what is plainly better:
 * every epoch is **checkpointed** (model + optimizer state) and a run continues after an
   interruption with ``resume=True``; **early stopping** on the validation loss, the best weights
   are kept; a CSV log of every epoch.
-* **evaluation** on val and test (:mod:`wga.evaluate`), never on augmented images.
+* **evaluation** on val and test (:mod:`wga.train.evaluate`), never on augmented images.
 
 A run folder is a model of the registry (:mod:`wga.models`): ``model.keras`` (float32, free input
 size), ``model.json`` (base, preprocessing, size, classes, colour correlation), ``classes.json``.
@@ -44,7 +44,7 @@ from wga.models import (
     ModelRegistry,
     default_registry,
 )
-from wga.pipeline import (
+from wga.train.pipeline import (
     choose_cache,
     class_weights,
     color_correlation,
@@ -462,8 +462,8 @@ def finetune(
     import keras
     import tensorflow as tf
 
-    from wga import evaluate
     from wga.quiet import silence_tensorflow
+    from wga.train import evaluate
 
     silence_tensorflow()
     started = time.monotonic()

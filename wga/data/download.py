@@ -34,7 +34,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from wga.atomic import TEMP_MARK, write_bytes_atomic
-from wga.catalog import (
+from wga.data.catalog import (
     COLUMNS,
     DEFAULT_BASE_URL,
     USER_AGENT,

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wga.catalog import COLUMNS
+from wga.data.catalog import COLUMNS
 from wga.errors import InvalidInput, NotFound, closest_names
 
 log = logging.getLogger(__name__)

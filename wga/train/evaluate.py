@@ -28,7 +28,7 @@ import numpy as np
 
 from wga.atomic import atomic_path, write_json_atomic
 from wga.figures import new_figure, save_figure
-from wga.pipeline import ImageDataset, make_dataset
+from wga.train.pipeline import ImageDataset, make_dataset
 
 if TYPE_CHECKING:
     import keras
@@ -300,7 +300,7 @@ def evaluate_run(
     training: dict[str, Any],
 ) -> dict[str, Any]:
     """Evaluate on val and test, write plots, contact sheets and ``metrics.json``; return it."""
-    from wga.finetune import LOG_FILE
+    from wga.train.finetune import LOG_FILE
 
     out = Path(out)
     classes = dataset.classes

@@ -42,7 +42,7 @@ from wga.errors import InvalidInput, NotFound, Unavailable, WgaError, closest_na
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel, ModelRegistry
-    from wga.queue import RenderQueue
+    from wga.serve.queue import RenderQueue
 
 log = logging.getLogger(__name__)
 
@@ -481,7 +481,7 @@ def build_service(
 ) -> RenderService:
     """The whole backend: registry, render queue over ``static_dir/renders``, started."""
     from wga.models import ModelRegistry
-    from wga.queue import RenderQueue
+    from wga.serve.queue import RenderQueue
 
     registry = ModelRegistry(runs_dir)
     queue = RenderQueue(Path(static_dir) / "renders", registry.load, **queue_options).start()
@@ -501,7 +501,7 @@ def service_from_env() -> RenderService:
     ):
         if os.environ.get(variable):
             options[option] = kind(os.environ[variable])
-    from wga.gateway import STATIC_DIR
+    from wga.serve.gateway import STATIC_DIR
 
     static = os.environ.get("WGA_STATIC_DIR") or STATIC_DIR
     return build_service(static, os.environ.get("WGA_RUNS_DIR", "runs"), **options)

@@ -1,0 +1,1 @@
+"""A model over a corpus of artworks: the probe (top artworks per unit) and the atlas."""
