@@ -39,6 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 import wga
 from wga.errors import InvalidInput, NotFound, Unavailable, WgaError, closest_names
+from wga.vis.recipe import (
+    DEFAULT_SIZE,
+    REQUEST_FIELDS,
+    check_integer,
+    check_recipes,
+    recipes_from_request,
+)
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel, ModelRegistry
@@ -47,11 +54,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RENDERS_URL = "/public/renders/"  # where the gateway serves static/renders/
-RENDER_FIELDS = ("model", "layer", "unit", "size", "preset", "steps", "seed", "objective")
-BATCH_FIELDS = ("model", "layer", "units", "size", "preset", "steps", "seed", "objective")
+RENDER_FIELDS = REQUEST_FIELDS
+BATCH_FIELDS = tuple("units" if name == "unit" else name for name in REQUEST_FIELDS)
 MIN_PRIORITY, MAX_PRIORITY = -100, 100
 MAX_BATCH_UNITS = 1024  # one batch request; the queue still renders them max_batch at a time
-DEFAULT_SIZE = 224
 MODEL_LOAD_WAIT_S = 20.0  # an endpoint waits this long for a loading model, then answers 503
 LOAD_FAILURE_TTL_S = 30.0  # a failed load is reported, not retried, for this long
 
@@ -179,31 +185,6 @@ def json_body(request: dict[str, Any]) -> dict[str, Any]:
             'e.g. {"model": "vgg16-hed", "layer": "block4_conv1", "unit": 7, "size": 224}'
         )
     return body
-
-
-def _integer(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> Any:
-    value = body.get(name, default)
-    if value is None and default is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(
-            f"{name} must be an integer from {low} to {high}, got {json.dumps(value)} "
-            f"({type(value).__name__})"
-        )
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be from {low} to {high}, got {value}")
-    return value
-
-
-def _string(body: dict[str, Any], name: str, default: str | None = None) -> str:
-    value = body.get(name, default)
-    if value is None:
-        raise InvalidInput(f"missing field {name!r}: it is required")
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(
-            f"{name} must be a non-empty string, got {json.dumps(value)} ({type(value).__name__})"
-        )
-    return value
 
 
 def _reject_unknown(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -342,32 +323,12 @@ class RenderService:
         )
 
     # -- renders --------------------------------------------------------------------------------
-    def _recipes(self, body: dict[str, Any], units: list[int]) -> tuple[list[Any], str]:
-        """Validated recipes for ``units`` of one layer, and the model's weights fingerprint."""
-        from wga.vis.presets import DEFAULT_PRESET, PRESETS
-        from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, Recipe
-
-        model = self._model_name(_string(body, "model"))
-        layer = _string(body, "layer")
-        size = _integer(body, "size", DEFAULT_SIZE, MIN_SIZE, MAX_SIZE)
-        preset = _string(body, "preset", DEFAULT_PRESET)
-        if preset not in PRESETS:
-            raise InvalidInput(f"unknown preset {preset!r}: {closest_names(preset, list(PRESETS))}")
-        steps = _integer(body, "steps", None, 1, MAX_STEPS)
-        seed = _integer(body, "seed", 0, 0, MAX_SEED)
-        objective = _string(body, "objective", "auto")
+    def _recipes(self, fields: dict[str, Any], units: list[int] | None) -> tuple[list[Any], str]:
+        """Validated recipes (``units``, or the request's ``unit``) and the weights' fingerprint."""
+        recipes = recipes_from_request(fields, units)  # 400 for any bad value, before loading
+        model = self._model_name(recipes[0].model)  # a registry name, never a path
         loaded = self._loaded(model)
-        info = loaded.layer(layer)  # NotFound with suggestions
-        recipes = []
-        for unit in units:
-            if not 0 <= unit < info.units:
-                raise InvalidInput(
-                    f"unit {unit} is out of range for layer {layer!r} of {model!r}: "
-                    f"it has units 0 … {info.units - 1}"
-                )
-            recipe = Recipe(model, layer, unit, size, preset, steps, seed, objective)
-            recipes.append(recipe)
-        recipes[0].check(loaded)  # the objective fits the layer (all share layer and objective)
+        check_recipes(recipes, loaded)  # layer, unit range and objective against the model
         return recipes, loaded.fingerprint
 
     def _view(self, view: dict[str, Any]) -> dict[str, Any]:
@@ -377,15 +338,12 @@ class RenderService:
         return out
 
     def _priority(self, body: dict[str, Any]) -> int:
-        return _integer(body, "priority", 0, MIN_PRIORITY, MAX_PRIORITY)
+        return check_integer("priority", body.get("priority", 0), MIN_PRIORITY, MAX_PRIORITY)
 
     def create_render(self, request: dict[str, Any]) -> Response:
         body = json_body(request)
         _reject_unknown(body, (*RENDER_FIELDS, "priority"))
-        unit = _integer(body, "unit", None, 0, 1 << 30)
-        if unit is None:
-            raise InvalidInput("missing field 'unit': it is required (an integer ≥ 0)")
-        recipes, fingerprint = self._recipes(body, [unit])
+        recipes, fingerprint = self._recipes(body, None)
         view = self._view(self.queue.submit(recipes[0], fingerprint, self._priority(body)))
         status = 200 if view["status"] == "done" else 202
         return Response(status, view, {"Location": f"/api/renders/{view['id']}"})
@@ -397,7 +355,7 @@ class RenderService:
         ``{"model", "layer", "units": [0, 1, …], "size", …}`` (a grid of one layer's units).
         """
         body = json_body(request)
-        items: list[tuple[dict[str, Any], int]] = []  # (recipe fields, unit)
+        items: list[tuple[dict[str, Any], list[int] | None]] = []  # (recipe fields, units)
         if "renders" in body:
             _reject_unknown(body, ("renders",))
             renders = body["renders"]
@@ -408,10 +366,7 @@ class RenderService:
                     raise InvalidInput(f"renders[{index}] must be a JSON object")
                 with _prefixed(f"renders[{index}]"):
                     _reject_unknown(item, (*RENDER_FIELDS, "priority"))
-                    unit = _integer(item, "unit", None, 0, 1 << 30)
-                    if unit is None:
-                        raise InvalidInput("missing field 'unit': it is required")
-                items.append((item, unit))
+                items.append((item, None))
         else:
             _reject_unknown(body, (*BATCH_FIELDS, "priority", "renders"))
             units = body.get("units")
@@ -424,13 +379,13 @@ class RenderService:
                     "send either renders (a list of render requests) or units (a non-empty "
                     f"list of integers) with model, layer and size; got units={json.dumps(units)}"
                 )
-            items = [(body, unit) for unit in units]
+            items = [(body, [unit]) for unit in units]
         if len(items) > MAX_BATCH_UNITS:
             raise InvalidInput(f"at most {MAX_BATCH_UNITS} renders per request, got {len(items)}")
         recipes, fingerprints, priorities = [], [], []
         for index, (fields, unit) in enumerate(items):
             with _prefixed(f"renders[{index}]" if "renders" in body else ""):
-                (recipe,), fingerprint = self._recipes(fields, [unit])
+                (recipe,), fingerprint = self._recipes(fields, unit)
                 priorities.append(self._priority(fields))
             recipes.append(recipe)
             fingerprints.append(fingerprint)
