@@ -312,6 +312,7 @@ class RenderService:
         )
 
     def list_presets(self, request: dict[str, Any]) -> Response:
+        from wga.vis.objective_table import AUTO, OBJECTIVES
         from wga.vis.presets import DEFAULT_PRESET, PRESETS
         from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE
 
@@ -333,6 +334,10 @@ class RenderService:
                 "seed": {"min": 0, "max": MAX_SEED},
                 "priority": {"min": MIN_PRIORITY, "max": MAX_PRIORITY, "default": 0},
                 "max_batch_units": MAX_BATCH_UNITS,
+                "objectives": [
+                    {"name": AUTO, "description": "channel for feature maps, logit for Dense"},
+                    *(spec.as_dict() for spec in OBJECTIVES.values()),
+                ],
             },
         )
 
