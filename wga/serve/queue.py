@@ -481,7 +481,7 @@ class RenderQueue:
             self._wake.notify_all()
         self._publish_status()
 
-    def _next(self, worker: _Worker) -> tuple[str, _Active | list[Job]] | None:
+    def _next(self, worker: _Worker) -> _Active | list[Job] | None:
         """The best task for ``worker``: a parked batch to resume or a new batch (under lock)."""
         worker.parked = [active for active in worker.parked if active.live()]
         parked = [active.live_jobs() for active in worker.parked]
@@ -491,9 +491,9 @@ class RenderQueue:
         if task[0] == "resume":
             active = worker.parked.pop(task[1])
             self.table.start(active.live_jobs())
-            return "resume", active
+            return active
         self.table.start(task[1])
-        return "new", task[1]
+        return task[1]
 
     def _should_yield(self, worker: _Worker, active: _Active) -> bool:
         idle_elsewhere = any(w.idle for w in self._workers if w is not worker)
@@ -520,7 +520,7 @@ class RenderQueue:
                 if self._stopping:
                     return
                 worker.idle = False
-            kind, payload = task
+            payload = task
             jobs = payload.jobs if isinstance(payload, _Active) else payload
             try:
                 self._publish_states(jobs)

@@ -108,12 +108,13 @@ class Scheduler:
             ),
             key=self.order,
         )
-        by_client: dict[str, list[Job]] = {}
+        by_client: dict[str, list[Job]] = {best.client: [best]}
         for job in compatible:
             by_client.setdefault(job.client, []).append(job)
-        lanes = sorted(by_client.values(), key=lambda jobs: self.order(jobs[0]))
+        lanes = list(by_client.values())  # best's client first, then by their best job
+        lanes[1:] = sorted(lanes[1:], key=lambda jobs: self.order(jobs[0]))
         limit = self.budget.limit(int(best.recipe.size), device)
-        group = [best]
+        group: list[Job] = []
         depth = 0
         while len(group) < limit and any(depth < len(lane) for lane in lanes):
             group.extend(lane[depth] for lane in lanes if depth < len(lane))
