@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 
 from wga.errors import InvalidInput
+from wga.vis.objective_table import AUTO, OBJECTIVES, objective_names
+from wga.vis.presets import DEFAULT_PRESET, PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,6 @@ def output_name(layer: str, unit: int) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from wga.vis.presets import DEFAULT_PRESET, PRESETS
 
     parser = subparsers.add_parser(
         "render",
@@ -68,8 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same image)")
     parser.add_argument(
         "--objective",
-        default="auto",
-        help="auto (channel; logit for the class layer), channel, neuron, logit, layer",
+        default=AUTO,
+        choices=objective_names(),
+        help="what to maximise: auto (channel; logit for the class layer) or "
+        + "; ".join(f"{spec.name}: {spec.description}" for spec in OBJECTIVES.values()),
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
