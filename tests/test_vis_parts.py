@@ -8,10 +8,12 @@ import pytest
 import tensorflow as tf
 
 from wga.errors import InvalidInput
-from wga.vis.objective import _relu_with_redirect, diversity, score
+from wga.vis.objective import SCORES, Target, _relu_with_redirect, diversity, score
+from wga.vis.objective_table import OBJECTIVES, ObjectiveSpec, objective_names, resolve_objective
 from wga.vis.param import ImageParam, normalized_color_matrix, resize_params
 from wga.vis.png import read_png_metadata, save_png
 from wga.vis.presets import PRESETS, get_preset
+from wga.vis.recipe import recipes_from_request
 from wga.vis.render import Recipe
 from wga.vis.transform import TransformStack, median_filter
 
@@ -105,6 +107,43 @@ def test_objectives_score_each_element_on_its_own_unit():
     np.testing.assert_allclose(logits, [5.0, 3.0])
 
 
+def test_every_objective_in_the_table_has_a_scoring_function_and_no_other_does():
+    assert set(SCORES) == set(OBJECTIVES)
+    assert objective_names()[0] == "auto"
+    features = tf.random.uniform((2, 5, 5, 4))
+    for name, spec in OBJECTIVES.items():
+        if "spatial" in spec.layers:
+            assert SCORES[name](features, Target(tf.constant([0, 3]))).shape == (2,)
+
+
+def test_auto_resolves_by_layer_kind_and_an_objective_that_misfits_its_layer_is_refused():
+    assert resolve_objective("auto", spatial=True).name == "channel"
+    assert resolve_objective("auto", spatial=False).name == "logit"
+    with pytest.raises(InvalidInput, match="needs a dense layer"):
+        resolve_objective("logit", spatial=True)
+    with pytest.raises(InvalidInput, match="needs a spatial layer"):
+        resolve_objective("neuron", spatial=False)
+    with pytest.raises(InvalidInput, match="did you mean channel"):
+        Recipe("vgg16-hed", "block1_conv1", 0, objective="chanel")
+
+
+def test_recipe_carries_a_position_and_vector_only_for_objectives_that_read_them(monkeypatch):
+    plain = Recipe("vgg16-hed", "block3_conv3", 1, size=96)
+    assert "position" not in plain.as_dict() and "vector" not in plain.as_dict()
+    with pytest.raises(InvalidInput, match="takes no position"):
+        Recipe("vgg16-hed", "block3_conv3", 1, position=(2, 3))
+    spec = ObjectiveSpec("probe", "a test row", frozenset({"spatial"}), position="required")
+    monkeypatch.setitem(OBJECTIVES, "probe", spec)
+    with pytest.raises(InvalidInput, match="needs a position"):
+        Recipe("vgg16-hed", "block3_conv3", 1, objective="probe")
+    with pytest.raises(InvalidInput, match="position must be"):
+        Recipe("vgg16-hed", "block3_conv3", 1, objective="probe", position=(2, -1))
+    at = Recipe("vgg16-hed", "block3_conv3", 1, size=96, objective="probe", position=[2, 3])
+    elsewhere = Recipe("vgg16-hed", "block3_conv3", 1, size=96, objective="probe", position=(3, 2))
+    assert at.position == (2, 3) and at.as_dict()["position"] == [2, 3]
+    assert at.batch_key() != elsewhere.batch_key() and hash(at) != hash(elsewhere)
+
+
 def test_diversity_is_high_for_equal_images_and_lower_for_different_ones():
     rng = np.random.default_rng(0)
     same = np.repeat(rng.uniform(size=(1, 5, 5, 8)), 3, axis=0).astype("float32")
@@ -190,3 +229,19 @@ def test_large_canvases_are_cropped_at_random_to_bound_memory():
     a = stack(images, seeds, tf.constant(1, tf.int64))
     b = stack(images, seeds, tf.constant(2, tf.int64))
     assert a.shape == (1, 768, 768, 3) and not np.allclose(a.numpy(), b.numpy())
+
+
+def test_one_constructor_turns_a_request_into_recipes_with_defaults_and_clear_errors():
+    fields = {"model": "vgg16-hed", "layer": "block3_conv3", "size": 96, "priority": 3}
+    recipes = recipes_from_request(fields, [4, 2])
+    assert [recipe.unit for recipe in recipes] == [4, 2]
+    assert recipes[0] == Recipe("vgg16-hed", "block3_conv3", 4, size=96)
+    with pytest.raises(InvalidInput, match="missing field 'unit'"):
+        recipes_from_request(fields)
+    with pytest.raises(InvalidInput, match="missing field 'layer'"):
+        recipes_from_request({"model": "vgg16-hed", "unit": 1})
+    with pytest.raises(InvalidInput, match=r'size must be an integer from 64 to 1024, got "big"'):
+        recipes_from_request({**fields, "unit": 1, "size": "big"})
+    with pytest.raises(InvalidInput, match=r"size must be an integer .* got null"):
+        recipes_from_request({**fields, "unit": 1, "size": None})
+    assert recipes_from_request({**fields, "unit": 1, "steps": None})[0].steps is None
