@@ -56,6 +56,7 @@ class Preset:
     border: int = 0
     detail_reinjection: bool = False
     autotone: bool = False
+    octave_max: int = LUCID_OCTAVE_MAX  # "double": sizes above this start at half (or less)
 
     def octave_sizes(self, size: int) -> list[int]:
         """The sides rendered in turn, smallest first, ending at ``size``."""
@@ -67,7 +68,8 @@ class Preset:
                 )
             # int(), as Keras' DeepDream example that the original followed (900 → 520, not 521)
             return [int(size / OFFERT_OCTAVE_SCALE**k) for k in range(count - 1, -1, -1)]
-        count = 1 if size <= LUCID_OCTAVE_MAX else 1 + math.ceil(math.log2(size / LUCID_OCTAVE_MAX))
+        limit = self.octave_max
+        count = 1 if size <= limit else 1 + math.ceil(math.log2(size / limit))
         return [round(size / 2**k) for k in range(count - 1, -1, -1)]
 
     def resolve_steps(self, size: int, steps: int | None) -> int:
