@@ -56,6 +56,7 @@ class Preset:
     border: int = 0
     detail_reinjection: bool = False
     autotone: bool = False
+    display_stretch: float = 0.0  # > 0: PNG contrast stretched (percentile), see render.py
     octave_max: int = LUCID_OCTAVE_MAX  # "double": sizes above this start at half (or less)
 
     def octave_sizes(self, size: int) -> list[int]:

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -35,6 +36,7 @@ import tensorflow as tf
 import wga
 from wga.errors import InvalidInput
 from wga.models import preprocess
+from wga.vis.estimate import STEP_CLOCK
 from wga.vis.features import FeatureGraph, ModelScopedCache, feature_graph
 from wga.vis.objective import SCORES, Target, diversity, redirect_relu_gradients
 from wga.vis.param import ImageParam, resize_params
@@ -255,6 +257,15 @@ class _Chunk:
     scores: np.ndarray | None = None
 
 
+def display_stretch(images: np.ndarray, percentile: float) -> np.ndarray:
+    """Per image, map its ``percentile`` … ``100 - percentile`` range (all channels together, so
+    hues stay) to 0…1 around its mean grey: a short render's faint image becomes readable as a
+    thumbnail. For display only: the optimisation never sees it."""
+    low = np.percentile(images, percentile, axis=(1, 2, 3), keepdims=True)
+    high = np.percentile(images, 100.0 - percentile, axis=(1, 2, 3), keepdims=True)
+    return (images - low) / np.maximum(high - low, 1e-3)
+
+
 def _autotone(images: np.ndarray) -> np.ndarray:
     """Per image and channel, stretch min…max to 0…1 (Photoshop's autotone, as in 2018)."""
     low = images.min(axis=(1, 2), keepdims=True)
@@ -366,6 +377,7 @@ class BatchRender:
         # warm-up only in the first (smallest) octave: later octaves start from a living image
         warm = self._octave == 0 and self.steps_done < self.preset.warmup_steps
         step = tf.constant(self.steps_done, tf.int64)
+        started = time.perf_counter()
         for chunk in self._chunks:
             seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
             if self.preset.optimizer == "adam":
@@ -385,6 +397,12 @@ class BatchRender:
             else:
                 chunk.params, scores = self._step.normalized[warm](chunk.params, seeds, units, step)
             chunk.scores = scores.numpy()
+        # the first step of an octave and the first after the warm-up may trace: not a sample
+        if self._octave_step > 0 and self.steps_done != self.preset.warmup_steps:
+            seconds = time.perf_counter() - started
+            STEP_CLOCK.record(
+                self.loaded.name, self.recipes[0].layer, self.side, len(self.recipes), seconds
+            )
         self.steps_done += 1
         self._octave_step += 1
         every = self.preset.median_every
@@ -429,6 +447,8 @@ class BatchRender:
             rgb = rgb.numpy()
             if self.preset.autotone:
                 rgb = _autotone(rgb)
+            elif self.preset.display_stretch:
+                rgb = display_stretch(rgb, self.preset.display_stretch)
             for position, index in enumerate(chunk.indices):
                 parts[index] = rgb[position]
         stacked = np.stack(parts)
