@@ -651,6 +651,7 @@ class RenderQueue:
             with self._wake:
                 if job.live:
                     self._finish(job, "done")
+                    job.finished = record["finished"]  # the view and the record agree
                 self._wake.notify_all()
         with self._lock:
             live = {job.id for job in self.table.live()}
