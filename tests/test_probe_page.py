@@ -13,12 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_page
 from PIL import Image
-from test_page import Backend, artifacts, browser, free_port, page, state  # noqa: F401
+from test_page import Backend, free_port, state
 
 from wga.corpus.corpus import open_corpus
 from wga.corpus.probe import run_probe
 from wga.data.synthetic import SYNTHETIC_CLASSES, synthetic_image
+
+# The page tests' fixtures (a Chromium per module, a fresh page per test, the artifacts folder).
+artifacts = test_page.artifacts
+browser = test_page.browser
+page = test_page.page
 
 pytestmark = [pytest.mark.browser, pytest.mark.gateway, pytest.mark.slow]
 LAYER = "block3_conv1"
@@ -50,7 +56,7 @@ def make_corpus(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def probe_backend(tmp_path_factory, hed, artifacts) -> Iterator[Backend]:  # noqa: F811
+def probe_backend(tmp_path_factory, hed, artifacts) -> Iterator[Backend]:
     base = tmp_path_factory.mktemp("probe-page")
     make_corpus(base / "corpus")
     run_probe(
@@ -108,7 +114,7 @@ def test_unit_view_shows_top_artworks_overlay_negatives_and_histogram(
 
 
 @pytest.mark.timeout(300)
-def test_grid_switches_between_optimised_and_artwork_thumbnails(probe_backend, page):  # noqa: F811
+def test_grid_switches_between_optimised_and_artwork_thumbnails(probe_backend, page):
     page.goto(probe_backend.page_url(**state(layer=LAYER)))
     page.wait_for_selector("#grid .tile[data-unit='0']")
     switch = page.locator("#thumbs")
