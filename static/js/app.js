@@ -148,6 +148,8 @@
     },
   });
 
+  wga.artworks.attach({ api, grid: $("#grid"), onError: showError });
+
   const detail = new wga.detail.DetailView({
     dialog: $("#detail"),
     api,
@@ -227,8 +229,13 @@
     if (pickers.layers !== layers) pickers.setLayers(layers);
     const { layer, unit } = applyLayerAndUnit(model);
     applyGrid(model, layer, Boolean(layer) && Number.isFinite(unit));
-    if (layer && Number.isFinite(unit)) showUnit(model, layer, unit, force);
-    else detail.close();
+    if (layer && Number.isFinite(unit)) {
+      showUnit(model, layer, unit, force);
+      wga.artworks.unitShown(model, layer, unit); // artworks.js: the unit's top artworks
+    } else {
+      detail.close();
+      wga.artworks.unitShown(model, layer, null);
+    }
   }
 
   function applyPresets() {
@@ -277,6 +284,7 @@
       el.gridTitle.textContent = `${layer.name} · ${layer.units} units`;
       el.gotoUnit.max = String(layer.units - 1);
       grid.show(model, layer, preview);
+      wga.artworks.layerShown(model, layer); // artworks.js: the grid's "artworks" thumbnails
     } else {
       el.gridTitle.textContent = "Pick a layer";
       grid.clear();
