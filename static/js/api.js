@@ -200,7 +200,7 @@
         }
         const retryAfter = Number.parseFloat(response.headers.get("Retry-After"));
         const message = errorMessage(data, response);
-        if ((response.status === 503 || response.status === 502 || response.status === 504) && retry) {
+        if ([429, 502, 503, 504].includes(response.status) && retry) {
           const wait = Number.isFinite(retryAfter) ? retryAfter * 1000 : backoffDelay(attempt++);
           if (!quiet) {
             this.dispatchEvent(
@@ -279,7 +279,7 @@
     /* A job's current state: its status_url (a static file: no kernel round trip) when the
      * backend gives one, else GET /api/renders/:id. A 404 means the backend forgot the job. */
     poll(job, options) {
-      if (job.status_url) return this.get(job.status_url, { retry: false, ...options });
+      if (job.status_url) return this.get(job.status_url, options);
       return this.render(job.id, options);
     }
 

@@ -141,7 +141,7 @@
         tiles.map(async (tile) => {
           let job;
           try {
-            job = await this.api.poll(tile.job);
+            job = await this.api.poll(tile.job, { retry: false });
           } catch (err) {
             if (generation !== this.generation || err.network) return;
             if (err.status === 404) job = { id: tile.id, status: "lost" }; // forgotten: ask again
