@@ -29,27 +29,44 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 
+from wga.vis.presets import DoublingOctaves, part
+
 UNITS = {"block3_conv3": [2, 3, 5, 11], "block4_conv2": [0, 4, 7, 11]}
 BEFORE = {  # the preview preset before issue 12 item 6
     "learning_rate": 0.08,
     "default_steps": 48,
     "warmup_steps": 8,
-    "octave_max": 256,
-    "display_stretch": 0.0,
+    "octaves": DoublingOctaves(256),
+    "hooks": (),
     "decay": 1.0,
 }
 VARIANTS = {
     "lr0.2": {**BEFORE, "learning_rate": 0.2},
-    "oct-lr0.1": {**BEFORE, "learning_rate": 0.1, "default_steps": 96, "octave_max": 64},
-    "oct-lr0.2": {**BEFORE, "learning_rate": 0.2, "default_steps": 96, "octave_max": 64},
+    "oct-lr0.1": {
+        **BEFORE,
+        "learning_rate": 0.1,
+        "default_steps": 96,
+        "octaves": DoublingOctaves(64),
+    },
+    "oct-lr0.2": {
+        **BEFORE,
+        "learning_rate": 0.2,
+        "default_steps": 96,
+        "octaves": DoublingOctaves(64),
+    },
     "oct-lr0.2-d1.5": {
         **BEFORE,
         "learning_rate": 0.2,
         "default_steps": 96,
-        "octave_max": 64,
+        "octaves": DoublingOctaves(64),
         "decay": 1.5,
     },
 }
+for _name in list(VARIANTS):
+    VARIANTS[_name + "-s1"] = {
+        **VARIANTS[_name],
+        "hooks": (part("display_stretch", percentile=1.0),),
+    }
 
 
 def cost(preset, size: int) -> float:

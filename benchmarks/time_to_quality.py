@@ -97,7 +97,7 @@ def main() -> None:
     silence_tensorflow()
     quiet_keras()
     from wga.models import ModelRegistry
-    from wga.vis.presets import PRESETS
+    from wga.vis.presets import PRESETS, DoublingOctaves
 
     loaded = ModelRegistry(None).load("vgg16-hed")
     units = LIVE_UNITS[args.layer][: args.units]
@@ -148,7 +148,8 @@ def main() -> None:
     for first in [int(s) for s in args.first_octave.split(",")]:
         schedule = [(half, first), (size, args.full_steps)]
         name = f"{half}→{size} px, {first} at {half}"
-        two = replace(lucid, name="ttq-two", default_steps=first + args.full_steps, octave_max=half)
+        steps = first + args.full_steps
+        two = replace(lucid, name="ttq-two", default_steps=steps, octaves=DoublingOctaves(half))
         trial = Trial(loaded, args.layer, units, size, two, schedule)
         trial.run_to(first)
         report(name + " (half only)", trial, first, reference)
