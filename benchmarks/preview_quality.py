@@ -29,7 +29,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 
-from wga.vis.presets import DoublingOctaves, part
+from wga.vis.hooks import DisplayStretch
+from wga.vis.presets import DoublingOctaves
+
+STRETCH_PERCENTILE = 1.0
 
 UNITS = {"block3_conv3": [2, 3, 5, 11], "block4_conv2": [0, 4, 7, 11]}
 BEFORE = {  # the preview preset before issue 12 item 6
@@ -62,11 +65,6 @@ VARIANTS = {
         "decay": 1.5,
     },
 }
-for _name in list(VARIANTS):
-    VARIANTS[_name + "-s1"] = {
-        **VARIANTS[_name],
-        "hooks": (part("display_stretch", percentile=1.0),),
-    }
 
 
 def cost(preset, size: int) -> float:
@@ -157,7 +155,7 @@ def main() -> None:
     print(f"preview quality — vgg16-hed {args.layer}, units {units}, {size} px")
     print(f"full: lucid {args.full_steps} steps, {full_cpu / len(units):.1f} CPU s/unit")
     header = (
-        f"{'variant':<16} {'steps':>5} {'cost':>6} {'cpu s/unit':>10} "
+        f"{'variant':<22} {'steps':>5} {'cost':>6} {'cpu s/unit':>10} "
         f"{'act ÷ full':>10} {'worst':>6} {'sd ÷ full':>9} {'worst':>6}"
     )
     print(header)
@@ -166,14 +164,19 @@ def main() -> None:
     for name, preset in presets.items():
         images, cpu = render_timed(loaded, args.layer, units, size, preset)
         columns[name] = images
-        act = own_activation(loaded, args.layer, images, units) / np.maximum(full_act, 1e-6)
-        sd = images.reshape(len(units), -1).std(axis=1) / full_sd
-        print(
-            f"{name:<16} {preset.resolve_steps(size, None):>5} {cost(preset, size):6.1f} "
-            f"{cpu / len(units):10.1f} {act.mean():10.2f} {act.min():6.2f} "
-            f"{sd.mean():9.2f} {sd.min():6.2f}",
-            flush=True,
-        )
+        versions = [(name, images)]
+        if not preset.hooks:  # what the display stretch would make of the same render
+            stretched = DisplayStretch(STRETCH_PERCENTILE).images(images / 255.0)
+            versions.append((f"{name}+stretch", np.round(np.clip(stretched, 0, 1) * 255)))
+        for label, shown in versions:
+            act = own_activation(loaded, args.layer, shown, units) / np.maximum(full_act, 1e-6)
+            sd = shown.reshape(len(units), -1).std(axis=1) / full_sd
+            print(
+                f"{label:<22} {preset.resolve_steps(size, None):>5} {cost(preset, size):6.1f} "
+                f"{cpu / len(units):10.1f} {act.mean():10.2f} {act.min():6.2f} "
+                f"{sd.mean():9.2f} {sd.min():6.2f}",
+                flush=True,
+            )
     if args.sheet:
         columns = {
             "preview before": columns["before"],

@@ -143,7 +143,7 @@ def time_steps(case: Case, env: dict[str, str]) -> tuple[float, float, int]:
 
     loaded = load(case.model)
     recipes = [
-        Recipe(case.model, case.layer, unit, size=case.size, steps=1000, seed=unit)
+        Recipe(loaded.name, case.layer, unit, size=case.size, steps=1000, seed=unit)
         for unit in range(case.batch)
     ]
     with environment(env):
