@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from wga.vis.presets import PRESETS
+
 if TYPE_CHECKING:
     from wga.vis.recipe import Recipe
 
@@ -91,3 +93,24 @@ def recipe_seconds(recipe: Recipe, clock: StepClock = STEP_CLOCK) -> float | Non
     """Seconds ``recipe`` will take rendered alone (its preset's schedule), or ``None``."""
     schedule = recipe.preset_spec.schedule(recipe.size, recipe.steps)
     return estimate(recipe.model, recipe.layer, schedule, clock)
+
+
+ESTIMATE_SIZES = (64, 96, 128, 192, 256, 384, 512, 768, 1024)  # the sizes the page offers
+
+
+def layer_estimates(
+    model: str, layer: str, clock: StepClock = STEP_CLOCK
+) -> dict[str, dict[str, float]] | None:
+    """``{preset: {size: seconds}}`` for one unit of ``layer`` with each preset's default steps,
+    or ``None`` before any step of this layer was measured (``GET /api/models/:model/layers``)."""
+    if clock.unit_step_seconds(model, layer, 128) is None:
+        return None
+    out: dict[str, dict[str, float]] = {}
+    for name, preset in PRESETS.items():
+        sizes = {}
+        for size in ESTIMATE_SIZES:
+            seconds = estimate(model, layer, preset.schedule(size, None), clock)
+            if seconds is not None:
+                sizes[str(size)] = round(seconds, 1)
+        out[name] = sizes
+    return out
