@@ -17,6 +17,10 @@ time and wall time spent in steps only (checkpoints excluded), per unit.
 
     PYTHONPATH=. python benchmarks/time_to_quality.py                 # ~15 min on 2 idle cores
     PYTHONPATH=. python benchmarks/time_to_quality.py --units 2 --reference-steps 256   # quicker
+    PYTHONPATH=. python benchmarks/time_to_quality.py --crop --size 128 --reference-steps 128
+
+``--crop`` instead compares the same lucid render with Lucid's padding seen by the model
+(``WGA_CROP_PAD=0``, before) and cropped away (now): activation, selectivity and CPU time.
 """
 
 from __future__ import annotations
@@ -81,6 +85,31 @@ class Trial:
         return own, images.reshape(len(images), -1).std(axis=1), others
 
 
+def compare_crop(loaded, layer: str, units: list[int], size: int, steps: int) -> None:
+    from render_roofline import environment
+
+    from wga.models import LoadedModel
+    from wga.vis.presets import PRESETS
+
+    lucid = replace(PRESETS["lucid"], name="ttq-crop", default_steps=steps)
+    results = {}
+    for label, env in (("padding seen", {"WGA_CROP_PAD": "0"}), ("padding cropped", {})):
+        wrapper = LoadedModel(loaded.spec, loaded.model, loaded.fingerprint)  # own step cache
+        with environment(env):
+            trial = Trial(wrapper, layer, units, size, lucid)
+            trial.run_to(steps)
+        own, spread, others = trial.measure()
+        results[label] = own
+        n = len(units)
+        base = results["padding seen"]
+        print(
+            f"{label:<30} {steps:>6} {trial.cpu / n:10.1f} {trial.wall / n:11.1f} "
+            f"{np.mean(own / base):9.2f} {np.min(own / base):6.2f} "
+            f"{np.mean(own > 1.5 * others):7.0%} {spread.mean():8.1f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layer", default="block4_conv2", choices=list(LIVE_UNITS))
@@ -90,6 +119,7 @@ def main() -> None:
     parser.add_argument("--first-octave", default="128", help="comma list of S1 values")
     parser.add_argument("--full-steps", type=int, default=128, help="full-size steps after S1")
     parser.add_argument("--every", type=int, default=32, help="checkpoint spacing")
+    parser.add_argument("--crop", action="store_true", help="padding seen vs cropped away")
     args = parser.parse_args()
 
     from wga.quiet import quiet_keras, silence_tensorflow
@@ -127,6 +157,9 @@ def main() -> None:
         )
         return own
 
+    if args.crop:
+        compare_crop(loaded, args.layer, units, size, args.reference_steps)
+        return
     # the reference first: its checkpoints are "lucid with N steps", its end is the yardstick
     single = replace(lucid, name="ttq-single", default_steps=args.reference_steps)
     trial = Trial(loaded, args.layer, units, size, single)

@@ -37,7 +37,12 @@ import wga
 from wga.errors import InvalidInput
 from wga.models import preprocess
 from wga.vis.estimate import STEP_CLOCK
-from wga.vis.features import FeatureGraph, ModelScopedCache, feature_graph
+from wga.vis.features import (
+    FeatureGraph,
+    ModelScopedCache,
+    feature_graph,
+    fold_batchnorm_enabled,
+)
 from wga.vis.hooks import Hook, hooks_for
 from wga.vis.objective import SCORES, Target, diversity, redirect_relu_gradients
 from wga.vis.optim import Optimiser, State, optimiser
@@ -158,10 +163,21 @@ def _image_param(loaded: LoadedModel, preset: Preset, side: int) -> ImageParam:
     )
 
 
+def crop_padding_enabled() -> bool:
+    """On unless ``WGA_CROP_PAD=0`` (benchmarks compare both)."""
+    return os.environ.get("WGA_CROP_PAD", "1") != "0"
+
+
 def _transforms(preset: Preset, side: int) -> TransformStack | None:
     """The preset's transform stack; presets without one still get the random crop that keeps
     the model's input under MAX_MODEL_SIDE (memory)."""
     if preset.transforms:
+        if crop_padding_enabled():
+            # Lucid's pad 12 / jitter 8+4 make the model see (size + 12)² pixels, ~20 % more at
+            # 128 px, the extra being mostly grey border. A size² window of the canvas, placed at
+            # random (an extra jitter), drops that work; images and selectivity measured alike
+            # (benchmarks/time_to_quality.py --crop).
+            return TransformStack(side, max_output=min(side, MAX_MODEL_SIDE))
         return TransformStack(side)
     if side > MAX_MODEL_SIDE:
         return TransformStack(side, scales=(1.0,), angles=(0.0,), strength=0.0)
@@ -184,10 +200,12 @@ def compiled_step(
     objectives that read them."""
     param = _image_param(loaded, preset, side)
     key = ("step", layer, side, preset, kind, float(diversity_weight), param, position, vector)
+    fold = fold_batchnorm_enabled()
+    key += (fold, crop_padding_enabled())  # the two speed switches (benchmarks flip them)
 
     def build() -> _CompiledStep:
         return _CompiledStep(
-            graph=feature_graph(loaded, layer),
+            graph=feature_graph(loaded, layer, fold),
             param=param,
             transforms=_transforms(preset, side),
             preprocessing=loaded.spec.preprocessing,
