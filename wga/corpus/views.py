@@ -197,6 +197,12 @@ def heat_image(artwork: Image.Image, heat: np.ndarray) -> Image.Image:
     return Image.fromarray((np.clip(blended, 0, 1) * 255).astype(np.uint8))
 
 
+def overlay_name(layer: str, unit: int, image_id: int) -> str:
+    """The cache-relative file name of an overlay (layer names may hold any character)."""
+    key = hashlib.sha256(f"{layer}\0{unit}\0{image_id}".encode()).hexdigest()[:16]
+    return f"overlays/{key}.jpg"
+
+
 def overlay_file(
     loaded: LoadedModel,
     index: ProbeIndex,
@@ -207,8 +213,7 @@ def overlay_file(
 ) -> Path:
     """The artwork with the unit's activation map (Grad-CAM for a class unit) as a heat overlay."""
     info = index.check_unit(layer, unit)
-    key = hashlib.sha256(f"{layer}\0{unit}\0{image_id}".encode()).hexdigest()[:16]
-    target = (cache or cache_dir_for(index)) / "overlays" / f"{key}.jpg"
+    target = (cache or cache_dir_for(index)) / overlay_name(layer, unit, image_id)
     if target.exists():
         return target
     if info["kind"] == "class":

@@ -57,6 +57,7 @@ from wga.serve.http import prefixed as _prefixed
 from wga.serve.http import reject_unknown as _reject_unknown
 from wga.serve.http import string as _string
 from wga.serve.loading import ModelLoader
+from wga.serve.probes import ProbeService
 from wga.serve.queue import RenderQueue
 
 if TYPE_CHECKING:
@@ -349,6 +350,7 @@ def build_service(
     registry = ModelRegistry(runs_dir)
     queue = RenderQueue(Path(static_dir) / "renders", registry.load, **queue_options).start()
     service = RenderService(registry, queue)
+    service.routes.update(ProbeService(static_dir, service.loader).routes)  # wga.serve.probes
     if preload:  # the default model is ready by the time the page asks for its layers
         service.loader.start(registry.default_name())
     return service
