@@ -14,8 +14,11 @@ import re
 from pathlib import Path
 
 from wga.errors import InvalidInput
+from wga.models import DEFAULT_MODEL, default_registry
+from wga.quiet import quiet_keras
 from wga.vis.objective_table import AUTO, OBJECTIVES, objective_names
 from wga.vis.presets import DEFAULT_PRESET, PRESETS
+from wga.vis.recipe import check_recipes, recipes_from_request
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     units = parse_units(args.units)
-    from wga.models import DEFAULT_MODEL
-    from wga.vis.recipe import Recipe  # validates sizes, steps, preset before TensorFlow starts
-
-    model_name = args.model
-    recipes_args = {
+    fields = {
+        "model": args.model or DEFAULT_MODEL,  # the registry may pick another default offline
         "layer": args.layer,
         "size": args.size,
         "preset": args.preset,
@@ -93,23 +93,16 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "objective": args.objective,
     }
-    Recipe(model=model_name or DEFAULT_MODEL, unit=units[0], **recipes_args)
+    recipes_from_request(fields, units)  # every value checked before TensorFlow starts
 
-    from wga.models import default_registry
-    from wga.quiet import quiet_keras
+    # TensorFlow loads here, not at the top: `wga render --help` and bad options answer at once.
     from wga.vis.render import render_to_files
 
     quiet_keras()
     registry = default_registry()
-    model_name = model_name or registry.default_name()
-    loaded = registry.load(model_name)
-    info = loaded.layer(args.layer)
-    if units[-1] >= info.units:
-        raise InvalidInput(
-            f"unit {units[-1]} is out of range for layer {args.layer!r} of "
-            f"{loaded.name!r}: it has units 0 … {info.units - 1}"
-        )
-    recipes = [Recipe(model=model_name, unit=unit, **recipes_args) for unit in units]
+    loaded = registry.load(args.model or registry.default_name())
+    recipes = recipes_from_request({**fields, "model": args.model or loaded.name}, units)
+    check_recipes(recipes, loaded)
     log.info(
         "rendering %d unit(s) of %s/%s at %d px (%s)",
         len(recipes),
