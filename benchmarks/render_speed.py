@@ -88,12 +88,13 @@ def time_wga(loaded, case: Case) -> tuple[float, float, object]:
     step, chunk = batch._step, batch._chunks[0]
     params, m, v = chunk.params, chunk.m, chunk.v
     seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
+    targets = (units, tf.constant(chunk.positions), tf.constant(chunk.vectors))
     plain = step.adam[False]
 
     def one(i: int) -> None:
         nonlocal params, m, v
         t, k = tf.constant(chunk.t + i, tf.int64), tf.constant(16 + i, tf.int64)
-        params, m, v, scores = plain(params, m, v, t, seeds, units, k)
+        params, m, v, scores = plain(params, m, v, t, seeds, *targets, k)
         scores.numpy()
 
     one(0)  # traces the plain step
@@ -114,12 +115,13 @@ def time_eager(loaded, case: Case, steps: int) -> float:
     chunk = batch._chunks[0]
     params, m, v = chunk.params, tf.zeros_like(chunk.params), tf.zeros_like(chunk.params)
     seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
+    targets = (units, tf.constant(chunk.positions), tf.constant(chunk.vectors))
     n = len(chunk.indices)
 
     def one(i: int) -> None:
         nonlocal params, m, v
         t, k = tf.constant(i + 1, tf.int64), tf.constant(16 + i, tf.int64)
-        params, m, v, _ = step._adam_step(params, m, v, t, seeds, units, k, warm=False)
+        params, m, v, _ = step._adam_step(params, m, v, t, seeds, *targets, k, warm=False)
 
     one(0)
     started = time.perf_counter()

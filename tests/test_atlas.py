@@ -26,17 +26,18 @@ from wga.data.synthetic import make_synthetic_dataset
 from wga.models import preprocess
 from wga.vis.direction import cosine_weighted_dot
 from wga.vis.features import feature_graph
-from wga.vis.png import read_metadata
+from wga.vis.png import read_png_metadata
 from wga.vis.render import Recipe, render
 from wga.vis.vectors import VectorStore
 
 pytestmark = pytest.mark.slow
 
-LAYER = "block3_conv3"
+LAYER = "block2_conv2"  # 128 channels: the 192 samples whiten it with a full-rank estimate
 ICON = 64
-STEPS = 24
-GRID = 3
-OPTIONS = dict(layer=LAYER, grid=GRID, icon=ICON, steps=STEPS, seed=5, per_image=4)
+STEPS = 32
+GRID = 2
+PER_IMAGE = 8
+OPTIONS = dict(layer=LAYER, grid=GRID, icon=ICON, steps=STEPS, seed=5, per_image=PER_IMAGE)
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +50,15 @@ def index(hed, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def atlas_dir(hed, index, tmp_path_factory) -> Path:
-    """The atlas, built through the CLI (which loads vgg16-hed from the registry)."""
-    out = tmp_path_factory.mktemp("atlas") / "hed-b3"
+def atlas_dir(registry, hed, index, tmp_path_factory) -> Path:
+    """The atlas, built through the CLI (its registry is the session's: vgg16-hed loads once)."""
+    out = tmp_path_factory.mktemp("atlas") / "hed-b2"
     args = ["atlas", "--index", str(index.root), "--layer", LAYER, "--grid", str(GRID)]
-    args += ["--icon", str(ICON), "--steps", str(STEPS), "--seed", "5", "--per-image", "4"]
-    args += ["--out", str(out), "--no-progress"]
-    assert cli_main(args) == 0
+    args += ["--icon", str(ICON), "--steps", str(STEPS), "--seed", "5"]
+    args += ["--per-image", str(PER_IMAGE), "--out", str(out), "--no-progress"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("wga.models._default_registry", registry)
+        assert cli_main(args) == 0
     return out
 
 
@@ -73,7 +76,7 @@ def test_atlas_files_have_the_design_fields(atlas_dir, atlas):
         assert cell["count"] >= 6
         icon = atlas_dir / cell["icon"]
         assert Image.open(icon).size == (ICON, ICON)
-        recipe = read_metadata(icon)
+        recipe = read_png_metadata(icon)
         assert recipe["objective"] == "direction" and recipe["vector"] == cell["direction"]
         for file, y, x in cell["members"]:
             assert (Path(atlas["corpus"]) / file).is_file()
@@ -89,7 +92,7 @@ def test_cell_counts_plus_dropped_equal_the_sampled_vectors(atlas):
     for level in atlas["levels"].values():
         counted = sum(cell["count"] for cell in level["cells"])
         assert counted + level["dropped"] == atlas["samples"]["count"]
-    assert atlas["samples"]["count"] == 4 * 24  # 4 positions of each of the 24 images
+    assert atlas["samples"]["count"] == PER_IMAGE * 24  # 8 positions of each of the 24 images
 
 
 def test_same_seed_same_layout_and_atlas_json(hed, index, atlas_dir, atlas, tmp_path):
@@ -106,15 +109,20 @@ def test_same_seed_same_layout_and_atlas_json(hed, index, atlas_dir, atlas, tmp_
         np.load(tmp_path / "layout.npz")["layout"], np.load(atlas_dir / "layout.npz")["layout"]
     )
     strip = lambda doc: json.dumps(  # noqa: E731
-        {**doc, "cells": [{**c, "icon": None} for c in doc["cells"]], "levels": {
-            g: {**lv, "cells": [{**c, "icon": None} for c in lv["cells"]]}
-            for g, lv in doc["levels"].items()
-        }},
+        {
+            **doc,
+            "cells": [{**c, "icon": None} for c in doc["cells"]],
+            "levels": {
+                g: {**lv, "cells": [{**c, "icon": None} for c in lv["cells"]]}
+                for g, lv in doc["levels"].items()
+            },
+        },
         sort_keys=True,
     )
     assert strip(fresh) == strip(atlas)
-    other = sample_layer(index, hed, LAYER, per_image=4, seed=6, progress=False)
-    assert not np.array_equal(other.where, sample_layer(index, hed, LAYER, per_image=4, seed=5).where)
+    other = sample_layer(index, hed, LAYER, per_image=PER_IMAGE, seed=6, progress=False)
+    same = sample_layer(index, hed, LAYER, per_image=PER_IMAGE, seed=5, progress=False)
+    assert not np.array_equal(other.where, same.where)
 
 
 def _none(recipes):
@@ -144,10 +152,12 @@ def test_one_hot_direction_reproduces_the_channel_and_neuron_images(hed, tmp_pat
     store = VectorStore(tmp_path / "vectors")
     monkeypatch.setenv("WGA_VECTORS_DIR", str(store.directory))
     unit = 3
-    one_hot = store.put(np.eye(256, dtype="float32")[unit])
+    one_hot = store.put(np.eye(128, dtype="float32")[unit])
 
     def recipe(objective: str, **extra) -> Recipe:
-        return Recipe("vgg16-hed", LAYER, unit, size=ICON, steps=8, seed=2, objective=objective, **extra)
+        return Recipe(
+            "vgg16-hed", LAYER, unit, size=ICON, steps=8, seed=2, objective=objective, **extra
+        )
 
     channel, neuron = render(hed, [recipe("channel")])[0], render(hed, [recipe("neuron")])[0]
     as_map = render(hed, [recipe("direction_map", vector=one_hot, cos_power=0.0)])[0]
@@ -158,17 +168,18 @@ def test_one_hot_direction_reproduces_the_channel_and_neuron_images(hed, tmp_pat
 
 
 def test_each_icon_activates_its_own_direction_more_than_the_others(hed, atlas_dir, atlas):
+    """Rendered under jitter, an icon shows its direction near the centre, not exactly on it:
+    read each direction's strongest response in the icon (as the probe reads a unit's)."""
     store = VectorStore(atlas_dir / "vectors")
     cells = [cell for cell in atlas["cells"] if cell["icon"]]
-    assert len(cells) >= 3
-    directions = store.stack([cell["direction"] for cell in cells])
+    assert len(cells) >= 2
+    directions = tf.constant(store.stack([cell["direction"] for cell in cells]))
     images = np.stack([np.asarray(Image.open(atlas_dir / c["icon"]).convert("RGB")) for c in cells])
     inputs = preprocess(tf.constant(images, tf.float32) / 255.0, hed.spec.preprocessing)
-    features = feature_graph(hed, LAYER).model(inputs)
-    height, width = features.shape[1], features.shape[2]
-    centre = features[:, height // 2, width // 2, :]  # (icons, C)
-    # row: icon i; column: direction j
-    matrix = cosine_weighted_dot(centre[:, None, :], tf.constant(directions)[None], 2.0).numpy()
+    features = feature_graph(hed, LAYER).model(inputs)  # (icons, H, W, C)
+    per_position = cosine_weighted_dot(features[:, None], directions[None, :, None, None], 2.0)
+    matrix = tf.reduce_max(per_position, axis=[2, 3]).numpy()  # row: icon i; column: direction j
+    off = np.eye(len(cells), dtype=bool)
     own = np.diag(matrix)
-    others = np.where(np.eye(len(cells), dtype=bool), -np.inf, matrix).max(axis=0)
-    assert np.all(own > others), matrix
+    assert np.all(own > np.where(off, -np.inf, matrix).max(axis=0)), matrix  # per direction
+    assert np.all(own > np.where(off, -np.inf, matrix).max(axis=1)), matrix  # per icon

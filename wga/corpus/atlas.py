@@ -56,7 +56,7 @@ from wga.corpus.atlas_sample import CAP, PER_IMAGE, Sample, sample_layer
 from wga.corpus.index import ProbeIndex
 from wga.corpus.probe import model_reference
 from wga.errors import InvalidInput
-from wga.vis.direction import COSINE_POWER
+from wga.vis.objective_table import COSINE_POWER
 from wga.vis.vectors import VectorStore, unit, whiten, whitening_matrix
 
 if TYPE_CHECKING:
@@ -337,16 +337,24 @@ def build_atlas(
         "icon_size": options.icon,
         "steps": options.steps,
         "preset": recipes[0].preset if recipes else options.preset,
-        "objective": {"name": "direction", "cos_power": options.cos_power, "whiten": options.whiten},
+        "objective": {
+            "name": "direction",
+            "cos_power": options.cos_power,
+            "whiten": options.whiten,
+        },
         "samples": {
             "count": len(vectors),
             "per_image": options.per_image,
             "cap": options.cap,
-            "images": int(len(np.unique(images))),
+            "images": len(np.unique(images)),
             "channels": int(vectors.shape[1]),
         },
         "layout": {
-            "umap": {"n_neighbors": UMAP_NEIGHBORS, "min_dist": UMAP_MIN_DIST, "metric": UMAP_METRIC},
+            "umap": {
+                "n_neighbors": UMAP_NEIGHBORS,
+                "min_dist": UMAP_MIN_DIST,
+                "metric": UMAP_METRIC,
+            },
             "percentiles": list(PERCENTILES),
             "margin": MARGIN,
             "min_members": MIN_MEMBERS,

@@ -191,7 +191,7 @@ def sample_layer(
         "cap": int(cap),
         "count": len(positions),
         "channels": int(stacked.shape[1]),
-        "images": int(len(np.unique(positions[:, 0]))),
+        "images": len(np.unique(positions[:, 0])),
         "model": index.description.get("model"),
         "weights": loaded.fingerprint,
         "feed": rule.as_dict(),

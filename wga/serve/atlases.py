@@ -28,9 +28,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wga.corpus.atlas import ATLAS_FILE, ICON_PRIORITY, ICONS_DIR, VECTORS_DIR, AtlasOptions
+from wga.corpus.atlas import (
+    ATLAS_FILE,
+    ICON_PRIORITY,
+    ICONS_DIR,
+    VECTORS_DIR,
+    AtlasOptions,
+    open_atlas,
+)
 from wga.corpus.atlas import icon_recipe as _icon_recipe
-from wga.corpus.atlas import open_atlas
 from wga.errors import InvalidInput, NotFound, closest_names
 from wga.serve.http import Response, client_key, json_body, reject_unknown
 from wga.serve.http import integer as _integer
@@ -76,7 +82,7 @@ class AtlasService:
     ) -> None:
         self.service = service
         self.folder = Path(folder) if folder is not None else atlases_dir()
-        self.vectors = vectors or VectorStore()
+        self.vectors = vectors or service.vectors
         self._imported: set[Path] = set()
         self._lock = threading.Lock()
 
@@ -102,8 +108,10 @@ class AtlasService:
     def _open(self, name: Any) -> tuple[Path, dict[str, Any]]:
         names = self._names()
         if not isinstance(name, str) or name not in names:
-            hint = closest_names(str(name), names) if names else (
-                f"there are none under {self.folder}: build one with `python -m wga atlas`"
+            hint = (
+                closest_names(str(name), names)
+                if names
+                else (f"there are none under {self.folder}: build one with `python -m wga atlas`")
             )
             raise NotFound(f"no atlas {str(name)[:80]!r}: {hint} (GET /api/atlases)")
         folder = self.folder / name
@@ -260,9 +268,13 @@ class AtlasService:
         recipes = [_icon_recipe(model, options, cell["direction"]) for cell in chosen]
         for recipe in recipes:
             self._publish(folder, render_id(recipe, loaded.fingerprint))
-        views = self.service.queue.submit_many(
-            recipes, loaded.fingerprint, priority, client_key(request)
-        ) if recipes else []
+        views = (
+            self.service.queue.submit_many(
+                recipes, loaded.fingerprint, priority, client_key(request)
+            )
+            if recipes
+            else []
+        )
         renders = [
             {"i": cell["i"], "j": cell["j"], **view}
             for cell, view in zip(chosen, views, strict=True)

@@ -35,15 +35,18 @@ import tensorflow as tf
 import wga
 from wga.errors import InvalidInput
 from wga.models import preprocess
+from wga.vis.direction import COSINE_POWER
 from wga.vis.features import FeatureGraph, ModelScopedCache, feature_graph
 from wga.vis.objective import SCORES, Target, diversity, redirect_relu_gradients
 from wga.vis.param import ImageParam, resize_params
 from wga.vis.presets import Preset
 from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, Recipe
+from wga.vis.targets import element_positions, element_vectors
 from wga.vis.transform import MAX_MODEL_SIDE, TransformStack, median_filter
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
+    from wga.vis.vectors import VectorStore
 
 __all__ = [
     "MAX_BATCH_PIXELS",
@@ -101,8 +104,7 @@ class _CompiledStep:
     kind: str  # a row of wga.vis.objective_table.OBJECTIVES
     preset: Preset
     diversity_weight: float
-    position: tuple[int, int] | None = None
-    vector: tuple[float, ...] | None = None
+    cos_power: float = COSINE_POWER
     adam: dict[bool, Callable[..., Any]] = field(init=False)
     normalized: dict[bool, Callable[..., Any]] = field(init=False)
     median: Callable[..., Any] = field(init=False)
@@ -112,9 +114,12 @@ class _CompiledStep:
         shape = tf.TensorSpec([None, *self.param.shape(1)[1:]], tf.float32)
         seeds = tf.TensorSpec([None], tf.int64)
         units = tf.TensorSpec([None], tf.int32)
+        positions = tf.TensorSpec([None, 2], tf.float32)  # fractions of the map (y, x)
+        vectors = tf.TensorSpec([None, None], tf.float32)  # one direction per element
         scalar_i = tf.TensorSpec([], tf.int64)
-        adam_signature = [shape, shape, shape, scalar_i, seeds, units, scalar_i]
-        normalized_signature = [shape, seeds, units, scalar_i]
+        targets = [units, positions, vectors]
+        adam_signature = [shape, shape, shape, scalar_i, seeds, *targets, scalar_i]
+        normalized_signature = [shape, seeds, *targets, scalar_i]
         # Two traces each: with redirected ReLU gradients (warm-up) and plain. The plain one
         # keeps no pre-activations for the custom gradient: less memory and time for the
         # (many more) steps after the warm-up, and for octaves that never warm up.
@@ -135,7 +140,7 @@ class _CompiledStep:
         self.to_rgb = tf.function(self.param.to_rgb, input_signature=[shape])
 
     def _gradient(
-        self, params: tf.Tensor, seeds: tf.Tensor, units: tf.Tensor, step: tf.Tensor, warm: bool
+        self, params: tf.Tensor, seeds: tf.Tensor, target: Target, step: tf.Tensor, warm: bool
     ) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(params)
@@ -148,18 +153,18 @@ class _CompiledStep:
             inputs = preprocess(images, self.preprocessing)
             with redirect_relu_gradients(tf.constant(True) if warm else None):
                 features = self.graph.model(inputs, training=False)
-            scores = SCORES[self.kind](features, self._target(units))
+            scores = SCORES[self.kind](features, target)
             total = tf.reduce_sum(scores)
             if self.diversity_weight:
                 total -= self.diversity_weight * diversity(features)
         return tape.gradient(total, params), scores
 
-    def _target(self, units: tf.Tensor) -> Target:
-        vector = None if self.vector is None else tf.constant(self.vector, tf.float32)
-        return Target(units, self.preset.border, self.position, vector)
+    def _target(self, units: tf.Tensor, positions: tf.Tensor, vectors: tf.Tensor) -> Target:
+        return Target(units, self.preset.border, positions, vectors, self.cos_power)
 
-    def _adam_step(self, params, m, v, t, seeds, units, step, *, warm: bool):
-        gradient, scores = self._gradient(params, seeds, units, step, warm)
+    def _adam_step(self, params, m, v, t, seeds, units, positions, vectors, step, *, warm: bool):
+        target = self._target(units, positions, vectors)
+        gradient, scores = self._gradient(params, seeds, target, step, warm)
         t = tf.cast(t, tf.float32)
         m = ADAM_BETA1 * m + (1 - ADAM_BETA1) * gradient
         v = ADAM_BETA2 * v + (1 - ADAM_BETA2) * tf.square(gradient)
@@ -168,8 +173,9 @@ class _CompiledStep:
         params = params + self.preset.learning_rate * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON)
         return params, m, v, scores
 
-    def _normalized_step(self, params, seeds, units, step, *, warm: bool):
-        gradient, scores = self._gradient(params, seeds, units, step, warm)
+    def _normalized_step(self, params, seeds, units, positions, vectors, step, *, warm: bool):
+        target = self._target(units, positions, vectors)
+        gradient, scores = self._gradient(params, seeds, target, step, warm)
         axes = list(range(1, len(params.shape)))
         mean = tf.reduce_mean(tf.abs(gradient), axis=axes, keepdims=True)
         params = params + self.preset.learning_rate * gradient / (
@@ -212,15 +218,14 @@ def compiled_step(
     preset: Preset,
     kind: str,
     diversity_weight: float = 0.0,
-    position: tuple[int, int] | None = None,
-    vector: tuple[float, ...] | None = None,
+    cos_power: float = COSINE_POWER,
 ) -> _CompiledStep:
     """The cached compiled step; built (and later traced) once per key, reused by every batch.
 
-    ``position`` and ``vector`` (values, not a reference) are constants of the step, for the
-    objectives that read them."""
+    Positions and direction vectors are inputs of the step, one per batch element, so a batch
+    of atlas icons (each its own direction) is one trace and one pass."""
     param = _image_param(loaded, preset, side)
-    key = ("step", layer, side, preset, kind, float(diversity_weight), param, position, vector)
+    key = ("step", layer, side, preset, kind, float(diversity_weight), param, float(cos_power))
 
     def build() -> _CompiledStep:
         return _CompiledStep(
@@ -231,8 +236,7 @@ def compiled_step(
             kind=kind,
             preset=preset,
             diversity_weight=float(diversity_weight),
-            position=position,
-            vector=vector,
+            cos_power=float(cos_power),
         )
 
     return _steps.get(loaded, key, build)
@@ -248,6 +252,8 @@ class _Chunk:
     indices: list[int]
     seeds: np.ndarray
     units: np.ndarray
+    positions: np.ndarray  # (k, 2) float32 fractions
+    vectors: np.ndarray  # (k, C) float32 unit directions, (k, 1) zeros when none are read
     params: tf.Tensor
     m: tf.Tensor | None = None
     v: tf.Tensor | None = None
@@ -271,7 +277,12 @@ class BatchRender:
     """
 
     def __init__(
-        self, loaded: LoadedModel, recipes: Sequence[Recipe], *, diversity: float = 0.0
+        self,
+        loaded: LoadedModel,
+        recipes: Sequence[Recipe],
+        *,
+        diversity: float = 0.0,
+        vectors: VectorStore | None = None,
     ) -> None:
         if not recipes:
             raise InvalidInput("a batch needs at least one recipe")
@@ -295,12 +306,23 @@ class BatchRender:
         per_call = len(self.recipes) if self.diversity else max_batch_size(self.schedule[-1][0])
         seeds = np.array([recipe.seed for recipe in self.recipes], dtype="int64")
         units = np.array([recipe.unit for recipe in self.recipes], dtype="int32")
+        positions = element_positions(loaded, self.recipes)
+        directions = element_vectors(loaded, self.recipes, vectors)
         side = self.schedule[0][0]
         self._chunks: list[_Chunk] = []
         for start in range(0, len(self.recipes), per_call):
             idx = list(range(start, min(start + per_call, len(self.recipes))))
             params = self._param(side).init(seeds[idx], salt=0)
-            self._chunks.append(_Chunk(idx, seeds[idx], units[idx], tf.constant(params)))
+            self._chunks.append(
+                _Chunk(
+                    idx,
+                    seeds[idx],
+                    units[idx],
+                    positions[idx],
+                    directions[idx],
+                    tf.constant(params),
+                )
+            )
         self._original: np.ndarray | None = None
         if self.preset.detail_reinjection:
             # The 2018 original: the start image is noise at full size; each octave re-injects
@@ -351,7 +373,7 @@ class BatchRender:
             self.preset,
             self.kind,
             self.diversity,
-            position=first.position,
+            cos_power=COSINE_POWER if first.cos_power is None else first.cos_power,
         )
 
     def run(self, steps: int = 1) -> None:
@@ -368,6 +390,7 @@ class BatchRender:
         step = tf.constant(self.steps_done, tf.int64)
         for chunk in self._chunks:
             seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
+            targets = (units, tf.constant(chunk.positions), tf.constant(chunk.vectors))
             if self.preset.optimizer == "adam":
                 if chunk.m is None:
                     chunk.m = tf.zeros_like(chunk.params)
@@ -379,11 +402,13 @@ class BatchRender:
                     chunk.v,
                     tf.constant(chunk.t, tf.int64),
                     seeds,
-                    units,
+                    *targets,
                     step,
                 )
             else:
-                chunk.params, scores = self._step.normalized[warm](chunk.params, seeds, units, step)
+                chunk.params, scores = self._step.normalized[warm](
+                    chunk.params, seeds, *targets, step
+                )
             chunk.scores = scores.numpy()
         self.steps_done += 1
         self._octave_step += 1
