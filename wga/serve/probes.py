@@ -5,7 +5,8 @@
 * ``GET /api/probes/:probe/layers/:layer/units/:unit`` → the unit's examples and negatives, each
   with ``image_url`` (the whole artwork), ``crop_url`` (its receptive field around the maximum),
   ``overlay_url`` (the endpoint below) and the catalog's ``author``, ``title``, ``date`` and
-  ``page`` (the WGA page); the histogram and quantiles of its per-image maxima.
+  ``page`` (the WGA page); the histogram and quantiles of its per-image maxima. ``?limit=N``
+  keeps the first N of each (``limit=1``: the best example only, for grid thumbnails).
 * ``GET /api/probes/:probe/layers/:layer/units/:unit/overlay?image=ID`` → ``{"status", "url"}``:
   the artwork with the unit's activation map (Grad-CAM for a class unit) as heat. Made in a
   background thread (it needs a forward pass): 202 ``pending`` until the file exists, then 200.
@@ -145,10 +146,14 @@ class ProbeService:
 
     def get_unit(self, request: dict[str, Any]) -> Response:
         index, layer, unit = self._unit(request)
+        text = _arg(request, "limit")
+        if text is not None and not re.fullmatch(r"\d{1,4}", text):
+            raise InvalidInput(f"limit must be a whole number of examples, not {text!r}")
+        limit = int(text) if text is not None else None
         document = index.unit(layer, unit)
         cache, url = self._cache(index)
-        examples = index.examples(layer, unit)
-        negatives = index.examples(layer, unit, negatives=True)
+        examples = index.examples(layer, unit)[:limit]
+        negatives = index.examples(layer, unit, negatives=True)[:limit] if limit != 1 else []
         overlay = f"/api/probes/{index.name}/layers/{layer}/units/{unit}/overlay?image="
 
         def decorate(example: Example) -> dict[str, Any]:
