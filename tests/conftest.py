@@ -23,3 +23,26 @@ def registry():
 def hed(registry):
     """The real trained VGG16 (HED weights) that works offline."""
     return registry.load("vgg16-hed")
+
+
+@pytest.fixture(scope="session")
+def static_dir(tmp_path_factory):
+    """The static folder of the shared real gateway (its renders/ is the render cache)."""
+    return tmp_path_factory.mktemp("static")
+
+
+@pytest.fixture(scope="session")
+def gateway(static_dir, tmp_path_factory):
+    """One real kernel gateway on the backend notebook, shared by the gateway-level tests
+    (test_gateway.py, test_attacks.py): starting one costs ~10–60 s on a busy machine."""
+    from wga.serve.gateway import Gateway, free_port
+
+    log_path = tmp_path_factory.mktemp("logs") / "gateway.log"
+    with log_path.open("wb") as log_file:
+        server = Gateway(port=free_port(), static_dir=static_dir, log_file=log_file)
+        server.start()
+        try:
+            server.wait_ready()
+            yield server
+        finally:
+            server.stop()

@@ -8,8 +8,10 @@ import pytest
 import tensorflow as tf
 
 from wga.errors import InvalidInput
+from wga.vis.hooks import HOOKS, hooks_for
 from wga.vis.objective import SCORES, Target, _relu_with_redirect, diversity, score
 from wga.vis.objective_table import OBJECTIVES, ObjectiveSpec, objective_names, resolve_objective
+from wga.vis.optim import OPTIMISERS, optimiser
 from wga.vis.param import ImageParam, normalized_color_matrix, resize_params
 from wga.vis.png import read_png_metadata, save_png
 from wga.vis.presets import PRESETS, get_preset
@@ -111,9 +113,12 @@ def test_every_objective_in_the_table_has_a_scoring_function_and_no_other_does()
     assert set(SCORES) == set(OBJECTIVES)
     assert objective_names()[0] == "auto"
     features = tf.random.uniform((2, 5, 5, 4))
+    vectors = tf.math.l2_normalize(tf.random.uniform((2, 4)), axis=1)
+    positions = tf.constant([[0.5, 0.5], [0.1, 0.9]])
     for name, spec in OBJECTIVES.items():
         if "spatial" in spec.layers:
-            assert SCORES[name](features, Target(tf.constant([0, 3]))).shape == (2,)
+            target = Target(tf.constant([0, 3]), 0, positions, vectors)
+            assert SCORES[name](features, target).shape == (2,)
 
 
 def test_auto_resolves_by_layer_kind_and_an_objective_that_misfits_its_layer_is_refused():
@@ -141,7 +146,9 @@ def test_recipe_carries_a_position_and_vector_only_for_objectives_that_read_them
     at = Recipe("vgg16-hed", "block3_conv3", 1, size=96, objective="probe", position=[2, 3])
     elsewhere = Recipe("vgg16-hed", "block3_conv3", 1, size=96, objective="probe", position=(3, 2))
     assert at.position == (2, 3) and at.as_dict()["position"] == [2, 3]
-    assert at.batch_key() != elsewhere.batch_key() and hash(at) != hash(elsewhere)
+    # one batch, one trace: each element has its own position (and vector)
+    assert at.batch_key() == elsewhere.batch_key() and hash(at) != hash(elsewhere)
+    assert at.as_dict() != elsewhere.as_dict()
 
 
 def test_diversity_is_high_for_equal_images_and_lower_for_different_ones():
@@ -245,3 +252,24 @@ def test_one_constructor_turns_a_request_into_recipes_with_defaults_and_clear_er
     with pytest.raises(InvalidInput, match=r"size must be an integer .* got null"):
         recipes_from_request({**fields, "unit": 1, "size": None})
     assert recipes_from_request({**fields, "unit": 1, "steps": None})[0].steps is None
+
+
+def test_every_preset_names_an_optimiser_and_hooks_that_exist():
+    for preset in PRESETS.values():
+        assert preset.optimizer in OPTIMISERS
+        assert all(type(h) in HOOKS.values() for h in hooks_for(preset))
+    offert = [type(h).__name__ for h in hooks_for(PRESETS["offert2018"])]
+    assert offert == ["DetailReinjection", "MedianFilter", "Autotone"]
+    assert hooks_for(PRESETS["lucid"]) == []
+
+
+def test_optimisers_ascend_the_gradient_and_carry_their_state():
+    params, gradient = tf.zeros((1, 2)), tf.constant([[1.0, -2.0]])
+    adam = optimiser("adam", 0.1)
+    moved, state = adam.update(params, gradient, adam.init(params))
+    np.testing.assert_allclose(moved.numpy(), [[0.1, -0.1]], rtol=1e-4)  # Adam's first step
+    assert int(state[2]) == 1
+    normalized = optimiser("normalized", 0.1)
+    moved, state = normalized.update(params, gradient, normalized.init(params))
+    np.testing.assert_allclose(moved.numpy(), [[0.1 / 1.5, -0.2 / 1.5]], rtol=1e-4)
+    assert state == ()

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import wga
 from wga.errors import InvalidInput, NotFound, Unavailable, WgaError, closest_names
 from wga.models import ModelRegistry
+from wga.serve.atlases import AtlasService
 from wga.serve.cache import parse_size
 from wga.serve.gateway import STATIC_DIR
 from wga.serve.http import (
@@ -55,10 +56,12 @@ from wga.serve.http import (
 from wga.serve.http import integer as _integer
 from wga.serve.http import prefixed as _prefixed
 from wga.serve.http import reject_unknown as _reject_unknown
+from wga.serve.jobs import check_id
 from wga.serve.loading import ModelLoader
 from wga.serve.probes import ProbeService
 from wga.serve.queue import RenderQueue
 from wga.vis.recipe import DEFAULT_SIZE, REQUEST_FIELDS, check_recipes, recipes_from_request
+from wga.vis.vectors import VectorStore, check_direction
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
@@ -82,10 +85,12 @@ class RenderService:
         registry: ModelRegistry,
         queue: RenderQueue,
         loader: ModelLoader | None = None,
+        vectors: VectorStore | None = None,
     ) -> None:
         self.registry = registry
         self.queue = queue
         self.loader = loader or ModelLoader(registry)
+        self.vectors = vectors or VectorStore()  # where the queue's renders find directions
         queue.status_extra = self._status_extra  # the status file carries them too
         self.routes: dict[str, Callable[[dict[str, Any]], Response]] = {
             "GET /api/models": self.list_models,
@@ -205,10 +210,15 @@ class RenderService:
     def _recipes(self, fields: dict[str, Any], unit: int | None) -> tuple[list[Any], str]:
         """Validated recipes (``unit``, or the request's own) and the weights' fingerprint."""
         units = None if unit is None else [unit]
+        if isinstance(fields.get("vector"), list):  # a direction sent inline: stored by its hash
+            fields = {**fields, "vector": self.vectors.put(fields["vector"])}
         recipes = recipes_from_request(fields, units)  # 400 for any bad value, before loading
         model = self._model_name(recipes[0].model)  # a registry name, never a path
         loaded = self._loaded(model)
         check_recipes(recipes, loaded)  # layer, unit range and objective against the model
+        for recipe in recipes:
+            if recipe.vector is not None:
+                check_direction(self.vectors, recipe.vector, loaded.layer(recipe.layer).units)
         return recipes, loaded.fingerprint
 
     def _priority(self, body: dict[str, Any]) -> int:
@@ -258,13 +268,24 @@ class RenderService:
         return Response(200, {"renders": self.queue.listing(model, layer, limit)})
 
     def cancel_renders(self, request: dict[str, Any]) -> Response:
+        """Give up this client's live renders: ``{"ids": [...]}`` in the body and/or
+        ``?model=&layer=`` (cancelled unless another client still wants them)."""
         model, layer = self._filters(request)
-        if model is None:
+        ids = None
+        if request.get("body") not in (None, "", {}):
+            body = json_body(request)
+            _reject_unknown(body, ("ids",))
+            ids = body.get("ids")
+            if not isinstance(ids, list) or len(ids) > MAX_BATCH_UNITS:
+                raise InvalidInput(f"ids must be a list of at most {MAX_BATCH_UNITS} render ids")
+            ids = [check_id(render) for render in ids]
+        if model is None and ids is None:
             raise InvalidInput(
-                "say which renders to give up: DELETE /api/renders?model=NAME[&layer=LAYER] "
-                "(DELETE /api/renders/:id cancels one)"
+                "say which renders to give up: DELETE /api/renders?model=NAME[&layer=LAYER] or "
+                'a body {"ids": [...]} (DELETE /api/renders/:id cancels one)'
             )
-        return Response(200, self.queue.cancel_matching(model, layer, client_key(request)))
+        result = self.queue.cancel_matching(model, layer, client_key(request), ids)
+        return Response(200, result)
 
     def get_render(self, request: dict[str, Any]) -> Response:
         return Response(200, self.queue.get(request["path"].get("id", "")))
@@ -326,6 +347,7 @@ def build_service(
     queue = RenderQueue(Path(static_dir) / "renders", registry.load, **queue_options).start()
     service = RenderService(registry, queue)
     service.routes.update(ProbeService(static_dir, service.loader).routes)  # wga.serve.probes
+    service.routes.update(AtlasService(service).routes)  # wga.serve.atlases
     if preload:  # the default model is ready by the time the page asks for its layers
         service.loader.start(registry.default_name())
     return service

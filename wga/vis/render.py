@@ -35,15 +35,20 @@ import tensorflow as tf
 import wga
 from wga.errors import InvalidInput
 from wga.models import preprocess
+from wga.vis.direction import COSINE_POWER
 from wga.vis.features import FeatureGraph, ModelScopedCache, feature_graph
+from wga.vis.hooks import Hook, hooks_for
 from wga.vis.objective import SCORES, Target, diversity, redirect_relu_gradients
+from wga.vis.optim import Optimiser, State, optimiser
 from wga.vis.param import ImageParam, resize_params
 from wga.vis.presets import Preset
-from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, Recipe
-from wga.vis.transform import MAX_MODEL_SIDE, TransformStack, median_filter
+from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, Recipe, check_recipes
+from wga.vis.targets import element_positions, element_vectors
+from wga.vis.transform import MAX_MODEL_SIDE, TransformStack
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
+    from wga.vis.vectors import VectorStore
 
 __all__ = [
     "MAX_BATCH_PIXELS",
@@ -63,28 +68,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_BATCH_PIXELS = 32 * 128 * 128  # one micro-batch: 32 images of 128 px, 10 of 224, 1 of 1024
-ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8  # tf.train.AdamOptimizer defaults (Lucid)
-NORMALIZED_GRADIENT_EPSILON = 1e-7  # explain.ipynb: grads /= mean(|grads|) + 1e-7
 
 
 def max_batch_size(size: int) -> int:
     """How many ``size`` px images one compiled call takes (memory bound, ≥ 1)."""
     return max(1, MAX_BATCH_PIXELS // (size * size))
-
-
-def _model_matches(loaded: LoadedModel, model: str) -> bool:
-    if model == loaded.spec.name:
-        return True
-    path = loaded.spec.path
-    if path is None:
-        return False
-    candidate = Path(model).expanduser()
-    if candidate.is_dir():
-        candidate = candidate / path.name
-    try:
-        return candidate.resolve() == path.resolve()
-    except OSError:
-        return False
 
 
 # -- the compiled step ------------------------------------------------------------------------
@@ -101,41 +89,32 @@ class _CompiledStep:
     kind: str  # a row of wga.vis.objective_table.OBJECTIVES
     preset: Preset
     diversity_weight: float
-    position: tuple[int, int] | None = None
-    vector: tuple[float, ...] | None = None
-    adam: dict[bool, Callable[..., Any]] = field(init=False)
-    normalized: dict[bool, Callable[..., Any]] = field(init=False)
-    median: Callable[..., Any] = field(init=False)
+    cos_power: float = COSINE_POWER
+    optimiser: Optimiser = field(init=False)
+    step: dict[bool, Callable[..., Any]] = field(init=False)
     to_rgb: Callable[..., Any] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.optimiser = optimiser(self.preset.optimizer, self.preset.learning_rate)
         shape = tf.TensorSpec([None, *self.param.shape(1)[1:]], tf.float32)
         seeds = tf.TensorSpec([None], tf.int64)
         units = tf.TensorSpec([None], tf.int32)
+        positions = tf.TensorSpec([None, 2], tf.float32)  # fractions of the map (y, x)
+        vectors = tf.TensorSpec([None, None], tf.float32)  # one direction per element
         scalar_i = tf.TensorSpec([], tf.int64)
-        adam_signature = [shape, shape, shape, scalar_i, seeds, units, scalar_i]
-        normalized_signature = [shape, seeds, units, scalar_i]
-        # Two traces each: with redirected ReLU gradients (warm-up) and plain. The plain one
-        # keeps no pre-activations for the custom gradient: less memory and time for the
-        # (many more) steps after the warm-up, and for octaves that never warm up.
-        self.adam = {
-            warm: tf.function(partial(self._adam_step, warm=warm), input_signature=adam_signature)
+        state = self.optimiser.state_spec(shape)
+        signature = [shape, state, seeds, units, positions, vectors, scalar_i]
+        # Two traces: with redirected ReLU gradients (warm-up) and plain. The plain one keeps no
+        # pre-activations for the custom gradient: less memory and time for the (many more)
+        # steps after the warm-up, and for octaves that never warm up.
+        self.step = {
+            warm: tf.function(partial(self._step, warm=warm), input_signature=signature)
             for warm in (False, True)
         }
-        self.normalized = {
-            warm: tf.function(
-                partial(self._normalized_step, warm=warm), input_signature=normalized_signature
-            )
-            for warm in (False, True)
-        }
-        self.median = tf.function(
-            lambda images: median_filter(images, self.preset.median_size),
-            input_signature=[shape],
-        )
         self.to_rgb = tf.function(self.param.to_rgb, input_signature=[shape])
 
     def _gradient(
-        self, params: tf.Tensor, seeds: tf.Tensor, units: tf.Tensor, step: tf.Tensor, warm: bool
+        self, params: tf.Tensor, seeds: tf.Tensor, target: Target, step: tf.Tensor, warm: bool
     ) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(params)
@@ -148,34 +127,18 @@ class _CompiledStep:
             inputs = preprocess(images, self.preprocessing)
             with redirect_relu_gradients(tf.constant(True) if warm else None):
                 features = self.graph.model(inputs, training=False)
-            scores = SCORES[self.kind](features, self._target(units))
+            scores = SCORES[self.kind](features, target)
             total = tf.reduce_sum(scores)
             if self.diversity_weight:
                 total -= self.diversity_weight * diversity(features)
         return tape.gradient(total, params), scores
 
-    def _target(self, units: tf.Tensor) -> Target:
-        vector = None if self.vector is None else tf.constant(self.vector, tf.float32)
-        return Target(units, self.preset.border, self.position, vector)
-
-    def _adam_step(self, params, m, v, t, seeds, units, step, *, warm: bool):
-        gradient, scores = self._gradient(params, seeds, units, step, warm)
-        t = tf.cast(t, tf.float32)
-        m = ADAM_BETA1 * m + (1 - ADAM_BETA1) * gradient
-        v = ADAM_BETA2 * v + (1 - ADAM_BETA2) * tf.square(gradient)
-        m_hat = m / (1 - ADAM_BETA1**t)
-        v_hat = v / (1 - ADAM_BETA2**t)
-        params = params + self.preset.learning_rate * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON)
-        return params, m, v, scores
-
-    def _normalized_step(self, params, seeds, units, step, *, warm: bool):
-        gradient, scores = self._gradient(params, seeds, units, step, warm)
-        axes = list(range(1, len(params.shape)))
-        mean = tf.reduce_mean(tf.abs(gradient), axis=axes, keepdims=True)
-        params = params + self.preset.learning_rate * gradient / (
-            mean + NORMALIZED_GRADIENT_EPSILON
-        )
-        return params, scores
+    def _step(self, params, state, seeds, units, positions, vectors, step, *, warm: bool):
+        """One ascent step of the whole batch: new parameters, optimiser state, scores."""
+        target = Target(units, self.preset.border, positions, vectors, self.cos_power)
+        gradient, scores = self._gradient(params, seeds, target, step, warm)
+        params, state = self.optimiser.update(params, gradient, state)
+        return params, state, scores
 
 
 _steps = ModelScopedCache()
@@ -212,15 +175,14 @@ def compiled_step(
     preset: Preset,
     kind: str,
     diversity_weight: float = 0.0,
-    position: tuple[int, int] | None = None,
-    vector: tuple[float, ...] | None = None,
+    cos_power: float = COSINE_POWER,
 ) -> _CompiledStep:
     """The cached compiled step; built (and later traced) once per key, reused by every batch.
 
-    ``position`` and ``vector`` (values, not a reference) are constants of the step, for the
-    objectives that read them."""
+    Positions and direction vectors are inputs of the step, one per batch element, so a batch
+    of atlas icons (each its own direction) is one trace and one pass."""
     param = _image_param(loaded, preset, side)
-    key = ("step", layer, side, preset, kind, float(diversity_weight), param, position, vector)
+    key = ("step", layer, side, preset, kind, float(diversity_weight), param, float(cos_power))
 
     def build() -> _CompiledStep:
         return _CompiledStep(
@@ -231,8 +193,7 @@ def compiled_step(
             kind=kind,
             preset=preset,
             diversity_weight=float(diversity_weight),
-            position=position,
-            vector=vector,
+            cos_power=float(cos_power),
         )
 
     return _steps.get(loaded, key, build)
@@ -248,18 +209,11 @@ class _Chunk:
     indices: list[int]
     seeds: np.ndarray
     units: np.ndarray
+    positions: np.ndarray  # (k, 2) float32 fractions of the feature map
+    vectors: np.ndarray  # (k, C) float32 unit directions; (k, 1) zeros when none are read
     params: tf.Tensor
-    m: tf.Tensor | None = None
-    v: tf.Tensor | None = None
-    t: int = 0
+    state: State | None = None  # None: fresh (a render's start, or a new octave)
     scores: np.ndarray | None = None
-
-
-def _autotone(images: np.ndarray) -> np.ndarray:
-    """Per image and channel, stretch min…max to 0…1 (Photoshop's autotone, as in 2018)."""
-    low = images.min(axis=(1, 2), keepdims=True)
-    high = images.max(axis=(1, 2), keepdims=True)
-    return (images - low) / np.maximum(high - low, 1e-8)
 
 
 class BatchRender:
@@ -267,11 +221,17 @@ class BatchRender:
 
     A caller can interleave several renders, pause (just stop calling :meth:`run`) and resume
     later where it was. ``diversity`` > 0 couples the batch on purpose (variations of one unit
-    that should differ, see :func:`render_variations`); it is off for independent recipes.
+    that should differ, see :func:`render_variations`); it is off for independent recipes. The
+    model is ``loaded``; the recipes' ``model`` field is their identity, not read here.
     """
 
     def __init__(
-        self, loaded: LoadedModel, recipes: Sequence[Recipe], *, diversity: float = 0.0
+        self,
+        loaded: LoadedModel,
+        recipes: Sequence[Recipe],
+        *,
+        diversity: float = 0.0,
+        vectors: VectorStore | None = None,
     ) -> None:
         if not recipes:
             raise InvalidInput("a batch needs at least one recipe")
@@ -279,10 +239,7 @@ class BatchRender:
         first = self.recipes[0]
         if any(recipe.batch_key() != first.batch_key() for recipe in self.recipes):
             raise InvalidInput("recipes of one batch must share model, layer, size, preset, steps")
-        if not _model_matches(loaded, first.model):
-            raise InvalidInput(f"recipes name model {first.model!r} but {loaded.name!r} is loaded")
-        kinds = {recipe.check(loaded) for recipe in self.recipes}
-        self.kind: str = kinds.pop()
+        self.kind: str = check_recipes(self.recipes, loaded)
         self.loaded = loaded
         self.preset = first.preset_spec
         self.size = first.size
@@ -290,30 +247,31 @@ class BatchRender:
         self.schedule = self.preset.schedule(self.size, first.steps)
         self.total_steps: int = sum(steps for _, steps in self.schedule)
         self.steps_done: int = 0
-        self._octave = 0
-        self._octave_step = 0
+        self.octave = 0  # index into schedule
+        self.octave_step = 0  # steps done in this octave
+        self.hooks: list[Hook] = hooks_for(self.preset)
+        self.chunks: list[_Chunk] = self._start_chunks(vectors)
+        for hook in self.hooks:
+            hook.start(self)
+        self._step = self._compiled(self.schedule[0][0])
+
+    def _start_chunks(self, vectors: VectorStore | None) -> list[_Chunk]:
+        """The micro-batches, each element's start noise drawn from its own seed, with its
+        position and direction (from ``vectors``, default the shared store)."""
         per_call = len(self.recipes) if self.diversity else max_batch_size(self.schedule[-1][0])
         seeds = np.array([recipe.seed for recipe in self.recipes], dtype="int64")
         units = np.array([recipe.unit for recipe in self.recipes], dtype="int32")
-        side = self.schedule[0][0]
-        self._chunks: list[_Chunk] = []
+        positions = element_positions(self.loaded, self.recipes)
+        directions = element_vectors(self.loaded, self.recipes, vectors)
+        param = self.image_param(self.schedule[0][0])
+        chunks = []
         for start in range(0, len(self.recipes), per_call):
             idx = list(range(start, min(start + per_call, len(self.recipes))))
-            params = self._param(side).init(seeds[idx], salt=0)
-            self._chunks.append(_Chunk(idx, seeds[idx], units[idx], tf.constant(params)))
-        self._original: np.ndarray | None = None
-        if self.preset.detail_reinjection:
-            # The 2018 original: the start image is noise at full size; each octave re-injects
-            # the detail that shrinking it to the previous octave's side had lost.
-            self._original = np.stack(
-                [
-                    self._param(self.size).init(np.array([seed]), salt=1)[0]
-                    for seed in seeds.tolist()
-                ]
+            params = tf.constant(param.init(seeds[idx], salt=0))
+            chunks.append(
+                _Chunk(idx, seeds[idx], units[idx], positions[idx], directions[idx], params)
             )
-            for chunk in self._chunks:
-                chunk.params = tf.image.resize(self._original[chunk.indices], (side, side))
-        self._step = self._compiled(side)
+        return chunks
 
     # -- public state ---------------------------------------------------------------------------
     @property
@@ -327,19 +285,20 @@ class BatchRender:
     @property
     def side(self) -> int:
         """The side of the octave being rendered now."""
-        return self.schedule[self._octave][0]
+        return self.schedule[self.octave][0]
 
     @property
     def scores(self) -> np.ndarray:
         """Each element's objective value at its latest step (NaN before the first)."""
         out = np.full(len(self.recipes), np.nan, dtype="float32")
-        for chunk in self._chunks:
+        for chunk in self.chunks:
             if chunk.scores is not None:
                 out[chunk.indices] = chunk.scores
         return out
 
     # -- stepping -------------------------------------------------------------------------------
-    def _param(self, side: int) -> ImageParam:
+    def image_param(self, side: int) -> ImageParam:
+        """The preset's image parameterisation at ``side`` px, for this model's colours."""
         return _image_param(self.loaded, self.preset, side)
 
     def _compiled(self, side: int) -> _CompiledStep:
@@ -351,7 +310,7 @@ class BatchRender:
             self.preset,
             self.kind,
             self.diversity,
-            position=first.position,
+            cos_power=COSINE_POWER if first.cos_power is None else first.cos_power,
         )
 
     def run(self, steps: int = 1) -> None:
@@ -362,73 +321,55 @@ class BatchRender:
             self._advance()
 
     def _advance(self) -> None:
-        octave_steps = self.schedule[self._octave][1]
         # warm-up only in the first (smallest) octave: later octaves start from a living image
-        warm = self._octave == 0 and self.steps_done < self.preset.warmup_steps
+        warm = self.octave == 0 and self.steps_done < self.preset.warmup_steps
         step = tf.constant(self.steps_done, tf.int64)
-        for chunk in self._chunks:
-            seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
-            if self.preset.optimizer == "adam":
-                if chunk.m is None:
-                    chunk.m = tf.zeros_like(chunk.params)
-                    chunk.v = tf.zeros_like(chunk.params)
-                chunk.t += 1
-                chunk.params, chunk.m, chunk.v, scores = self._step.adam[warm](
-                    chunk.params,
-                    chunk.m,
-                    chunk.v,
-                    tf.constant(chunk.t, tf.int64),
-                    seeds,
-                    units,
-                    step,
-                )
-            else:
-                chunk.params, scores = self._step.normalized[warm](chunk.params, seeds, units, step)
+        for chunk in self.chunks:
+            if chunk.state is None:
+                chunk.state = self._step.optimiser.init(chunk.params)
+            chunk.params, chunk.state, scores = self._step.step[warm](
+                chunk.params,
+                chunk.state,
+                tf.constant(chunk.seeds),
+                tf.constant(chunk.units),
+                tf.constant(chunk.positions),
+                tf.constant(chunk.vectors),
+                step,
+            )
             chunk.scores = scores.numpy()
         self.steps_done += 1
-        self._octave_step += 1
-        every = self.preset.median_every
-        if every and self._octave_step % every == 0 and self._octave_step < octave_steps:
-            for chunk in self._chunks:
-                chunk.params = self._step.median(chunk.params)
-        if self._octave_step >= octave_steps:
-            self._finish_octave()
-
-    def _finish_octave(self) -> None:
-        side = self.schedule[self._octave][0]
-        last = self._octave + 1 >= len(self.schedule)
-        next_side = self.size if last else self.schedule[self._octave + 1][0]
-        if self._original is not None and self._octave > 0:
-            previous = self.schedule[self._octave - 1][0]
-            for chunk in self._chunks:
-                original = self._original[chunk.indices]
-                shrunk = tf.image.resize(
-                    tf.image.resize(original, (previous, previous)), (side,) * 2
-                )
-                chunk.params += tf.image.resize(original, (side, side)) - shrunk
-        if last:
+        self.octave_step += 1
+        if self.octave_step < self.schedule[self.octave][1]:
+            for hook in self.hooks:
+                hook.after_step(self)
             return
-        new_param = self._param(next_side)
-        for chunk in self._chunks:
-            params = resize_params(self._param(side), chunk.params.numpy(), new_param)
-            chunk.params = tf.constant(params)
-            chunk.m = chunk.v = None
-            chunk.t = 0
-        self._octave += 1
-        self._octave_step = 0
+        for hook in self.hooks:
+            hook.end_octave(self)
+        if self.octave + 1 < len(self.schedule):
+            self._next_octave()
+
+    def _next_octave(self) -> None:
+        """Move every chunk's parameters to the next side; the optimiser starts afresh."""
+        side, next_side = self.side, self.schedule[self.octave + 1][0]
+        old_param, new_param = self.image_param(side), self.image_param(next_side)
+        for chunk in self.chunks:
+            chunk.params = tf.constant(resize_params(old_param, chunk.params.numpy(), new_param))
+            chunk.state = None
+        self.octave += 1
+        self.octave_step = 0
         self._step = self._compiled(next_side)
 
     # -- output ---------------------------------------------------------------------------------
     def images(self) -> np.ndarray:
         """The current images, uint8 ``(B, size, size, 3)`` (earlier octaves upsampled)."""
         parts = [None] * len(self.recipes)
-        for chunk in self._chunks:
+        for chunk in self.chunks:
             rgb = self._step.to_rgb(chunk.params)
             if rgb.shape[1] != self.size:
                 rgb = tf.image.resize(rgb, (self.size, self.size), method="bilinear")
             rgb = rgb.numpy()
-            if self.preset.autotone:
-                rgb = _autotone(rgb)
+            for hook in self.hooks:
+                rgb = hook.images(rgb)
             for position, index in enumerate(chunk.indices):
                 parts[index] = rgb[position]
         stacked = np.stack(parts)
