@@ -23,3 +23,24 @@ def registry():
 def hed(registry):
     """The real trained VGG16 (HED weights) that works offline."""
     return registry.load("vgg16-hed")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One small local Ray cluster for every Ray test of the session (started on first use).
+
+    Ray is in the ``test`` extra, so a missing Ray fails here rather than skipping silently.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no auth token written under ~/.ray
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 1024 * 1024,
+        log_to_driver=False,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -4,16 +4,28 @@
 
 writes ``out/block4_conv3-0.png`` … ``-7.png``, each carrying its recipe in PNG text metadata.
 All units render in one batch (one forward/backward pass per step).
+
+    python -m wga render --model vgg16-hed --layer block4_conv3 --units all --out out/ [--ray local]
+
+renders every unit of the layer (:mod:`wga.vis.bulk`): resumable (finished PNGs are skipped),
+also written to the server's render cache, in-process or on a Ray cluster (``--ray``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wga.errors import InvalidInput
+from wga.vis.bulk import DEFAULT_BULK_BATCH
+
+if TYPE_CHECKING:
+    from wga.executors import Executor
+    from wga.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model", help="registry name or .keras path (default: inceptionv3, or vgg16-hed offline)"
     )
     parser.add_argument("--layer", required=True, help="layer name (see: wga models --layers M)")
-    parser.add_argument("--units", required=True, help="units: 0-7, 3,5,9 or 0-3,8")
+    parser.add_argument(
+        "--units", required=True, help="units: 0-7, 3,5,9, 0-3,8, or all (every unit, resumable)"
+    )
     parser.add_argument("--size", type=int, default=224, help="image side in px, 64 … 1024")
     parser.add_argument("--steps", type=int, help="optimisation steps (default: the preset's)")
     parser.add_argument(
@@ -73,11 +87,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bulk = parser.add_argument_group(
+        "bulk rendering (--units all, or any units with --ray)",
+        "Resumable: PNGs already in --out with the same recipe are skipped. Each image also "
+        "lands in the explorer's render cache.",
+    )
+    bulk.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="render on a Ray cluster: local (start one here), auto (the one in RAY_ADDRESS), "
+        "or HOST:PORT / ray://HOST:PORT (needs the extra: pip install 'wga[ray]')",
+    )
+    bulk.add_argument(
+        "--workers", type=int, help="renderer workers on Ray (default: one per GPU, else per CPU)"
+    )
+    bulk.add_argument(
+        "--batch",
+        type=int,
+        default=DEFAULT_BULK_BATCH,
+        help=f"units per task (default {DEFAULT_BULK_BATCH}; a GPU likes more)",
+    )
+    cache = bulk.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache",
+        type=Path,
+        help="render cache folder (default: the explorer's static/renders, as `wga serve` uses)",
+    )
+    cache.add_argument("--no-cache", action="store_true", help="write only to --out")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    units = parse_units(args.units)
+    every = args.units.strip().lower() == "all"
+    units = [0] if every else parse_units(args.units)
+    if args.batch is not None and args.batch < 1:
+        raise InvalidInput(f"--batch must be ≥ 1, got {args.batch}")
+    if args.workers is not None and args.workers < 1:
+        raise InvalidInput(f"--workers must be ≥ 1, got {args.workers}")
+    if (args.workers is not None) and not args.ray:
+        raise InvalidInput("--workers applies to Ray: add --ray local (or a cluster address)")
+    executor = None
+    if every or args.ray:
+        from wga.executors import open_executor
+
+        executor = open_executor(args.ray)  # before TensorFlow: a missing extra fails at once
     from wga.models import DEFAULT_MODEL
     from wga.vis.recipe import Recipe  # validates sizes, steps, preset before TensorFlow starts
 
@@ -101,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     model_name = model_name or registry.default_name()
     loaded = registry.load(model_name)
     info = loaded.layer(args.layer)
+    if executor is not None:
+        with contextlib.closing(executor):
+            return _bulk(args, executor, loaded, model_name, None if every else units, recipes_args)
     if units[-1] >= info.units:
         raise InvalidInput(
             f"unit {units[-1]} is out of range for layer {args.layer!r} of "
@@ -124,4 +180,56 @@ def run(args: argparse.Namespace) -> int:
     )
     for recipe in recipes:
         print(args.out / output_name(recipe.layer, recipe.unit))
+    return 0
+
+
+def _bulk(
+    args: argparse.Namespace,
+    executor: Executor,
+    loaded: LoadedModel,
+    model_name: str,
+    units: list[int] | None,
+    recipe_args: dict,
+) -> int:
+    from wga.serve.gateway import STATIC_DIR
+    from wga.vis.bulk import bulk_render, layer_recipes
+
+    info = loaded.layer(args.layer)
+    if units is not None and units[-1] >= info.units:
+        raise InvalidInput(
+            f"unit {units[-1]} is out of range for layer {args.layer!r} of "
+            f"{loaded.name!r}: it has units 0 … {info.units - 1}"
+        )
+    options = {key: value for key, value in recipe_args.items() if key != "layer"}
+    recipes = layer_recipes(loaded, model_name, args.layer, units=units, **options)
+    cache = None if args.no_cache else (args.cache or STATIC_DIR / "renders")
+    log.info(
+        "rendering %d unit(s) of %s/%s at %d px on %s",
+        len(recipes),
+        loaded.name,
+        args.layer,
+        args.size,
+        executor.name,
+    )
+    result = bulk_render(
+        executor,
+        loaded,
+        recipes,
+        args.out,
+        file_name=lambda recipe: output_name(recipe.layer, recipe.unit),
+        cache_dir=cache,
+        batch=args.batch,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    log.info(
+        "%d rendered (%.2f units/s), %d already done, %d from the render cache%s",
+        result.rendered,
+        result.units_per_second,
+        result.skipped,
+        result.from_cache,
+        f" ({cache})" if cache else "",
+    )
+    for path in result.files:
+        print(path)
     return 0

@@ -1,0 +1,119 @@
+"""Ray as an executor: the same PNG bytes and the same probe index as in-process, a killed
+worker survived, and a clear error without the extra.
+
+All Ray tests share the session's one local cluster (``ray_cluster`` in conftest.py); renders use
+vgg16-hed at 64 px with a few steps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wga.cli import main
+from wga.cli.render_cmd import output_name
+from wga.executors import RAY_EXTRA_MESSAGE
+from wga.executors.local import LocalExecutor
+from wga.executors.ray_cluster import ACTOR_PREFIX, RayExecutor
+from wga.serve.queue import render_id
+from wga.vis.bulk import bulk_render, layer_recipes, render_batches
+from wga.vis.png import read_png_metadata, save_png
+
+LAYER = "block2_conv1"
+UNITS = list(range(8))
+RECIPE_ARGS = {"size": 64, "steps": 6, "seed": 3}
+BATCH = 2  # 4 tasks: both actors busy
+
+
+def _bytes(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.glob("*.png"))}
+
+
+def _file_name(recipe) -> str:
+    return output_name(recipe.layer, recipe.unit)
+
+
+@pytest.fixture(scope="module")
+def recipes(hed):
+    return layer_recipes(hed, "vgg16-hed", LAYER, units=UNITS, **RECIPE_ARGS)
+
+
+@pytest.fixture(scope="module")
+def local_pngs(hed, recipes, tmp_path_factory):
+    """The reference: the same recipes rendered in this process."""
+    out = tmp_path_factory.mktemp("local")
+    result = bulk_render(
+        LocalExecutor(), hed, recipes, out, file_name=_file_name, cache_dir=None, batch=BATCH
+    )
+    assert result.rendered == len(UNITS)
+    return _bytes(out)
+
+
+def test_without_ray_the_flag_stops_with_one_line_naming_the_extra(tmp_path):
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from wga.cli import main\n"
+        f"sys.exit(main(['render', '--model', 'vgg16-hed', '--layer', '{LAYER}', "
+        f"'--units', 'all', '--ray', 'local', '--out', r'{tmp_path}']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: {RAY_EXTRA_MESSAGE}"]
+    assert "wga[ray]" in lines[0]
+
+
+@pytest.mark.slow
+def test_bulk_render_on_ray_writes_the_local_bytes_and_the_server_cache(
+    ray_cluster, hed, recipes, local_pngs, tmp_path
+):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["render", "--model", "vgg16-hed", "--layer", LAYER, "--units", "0-7"]
+    argv += ["--size", "64", "--steps", "6", "--seed", "3", "--batch", str(BATCH)]
+    argv += ["--ray", "auto", "--workers", "2", "--cache", str(cache), "--out", str(out)]
+    argv += ["--no-progress"]
+    assert main(argv) == 0
+    assert _bytes(out) == local_pngs
+    for recipe in recipes:
+        render = render_id(recipe, hed.fingerprint)  # the id the server's queue computes
+        assert (cache / f"{render}.png").read_bytes() == local_pngs[_file_name(recipe)]
+        assert (cache / f"{render}.json").exists()
+    # resumable: a rerun renders nothing; a lost file is rendered again (or copied from cache)
+    (out / _file_name(recipes[0])).unlink()
+    result = bulk_render(
+        LocalExecutor(), hed, recipes, out, file_name=_file_name, cache_dir=cache, batch=BATCH
+    )
+    assert (result.rendered, result.skipped, result.from_cache) == (0, len(UNITS) - 1, 1)
+    assert _bytes(out) == local_pngs
+    assert read_png_metadata(out / _file_name(recipes[0]))["unit"] == recipes[0].unit
+
+
+@pytest.mark.slow
+def test_a_killed_renderer_is_restarted_and_the_run_completes(
+    ray_cluster, hed, recipes, local_pngs, tmp_path
+):
+    ray = ray_cluster
+    out = tmp_path / "out"
+    out.mkdir()
+    killed = False
+    tasks = render_batches(RayExecutor("auto"), "vgg16-hed", recipes, batch=BATCH, workers=2)
+    for finished in tasks:
+        for recipe, image, metadata in finished:
+            save_png(out / _file_name(recipe), image, metadata)
+        if not killed:
+            names = [
+                actor["name"]
+                for actor in ray.util.list_named_actors(all_namespaces=True)
+                if actor["name"].startswith(ACTOR_PREFIX)
+            ]
+            assert len(names) == 2
+            pid = ray.get(ray.get_actor(names[0]).pid.remote())
+            os.kill(pid, signal.SIGKILL)  # a worker dies mid-run (OOM, a lost node)
+            killed = True
+    assert killed
+    assert _bytes(out) == local_pngs  # every unit, and the same bytes as in-process

@@ -1,0 +1,214 @@
+"""Bulk rendering: every unit of a layer to PNG files, resumable, in-process or on a Ray cluster.
+
+``python -m wga render --units all`` comes here. The units are cut into tasks of ``batch`` recipes
+(one :class:`~wga.vis.render.BatchRender` each, the same cut whatever runs them, so a Ray run and
+a local run compute every image in the same batch and write the same bytes). Workers — one in
+this process, or one Ray actor per GPU / CPU slot — load the model once and keep its compiled
+steps (the engine caches them per loaded model); they send images back and the driver writes:
+
+* ``OUT/<layer>-<unit>.png`` with the recipe in its text chunks (what ``render`` always wrote);
+* the same image into the server's content-addressed render cache under the id the queue
+  computes (:func:`wga.serve.queue.render_id`), so the explorer shows bulk renders at once.
+
+Resumable: a unit whose PNG in ``OUT`` already carries this recipe and these weights is skipped;
+one the cache already holds is copied from there instead of rendered again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from wga.atomic import atomic_path
+from wga.executors import Executor, WorkerSpec
+from wga.serve.queue import RenderCache, render_id
+from wga.vis.recipe import Recipe
+
+if TYPE_CHECKING:
+    from wga.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BULK_BATCH = 16  # units per task: on a CPU larger batches are no faster per unit
+
+Rendered = tuple[Recipe, np.ndarray, dict[str, Any]]
+
+
+class RendererWorker:
+    """One renderer: the model loaded once, then any number of same-key recipe batches.
+
+    Built inside each worker (a Ray actor, or this process) from picklable arguments: a model
+    name (registry name, run name, or a ``.keras`` path every worker can read).
+    """
+
+    def __init__(self, model: str) -> None:
+        from wga.models import default_registry
+
+        self.loaded = default_registry().load(model)
+
+    def __call__(self, recipes: Sequence[Recipe]) -> list[Rendered]:
+        from wga.vis.render import BatchRender
+
+        batch = BatchRender(self.loaded, list(recipes))
+        batch.run(batch.total_steps)
+        images = batch.images()
+        return [(recipe, images[i], batch.metadata(i)) for i, recipe in enumerate(batch.recipes)]
+
+
+def renderer_spec(model: str) -> WorkerSpec:
+    """The :class:`WorkerSpec` of a renderer (also what atlas icons run on)."""
+    return WorkerSpec(RendererWorker, (model,), gpu=True)
+
+
+def tasks(recipes: Sequence[Recipe], batch: int) -> list[tuple[Recipe, ...]]:
+    """``recipes`` cut into same-batch-key tasks of at most ``batch``, in a fixed order."""
+    from wga.vis.render import group_by_batch, max_batch_size
+
+    out: list[tuple[Recipe, ...]] = []
+    for group in group_by_batch(recipes):
+        step = max(1, min(int(batch), max_batch_size(group[0].size)))
+        out.extend(tuple(group[i : i + step]) for i in range(0, len(group), step))
+    return out
+
+
+def render_batches(
+    executor: Executor,
+    model: str,
+    recipes: Sequence[Recipe],
+    *,
+    batch: int = DEFAULT_BULK_BATCH,
+    workers: int | None = None,
+) -> Iterator[list[Rendered]]:
+    """Render ``recipes`` on ``executor``; yields each task's images as it finishes (any order).
+
+    The seam for every caller that renders many recipes of one model (bulk render, atlas icons).
+    """
+    yield from executor.map_unordered(renderer_spec(model), tasks(recipes, batch), workers=workers)
+
+
+@dataclass
+class BulkResult:
+    """What a bulk render did: files in ``OUT`` by unit order, and how each was obtained."""
+
+    files: list[Path] = field(default_factory=list)
+    rendered: int = 0
+    skipped: int = 0
+    from_cache: int = 0
+    seconds: float = 0.0
+
+    @property
+    def units_per_second(self) -> float:
+        return self.rendered / self.seconds if self.seconds > 0 else 0.0
+
+
+def layer_recipes(
+    loaded: LoadedModel,
+    model: str,
+    layer: str,
+    *,
+    units: Sequence[int] | None = None,
+    **recipe_args: Any,
+) -> list[Recipe]:
+    """Recipes for ``units`` (default: every unit) of ``layer``; checked against the model."""
+    info = loaded.layer(layer)
+    chosen = range(info.units) if units is None else units
+    recipes = [Recipe(model=model, layer=layer, unit=int(unit), **recipe_args) for unit in chosen]
+    for recipe in recipes[:1] + recipes[-1:]:
+        recipe.check(loaded)
+    return recipes
+
+
+def _matches(path: Path, recipe: Recipe, fingerprint: str) -> bool:
+    """Whether ``path`` is a finished render of ``recipe`` on these weights."""
+    from wga.vis.png import read_png_metadata
+
+    try:
+        stored = read_png_metadata(path)
+    except (OSError, ValueError, SyntaxError):
+        return False
+    if stored.get("weights") != fingerprint or "snapshot_step" in stored:
+        return False
+    wanted = recipe.as_dict()
+    if wanted["objective"] == "auto":  # the metadata records the objective it resolved to
+        del wanted["objective"]
+    return all(stored.get(key) == value for key, value in wanted.items())
+
+
+def _copy(source: Path, target: Path) -> None:
+    with atomic_path(target) as temp:
+        shutil.copyfile(source, temp)
+
+
+def bulk_render(
+    executor: Executor,
+    loaded: LoadedModel,
+    recipes: Sequence[Recipe],
+    out_dir: str | Path,
+    *,
+    file_name: Callable[[Recipe], str],
+    cache_dir: str | Path | None = None,
+    batch: int = DEFAULT_BULK_BATCH,
+    workers: int | None = None,
+    progress: bool = False,
+) -> BulkResult:
+    """Render what is missing of ``recipes`` into ``out_dir`` (and the render cache); see the
+    module docstring. ``loaded`` is the driver's copy of the model: its fingerprint names the
+    weights in ids and metadata (workers load the model by ``recipes[0].model`` themselves)."""
+    from tqdm.auto import tqdm
+
+    from wga.vis.png import save_png
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    cache = RenderCache(cache_dir) if cache_dir is not None else None
+    fingerprint = loaded.fingerprint
+    result = BulkResult(files=[folder / file_name(recipe) for recipe in recipes])
+    todo: list[Recipe] = []
+    for recipe, path in zip(recipes, result.files, strict=True):
+        if path.exists() and _matches(path, recipe, fingerprint):
+            result.skipped += 1
+            continue
+        cached = cache.lookup(render_id(recipe, fingerprint)) if cache is not None else None
+        if cached is not None and cache is not None:
+            _copy(cache.png_path(render_id(recipe, fingerprint)), path)
+            result.from_cache += 1
+            continue
+        todo.append(recipe)
+    if not todo:
+        return result
+    model = todo[0].model
+    started = time.monotonic()
+    with tqdm(
+        total=len(todo),
+        unit="unit",
+        disable=not progress,
+        desc=f"{todo[0].layer} on {executor.name}",
+    ) as bar:
+        for finished in render_batches(executor, model, todo, batch=batch, workers=workers):
+            for recipe, image, metadata in finished:
+                save_png(folder / file_name(recipe), image, metadata)
+                if cache is not None:
+                    render = render_id(recipe, fingerprint)
+                    now = time.time()
+                    record = {
+                        "id": render,
+                        "params": recipe.as_dict(),
+                        "fingerprint": fingerprint,
+                        "priority": 0,
+                        "created": now,
+                        "started": now,
+                        "finished": now,
+                        "source": "bulk",
+                    }
+                    cache.write_final(render, image, metadata, record)
+            result.rendered += len(finished)
+            bar.update(len(finished))
+    result.seconds = time.monotonic() - started
+    return result
