@@ -8,6 +8,12 @@
    low-priority render to finish without pre-emption.
 3. **API latency under load.** ``GET /api/status`` p50/p95 through the real kernel gateway, idle
    and with N concurrent clients while a render runs (every body must parse as JSON).
+4. **Polling under load.** N clients × M requests polling a running job and the queue status
+   while a render runs: through the kernel (``GET /api/renders/:id``, ``GET /api/status``) and,
+   when the server offers it, through the fast path (each job's ``status_url`` and the status
+   file, served without a kernel round-trip). Target: p95 ≤ 100 ms on the fast path, 0 errors.
+   ``--only-polling`` runs just this part (on an older checkout it measures the kernel path only:
+   the "before").
 
 Run: ``PYTHONPATH=. python benchmarks/queue_speed.py`` (about 3–6 minutes on 2 CPU cores;
 ``--skip-gateway`` leaves out part 3). Uses the offline model ``vgg16-hed``.
@@ -237,6 +243,80 @@ def api_latency(args, rows: Table) -> None:
     )
 
 
+def polling(args, rows: Table) -> None:
+    """Job and status polling during a render, through the kernel and through the fast path."""
+    import requests
+
+    from wga.serve.gateway import Gateway, free_port
+
+    with tempfile.TemporaryDirectory() as folder, open(Path(folder) / "gateway.log", "wb") as log:
+        gateway = Gateway(port=free_port(), static_dir=Path(folder) / "static", log_file=log)
+        with gateway:
+            url = gateway.url
+            session = requests.Session()
+            body = {"model": MODEL, "layer": "block4_conv1", "unit": 6, "size": 224, "steps": 5000}
+            job = session.post(url + "/api/renders", json=body, timeout=300).json()
+            while session.get(url + f"/api/renders/{job['id']}").json()["status"] != "running":
+                time.sleep(0.1)
+            status = session.get(url + "/api/status", timeout=300).json()
+            paths = {"kernel": [f"/api/renders/{job['id']}", "/api/status"]}
+            if job.get("status_url") and status.get("status_url"):
+                paths["fast path"] = [job["status_url"], status["status_url"]]
+            for kind, (job_path, status_path) in paths.items():
+                latencies, errors, wall = _hammer(url, [job_path, status_path], args)
+                total = args.clients * args.requests
+                for name, values in zip(("job", "status"), latencies, strict=True):
+                    rows.append(
+                        (
+                            f"{kind}: {name} polling, {args.clients} clients × {args.requests} "
+                            "requests during a render: p50 / p95",
+                            f"{statistics.median(values) * 1000:.0f} / "
+                            f"{percentile(values, 0.95) * 1000:.0f} ms",
+                        )
+                    )
+                rows.append(
+                    (
+                        f"  {kind}: throughput, errors or invalid JSON bodies",
+                        f"{total / wall:.1f} req/s, {len(errors)} of {total}",
+                    )
+                )
+            session.delete(url + f"/api/renders/{job['id']}")
+
+
+def _hammer(url: str, paths: list[str], args) -> tuple[list[list[float]], list[str], float]:
+    """``args.clients`` threads × ``args.requests`` GETs alternating over ``paths``."""
+    import requests
+
+    latencies: list[list[float]] = [[] for _ in paths]
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        own = requests.Session()
+        for request in range(args.requests):
+            which = (index + request) % len(paths)
+            started = time.perf_counter()
+            try:
+                response = own.get(url + paths[which], timeout=300)
+                json.loads(response.text)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{response.status_code} {response.text[:200]}")
+            except Exception as error:
+                with lock:
+                    errors.append(str(error))
+            else:
+                with lock:
+                    latencies[which].append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors, time.perf_counter() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--units", type=int, default=32)
@@ -251,6 +331,7 @@ def main() -> int:
     parser.add_argument("--skip-batching", action="store_true")
     parser.add_argument("--skip-preemption", action="store_true")
     parser.add_argument("--skip-gateway", action="store_true")
+    parser.add_argument("--only-polling", action="store_true", help="only part 4")
     args = parser.parse_args()
 
     from wga.models import ModelRegistry
@@ -259,12 +340,16 @@ def main() -> int:
     quiet_keras()
     registry = ModelRegistry(None)
     rows = Table()
+    if args.only_polling:
+        polling(args, rows)
+        return 0
     if not args.skip_batching:
         batching(registry, args, rows)
     if not args.skip_preemption:
         preemption(registry, args, rows)
     if not args.skip_gateway:
         api_latency(args, rows)
+        polling(args, rows)
     return 0
 
 

@@ -264,7 +264,9 @@ def test_cancel_inside_a_running_batch_keeps_its_batch_mates(make_queue, engine,
     queue.cancel(views[1]["id"])
     finals = wait_all(queue, views)
     assert [v["status"] for v in finals] == ["done", "cancelled", "done"]
-    assert not (tmp_path / "renders" / f"{views[1]['id']}.json").exists()
+    cancelled = tmp_path / "renders" / views[1]["id"]
+    assert not cancelled.with_suffix(".png").exists()  # its snapshot is gone
+    assert json.loads(cancelled.with_suffix(".json").read_text())["status"] == "cancelled"
     assert len(engine.batches) == 1
 
 

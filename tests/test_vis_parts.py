@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from wga.errors import InvalidInput
-from wga.vis.objective import _relu_with_redirect, diversity, score
+from wga.vis.objective import SCORES, Target, _relu_with_redirect, diversity, score
+from wga.vis.objective_table import OBJECTIVES, ObjectiveSpec, objective_names, resolve_objective
 from wga.vis.param import ImageParam, normalized_color_matrix, resize_params
 from wga.vis.png import read_png_metadata, save_png
 from wga.vis.presets import PRESETS, get_preset
@@ -103,6 +104,43 @@ def test_objectives_score_each_element_on_its_own_unit():
     np.testing.assert_allclose(neuron, [2.0, 36.0])
     logits = score("logit", tf.constant([[1.0, 5.0], [3.0, -2.0]]), tf.constant([1, 0])).numpy()
     np.testing.assert_allclose(logits, [5.0, 3.0])
+
+
+def test_every_objective_in_the_table_has_a_scoring_function_and_no_other_does():
+    assert set(SCORES) == set(OBJECTIVES)
+    assert objective_names()[0] == "auto"
+    features = tf.random.uniform((2, 5, 5, 4))
+    for name, spec in OBJECTIVES.items():
+        if "spatial" in spec.layers:
+            assert SCORES[name](features, Target(tf.constant([0, 3]))).shape == (2,)
+
+
+def test_auto_resolves_by_layer_kind_and_an_objective_that_misfits_its_layer_is_refused():
+    assert resolve_objective("auto", spatial=True).name == "channel"
+    assert resolve_objective("auto", spatial=False).name == "logit"
+    with pytest.raises(InvalidInput, match="needs a dense layer"):
+        resolve_objective("logit", spatial=True)
+    with pytest.raises(InvalidInput, match="needs a spatial layer"):
+        resolve_objective("neuron", spatial=False)
+    with pytest.raises(InvalidInput, match="did you mean channel"):
+        Recipe("vgg16-hed", "block1_conv1", 0, objective="chanel")
+
+
+def test_recipe_carries_a_position_and_vector_only_for_objectives_that_read_them(monkeypatch):
+    plain = Recipe("vgg16-hed", "block3_conv3", 1, size=96)
+    assert "position" not in plain.as_dict() and "vector" not in plain.as_dict()
+    with pytest.raises(InvalidInput, match="takes no position"):
+        Recipe("vgg16-hed", "block3_conv3", 1, position=(2, 3))
+    spec = ObjectiveSpec("probe", "a test row", frozenset({"spatial"}), position="required")
+    monkeypatch.setitem(OBJECTIVES, "probe", spec)
+    with pytest.raises(InvalidInput, match="needs a position"):
+        Recipe("vgg16-hed", "block3_conv3", 1, objective="probe")
+    with pytest.raises(InvalidInput, match="position must be"):
+        Recipe("vgg16-hed", "block3_conv3", 1, objective="probe", position=(2, -1))
+    at = Recipe("vgg16-hed", "block3_conv3", 1, size=96, objective="probe", position=[2, 3])
+    elsewhere = Recipe("vgg16-hed", "block3_conv3", 1, size=96, objective="probe", position=(3, 2))
+    assert at.position == (2, 3) and at.as_dict()["position"] == [2, 3]
+    assert at.batch_key() != elsewhere.batch_key() and hash(at) != hash(elsewhere)
 
 
 def test_diversity_is_high_for_equal_images_and_lower_for_different_ones():

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from wga.errors import InvalidInput
 from wga.vis.bulk import DEFAULT_BULK_BATCH
+from wga.vis.objective_table import AUTO, OBJECTIVES, objective_names
+from wga.vis.presets import DEFAULT_PRESET, PRESETS
 
 if TYPE_CHECKING:
     from wga.executors import Executor
@@ -57,7 +59,6 @@ def output_name(layer: str, unit: int) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from wga.vis.presets import DEFAULT_PRESET, PRESETS
 
     parser = subparsers.add_parser(
         "render",
@@ -82,8 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same image)")
     parser.add_argument(
         "--objective",
-        default="auto",
-        help="auto (channel; logit for the class layer), channel, neuron, logit, layer",
+        default=AUTO,
+        choices=objective_names(),
+        help="what to maximise: auto (channel; logit for the class layer) or "
+        + "; ".join(f"{spec.name}: {spec.description}" for spec in OBJECTIVES.values()),
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -35,7 +35,7 @@ from wga.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BACKEND_NOTEBOOK = PROJECT_ROOT / "notebooks" / "backend.ipynb"
 STATIC_DIR = PROJECT_ROOT / "static"
 DEFAULT_HOST = "127.0.0.1"  # local only: the API has no authentication

@@ -1,26 +1,21 @@
-"""The render queue: worker threads that turn recipes into PNGs, with a content-addressed cache.
+"""The render queue: worker threads that turn recipes into PNGs, over a job table and a cache.
 
 The 2018 original had one thread over a ``PriorityQueue`` that died on the first bad layer, could
-not be interrupted, and rendered every request anew. This queue is meant to run for weeks:
+not be interrupted, and rendered every request anew. This queue is meant to run for weeks. It is
+the thread-owning shell around three plain parts:
 
-* **Priorities.** A job's rank is its explicit ``priority`` (higher first), then its size
-  (larger first, as in the original: an interesting unit is rendered large at once), then its
-  arrival (FIFO).
-* **Pre-emption at step granularity.** A worker advances its batch a few compiled steps at a
-  time and, between chunks, looks for better-ranked work. If there is some, the running
-  :class:`BatchRender` is *parked* (kept in memory, with its optimiser state) and resumed later
-  where it stopped.
-* **Batching.** Queued jobs with the same :meth:`Recipe.batch_key` (and model weights) are
-  rendered as one batch: one compiled step advances a whole grid of previews (what that saves
-  depends on the device; on a 2-core CPU the step is compute-bound and it saves little).
-* **Content-addressed cache.** A job's id is a hash of its recipe and the model's weights
-  fingerprint; finished PNGs and their records live in one folder (the static ``renders/``
-  folder), so identical requests — concurrent ones, or after a restart — share one job.
-* **Snapshots.** While a job runs its PNG is rewritten atomically every
-  ``snapshot_interval_s``, so a page polling the file sees the image emerge.
-* **Bounded and robust.** At most ``max_pending`` live jobs (more raise :class:`Unavailable`,
-  an HTTP 503 with Retry-After); cancelling frees the slot at once; any exception fails only the
-  jobs it concerns, and a worker that died anyway is restarted on the next request.
+* :mod:`wga.serve.jobs` — the job table (jobs, views, counts) and content-addressed ids: equal
+  requests, concurrent or after a restart, share one job;
+* :mod:`wga.serve.scheduler` — what runs next (priority, clients in turn, size, FIFO), which
+  queued jobs share a batch, when a running batch yields (pre-emption at step granularity: the
+  batch is *parked* with its optimiser state and resumed later where it stopped);
+* :mod:`wga.serve.cache` — images, each job's state file (the fast path pages poll) and the byte
+  cap with LRU eviction.
+
+Here: the worker loop (one thread per device), snapshots every ``snapshot_interval_s``, limits
+(``max_pending`` live jobs in all → 503, ``max_per_client`` per client → 429, both with
+Retry-After), and healing (any exception fails only the jobs it concerns; a worker that died
+anyway is restarted on the next request).
 
 Nothing here prints: inside a kernel-gateway kernel a worker's stdout would land in whatever HTTP
 response is being written at that moment.
@@ -29,55 +24,43 @@ response is being written at that moment.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
-import re
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from wga.atomic import write_text_atomic
 from wga.errors import InvalidInput, NotFound, Unavailable, WgaError
+from wga.serve.cache import DEFAULT_CACHE_MAX, DEFAULT_GRACE_S, PngWriter, RenderCache
+from wga.serve.jobs import (
+    DEFAULT_CLIENT,
+    LIVE,
+    PUBLIC_URL,
+    Job,
+    JobStatus,
+    JobTable,
+    RecipeLike,
+    check_id,
+    render_id,
+)
+from wga.serve.scheduler import DEFAULT_MAX_BATCH, BatchBudget, Scheduler
 
 if TYPE_CHECKING:
     import numpy as np
 
     from wga.models import LoadedModel
 
+__all__ = ["AlreadyFinished", "RenderQueue", "TooManyRequests", "check_id", "render_id"]
+
 log = logging.getLogger(__name__)
 
-JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
-LIVE: frozenset[str] = frozenset({"queued", "running"})
-
-ID_LENGTH = 24  # hex digits of sha256: 96 bits, no collision among any realistic cache
-_ID_PATTERN = re.compile(rf"^[0-9a-f]{{{ID_LENGTH}}}$")
-
-DEFAULT_MAX_BATCH = 32  # units of one layer per compiled step; 32 previews fit on any CPU
-DEFAULT_MAX_BATCH_PIXELS = 64 * 128 * 128  # per batch: 32 × 64 px, 20 × 224 px, 1 × 1024 px
-# On a CPU the step is compute- and memory-bound: batches above ~16 previews measured slower per
-# unit than single renders (benchmarks/queue_speed.py on 2 cores), so CPU workers batch less.
-DEFAULT_MAX_BATCH_PIXELS_CPU = 16 * 64 * 64
-DEFAULT_MAX_PENDING = 512  # live jobs (queued + running + parked) before 503
-DEFAULT_SNAPSHOT_INTERVAL_S = 0.5  # how often a running job's PNG is rewritten
+DEFAULT_MAX_PENDING = 2048  # live jobs (queued + running + parked) in all before 503
+DEFAULT_MAX_PER_CLIENT = 1024  # live jobs of one client before 429 (a full grid request)
+DEFAULT_SNAPSHOT_INTERVAL_S = 0.5  # how often a running job's PNG and state are rewritten
 DEFAULT_CHUNK_STEPS = 1  # steps between pre-emption checks: a better job waits ≤ 1 step
-FINISHED_JOBS_KEPT = 4096  # finished jobs remembered in memory (done ones also live on disk)
-
-
-class RecipeLike(Protocol):
-    """What the queue needs of a render recipe (:class:`wga.vis.render.Recipe`)."""
-
-    @property
-    def model(self) -> str: ...
-    @property
-    def size(self) -> int: ...
-    def batch_key(self) -> tuple: ...
-    def as_dict(self) -> dict: ...
+STATUS_WRITE_INTERVAL_S = 0.25  # the status file is rewritten at most this often
 
 
 class BatchLike(Protocol):
@@ -95,7 +78,6 @@ class BatchLike(Protocol):
 
 ModelLoader = Callable[[str], "LoadedModel"]
 BatchFactory = Callable[["LoadedModel", Sequence[Any]], BatchLike]
-PngWriter = Callable[[Path, "np.ndarray", dict], None]
 
 
 class AlreadyFinished(WgaError):
@@ -109,125 +91,10 @@ class AlreadyFinished(WgaError):
         )
 
 
-def render_id(recipe: RecipeLike, fingerprint: str) -> str:
-    """The content address of a render: equal recipes on equal weights give equal ids."""
-    payload = json.dumps(
-        {"recipe": recipe.as_dict(), "weights": fingerprint}, sort_keys=True, default=str
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:ID_LENGTH]
+class TooManyRequests(Unavailable):
+    """One client has too many live jobs (HTTP 429 with Retry-After)."""
 
-
-def check_id(render: str) -> str:
-    """``render`` if it looks like an id (also keeps paths out of the cache folder)."""
-    if not isinstance(render, str) or not _ID_PATTERN.match(render):
-        raise NotFound(
-            f"no render with id {render!r}: ids are {ID_LENGTH} hex digits, "
-            "as returned by POST /api/renders"
-        )
-    return render
-
-
-class RenderCache:
-    """Finished renders on disk: ``<id>.png`` (the image, recipe in its text chunks) and
-    ``<id>.json`` (the record). A PNG without a record is a snapshot of an unfinished job."""
-
-    def __init__(self, directory: str | os.PathLike[str], writer: PngWriter | None = None) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._writer = writer
-        self._count = sum(1 for _ in self.directory.glob("*.json"))
-        self._lock = threading.Lock()
-
-    def _write_png(self, path: Path, image: np.ndarray, metadata: dict) -> None:
-        if self._writer is None:
-            from wga.vis.png import save_png
-
-            self._writer = save_png
-        self._writer(path, image, metadata)
-
-    def png_path(self, render: str) -> Path:
-        return self.directory / f"{render}.png"
-
-    def record_path(self, render: str) -> Path:
-        return self.directory / f"{render}.json"
-
-    def lookup(self, render: str) -> dict | None:
-        """The record of a finished render, or ``None`` (also when its PNG went missing)."""
-        record_path = self.record_path(render)
-        try:
-            record = json.loads(record_path.read_text())
-        except (OSError, ValueError):
-            return None
-        if not self.png_path(render).exists():
-            return None
-        return record
-
-    def write_snapshot(self, render: str, image: np.ndarray, metadata: dict) -> None:
-        self._write_png(self.png_path(render), image, metadata)
-
-    def write_final(self, render: str, image: np.ndarray, metadata: dict, record: dict) -> None:
-        """The image first, then the record: a record always points at a complete image."""
-        self._write_png(self.png_path(render), image, metadata)
-        existed = self.record_path(render).exists()
-        write_text_atomic(self.record_path(render), json.dumps(record, indent=1, default=str))
-        if not existed:
-            with self._lock:
-                self._count += 1
-
-    def entries(self) -> int:
-        return self._count
-
-
-@dataclass(eq=False)
-class Job:
-    """One requested image. Mutated only under the queue's lock."""
-
-    id: str
-    recipe: Any
-    fingerprint: str
-    priority: int
-    seq: int
-    status: JobStatus = "queued"
-    progress: float = 0.0
-    error: str | None = None
-    created: float = field(default_factory=time.time)
-    started: float | None = None
-    finished: float | None = None
-    solo: bool = False  # render alone: its batch could not be built together with others
-
-    def rank(self) -> tuple[int, int]:
-        """Smaller ranks run first: higher priority, then larger size."""
-        return (-self.priority, -int(self.recipe.size))
-
-    def order(self) -> tuple[int, int, int]:
-        return (*self.rank(), self.seq)
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "progress": round(self.progress, 4),
-            "error": self.error,
-            "params": self.recipe.as_dict(),
-            "priority": self.priority,
-            "created": self.created,
-            "started": self.started,
-            "finished": self.finished,
-        }
-
-
-def _view_from_record(record: dict) -> dict[str, Any]:
-    return {
-        "id": record["id"],
-        "status": "done",
-        "progress": 1.0,
-        "error": None,
-        "params": record.get("params", {}),
-        "priority": record.get("priority", 0),
-        "created": record.get("created"),
-        "started": record.get("started"),
-        "finished": record.get("finished"),
-    }
+    http_status = 429
 
 
 @dataclass(eq=False)
@@ -240,11 +107,10 @@ class _Active:
     snapshots: int = 0
 
     def live(self) -> list[tuple[int, Job]]:
-        return [(i, job) for i, job in enumerate(self.jobs) if job.status in LIVE]
+        return [(i, job) for i, job in enumerate(self.jobs) if job.live]
 
-    def order(self) -> tuple[int, int, int]:
-        live = [job.order() for _, job in self.live()]
-        return min(live) if live else (0, 0, 0)
+    def live_jobs(self) -> list[Job]:
+        return [job for job in self.jobs if job.live]
 
 
 @dataclass(eq=False)
@@ -257,11 +123,20 @@ class _Worker:
     idle: bool = True
     batches: int = 0
 
+    def view(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "device": self.device,
+            "alive": bool(self.thread and self.thread.is_alive()),
+            "busy": not self.idle,
+            "batches": self.batches,
+        }
+
 
 def detect_devices() -> list[str | None]:
     """One worker per GPU when there are GPUs, else one CPU worker."""
     try:
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: the queue's tests and `wga --help` need no TensorFlow
 
         gpus = tf.config.list_logical_devices("GPU")
     except Exception:  # no TensorFlow, or it cannot list devices: the CPU still works
@@ -285,34 +160,50 @@ class RenderQueue:
         *,
         devices: Sequence[str | None] | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
-        max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
+        max_batch_pixels: int | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
+        max_per_client: int = DEFAULT_MAX_PER_CLIENT,
         snapshot_interval_s: float = DEFAULT_SNAPSHOT_INTERVAL_S,
         chunk_steps: int = DEFAULT_CHUNK_STEPS,
         png_writer: PngWriter | None = None,
+        cache_max: int = DEFAULT_CACHE_MAX,
+        grace_s: float = DEFAULT_GRACE_S,
+        public_url: str = PUBLIC_URL,
     ) -> None:
-        if max_batch < 1 or max_pending < 1 or chunk_steps < 1:
-            raise InvalidInput("max_batch, max_pending and chunk_steps must be at least 1")
-        self.cache = RenderCache(cache_dir, png_writer)
+        if min(max_batch, max_pending, max_per_client, chunk_steps) < 1:
+            raise InvalidInput(
+                "max_batch, max_pending, max_per_client and chunk_steps must be at least 1"
+            )
+        self.public_url = public_url
+        self.cache = RenderCache(
+            cache_dir, png_writer, max_bytes=cache_max, grace_s=grace_s, public_url=public_url
+        )
+        self.table = JobTable()
+        self.scheduler = Scheduler(BatchBudget(max_batch, max_batch_pixels))
         self._loader = loader
         self._batch_factory = batch_factory
         self._devices = list(devices) if devices is not None else None
-        self.max_batch = max_batch
-        self.max_batch_pixels = max_batch_pixels
         self.max_pending = max_pending
+        self.max_per_client = max_per_client
         self.snapshot_interval_s = snapshot_interval_s
         self.chunk_steps = chunk_steps
+        self.status_extra: Callable[[], dict[str, Any]] = dict  # the service adds its fields
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._jobs: dict[str, Job] = {}
-        self._queued: dict[str, Job] = {}
-        self._finished: OrderedDict[str, None] = OrderedDict()
         self._workers: list[_Worker] = []
-        self._seq = 0
         self._stopping = False
         self._started_at = time.time()
         self._batch_seconds = 5.0  # running mean of a batch's duration, for Retry-After
-        self._counts = {"done": 0, "failed": 0, "cancelled": 0, "cache_hits": 0, "preempted": 0}
+        self._status_due: threading.Timer | None = None
+        self._status_written = 0.0
+
+    @property
+    def max_batch(self) -> int:
+        return self.scheduler.budget.max_units
+
+    def batch_limit(self, size: int, device: str | None = None) -> int:
+        """Jobs per batch at ``size`` px on ``device`` (see :class:`BatchBudget`)."""
+        return self.scheduler.budget.limit(size, device)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> RenderQueue:
@@ -326,11 +217,12 @@ class RenderQueue:
             for index, device in enumerate(self._devices):
                 self._workers.append(_Worker(f"wga-render-{index}", device))
         if self._batch_factory is None:
-            from wga.quiet import quiet_keras
+            from wga.quiet import quiet_keras  # imports Keras: only for the real engine
 
             quiet_keras()
         for worker in self._workers:
             self._spawn(worker)
+        self._publish_status()
         return self
 
     def _spawn(self, worker: _Worker) -> None:
@@ -353,20 +245,29 @@ class RenderQueue:
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
+            if self._status_due is not None:
+                self._status_due.cancel()
         for worker in self._workers:
             if worker.thread is not None:
                 worker.thread.join(timeout)
 
     # -- requests ---------------------------------------------------------------------------
-    def submit(self, recipe: RecipeLike, fingerprint: str, priority: int = 0) -> dict[str, Any]:
+    def submit(
+        self,
+        recipe: RecipeLike,
+        fingerprint: str,
+        priority: int = 0,
+        client: str = DEFAULT_CLIENT,
+    ) -> dict[str, Any]:
         """Queue one render; returns its view (``done`` at once when the cache has it)."""
-        return self.submit_many([recipe], fingerprint, priority)[0]
+        return self.submit_many([recipe], fingerprint, priority, client)[0]
 
     def submit_many(
         self,
         recipes: Sequence[RecipeLike],
         fingerprint: str | Sequence[str],
         priority: int | Sequence[int] = 0,
+        client: str = DEFAULT_CLIENT,
     ) -> list[dict[str, Any]]:
         """Queue several renders at once, all or none (a full queue refuses the whole set).
 
@@ -380,58 +281,66 @@ class RenderQueue:
         ids = [render_id(r, f) for r, f in zip(recipes, fingerprints, strict=True)]
         records = {}
         for render in ids:  # disk reads outside the lock
-            if render not in self._jobs:
-                record = self.cache.lookup(render)
-                if record is not None:
-                    records[render] = record
+            if self.table.get(render) is None and (record := self.cache.view(render)):
+                records[render] = record
         with self._wake:
             self._ensure_workers()
-            new = [
-                render
-                for render in dict.fromkeys(ids)
-                if render not in records and not self._reusable(render)
-            ]
-            free = self.max_pending - self._live_count()
-            if len(new) > free:
-                raise Unavailable(
-                    f"the render queue is full ({self.max_pending} jobs queued or running, "
-                    f"{len(new)} more requested); retry later or cancel some renders",
-                    retry_after=self._retry_after(),
-                )
-            views = []
+            self._check_room([r for r in dict.fromkeys(ids) if r not in records], client)
+            views, new = [], []
             for recipe, render, weights, urgency in zip(
                 recipes, ids, fingerprints, priorities, strict=True
             ):
-                if render in records:
-                    self._counts["cache_hits"] += 1
-                    views.append(_view_from_record(records[render]))
-                    continue
-                job = self._jobs.get(render)
-                if job is not None and job.status in LIVE:
-                    if urgency > job.priority:  # a more urgent request for the same image
-                        job.priority = urgency
-                        self._wake.notify_all()
-                    views.append(job.view())
-                    continue
-                if job is not None and job.status == "done" and self.cache.lookup(render):
-                    self._counts["cache_hits"] += 1
-                    views.append(job.view())
-                    continue
-                self._seq += 1
-                job = Job(render, recipe, weights, int(urgency), self._seq)
-                self._jobs[render] = job
-                self._finished.pop(render, None)
-                self._queued[render] = job
-                views.append(job.view())
+                view, job = self._admit(recipe, render, weights, urgency, client, records)
+                views.append(view)
+                if job is not None:
+                    new.append(job)
+            for job in new:  # the fast path knows the job before the client polls it
+                self.cache.write_state(job.view(self.public_url))
             self._wake.notify_all()
-            return views
+        self._publish_status()
+        return views
+
+    def _check_room(self, wanted: list[str], client: str) -> None:
+        """Refuse a request that would overfill the queue (503) or the client's share (429)."""
+        new = [r for r in wanted if not self._reusable(r)]
+        free = self.max_pending - self.table.live_count()
+        if len(new) > free:
+            raise Unavailable(
+                f"the render queue is full ({self.max_pending} jobs queued or running, "
+                f"{len(new)} more requested); retry later or cancel some renders",
+                retry_after=self._retry_after(),
+            )
+        mine = self.table.live_count(client)
+        if new and mine + len(new) > self.max_per_client:
+            raise TooManyRequests(
+                f"too many renders in flight for this client ({mine} queued or running, "
+                f"{len(new)} more requested, at most {self.max_per_client}); wait for some to "
+                "finish or cancel them (DELETE /api/renders?model=…&layer=…)",
+                retry_after=self._retry_after(),
+            )
+
+    def _admit(
+        self, recipe: Any, render: str, weights: str, urgency: int, client: str, records: dict
+    ) -> tuple[dict[str, Any], Job | None]:
+        """One recipe of a submission (under the lock): its view, and its job if new."""
+        if render in records:
+            self.table.counts["cache_hits"] += 1
+            return records[render], None
+        job = self.table.get(render)
+        if job is not None and job.live:
+            job.holders.add(client)
+            if urgency > job.priority:  # a more urgent request for the same image
+                job.priority = urgency
+            return job.view(self.public_url), None
+        if job is not None and job.status == "done" and self.cache.lookup(render):
+            self.table.counts["cache_hits"] += 1
+            return job.view(self.public_url), None
+        job = self.table.add(render, recipe, weights, urgency, client)
+        return job.view(self.public_url), job
 
     def _reusable(self, render: str) -> bool:
-        job = self._jobs.get(render)
-        return job is not None and (job.status in LIVE or job.status == "done")
-
-    def _live_count(self) -> int:
-        return sum(1 for job in self._jobs.values() if job.status in LIVE)
+        job = self.table.get(render)
+        return job is not None and (job.live or job.status == "done")
 
     def _retry_after(self) -> int:
         workers = max(1, len(self._workers))
@@ -441,29 +350,61 @@ class RenderQueue:
         """The job's current view; finished renders are also found on disk after a restart."""
         check_id(render)
         with self._lock:
-            job = self._jobs.get(render)
+            job = self.table.get(render)
             if job is not None:
-                return job.view()
-        record = self.cache.lookup(render)
-        if record is None:
+                return job.view(self.public_url)
+        view = self.cache.view(render)
+        if view is None:
             raise NotFound(
                 f"no render with id {render!r}: it was never requested here, or its files were "
                 "deleted; POST /api/renders to make it"
             )
-        return _view_from_record(record)
+        return view
 
     def cancel(self, render: str) -> dict[str, Any]:
         """Cancel a queued, running or parked job; its slot is free at once."""
         check_id(render)
         with self._wake:
-            job = self._jobs.get(render)
-            if job is not None and job.status in LIVE:
-                self._queued.pop(render, None)
+            job = self.table.get(render)
+            if job is not None and job.live:
                 self._finish(job, "cancelled")
                 self._wake.notify_all()
-                return job.view()
-        status = job.status if job is not None else self.get(render)["status"]  # or NotFound
-        raise AlreadyFinished(render, status)
+                view = job.view(self.public_url)
+                self.cache.discard(view)
+            else:
+                view = None
+        if view is None:
+            status = job.status if job is not None else self.get(render)["status"]  # NotFound
+            raise AlreadyFinished(render, status)
+        self._publish_status()
+        return view
+
+    def cancel_matching(
+        self, model: str | None, layer: str | None, client: str = DEFAULT_CLIENT
+    ) -> dict[str, int]:
+        """``client`` no longer wants its live renders of ``model`` (and ``layer``): each is
+        cancelled unless another client still wants it (then only released)."""
+        with self._wake:
+            cancelled, released = [], 0
+            for job in self.table.matching(model, layer):
+                if client not in job.holders:
+                    continue
+                job.holders.discard(client)
+                if job.holders:
+                    released += 1
+                    continue
+                self._finish(job, "cancelled")
+                cancelled.append(job.view(self.public_url))
+                self.cache.discard(cancelled[-1])
+            self._wake.notify_all()
+        self._publish_status()
+        return {"cancelled": len(cancelled), "released": released}
+
+    def listing(
+        self, model: str | None = None, layer: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Finished renders, newest first (for the page's "recent renders")."""
+        return self.cache.listing(model, layer, limit)
 
     def wait(self, render: str, timeout: float = 60.0) -> dict[str, Any]:
         """Block until the job is no longer live (for notebooks, tests and benchmarks)."""
@@ -474,115 +415,94 @@ class RenderQueue:
                 return view
             time.sleep(0.02)
 
+    # -- status -----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         with self._lock:
             self._ensure_workers()
             running = []
             for worker in self._workers:
-                active = worker.current
-                if active is not None:
-                    for _, job in active.live():
-                        running.append(
-                            {
-                                "id": job.id,
-                                "progress": round(job.progress, 4),
-                                "params": job.recipe.as_dict(),
-                                "worker": worker.name,
-                            }
-                        )
-            parked = sum(len(active.live()) for w in self._workers for active in w.parked)
+                for _, job in worker.current.live() if worker.current is not None else []:
+                    running.append(
+                        {
+                            "id": job.id,
+                            "progress": round(job.progress, 4),
+                            "params": job.recipe.as_dict(),
+                            "worker": worker.name,
+                        }
+                    )
             return {
-                "queued": len(self._queued),
-                "parked": parked,
+                "queued": len(self.table.queued),
+                "parked": sum(len(a.live()) for w in self._workers for a in w.parked),
                 "running": running,
-                "live": self._live_count(),
+                "live": self.table.live_count(),
                 "capacity": self.max_pending,
+                "per_client": self.max_per_client,
                 "max_batch": self.max_batch,
-                "workers": [
-                    {
-                        "name": worker.name,
-                        "device": worker.device,
-                        "alive": bool(worker.thread and worker.thread.is_alive()),
-                        "busy": not worker.idle,
-                        "batches": worker.batches,
-                    }
-                    for worker in self._workers
-                ],
+                "workers": [worker.view() for worker in self._workers],
                 "workers_alive": bool(self._workers)
                 and all(w.thread is not None and w.thread.is_alive() for w in self._workers),
-                "cache_entries": self.cache.entries(),
-                "counts": dict(self._counts),
+                **self.cache.usage(),
+                "counts": dict(self.table.counts),
                 "uptime_s": round(time.time() - self._started_at, 1),
+                "written": time.time(),
+                "status_url": f"{self.public_url}_status.json",
             }
+
+    def _publish_status(self) -> None:
+        """Rewrite the status file soon (at most every STATUS_WRITE_INTERVAL_S)."""
+        with self._lock:
+            if self._status_due is not None or self._stopping:
+                return
+            wait = self._status_written + STATUS_WRITE_INTERVAL_S - time.monotonic()
+            self._status_due = threading.Timer(max(0.0, wait), self._write_status)
+            self._status_due.daemon = True
+            self._status_due.start()
+
+    def _write_status(self) -> None:
+        with self._lock:
+            self._status_due = None
+            self._status_written = time.monotonic()
+        try:
+            self.cache.write_status({**self.status(), **self.status_extra()})
+        except Exception as error:  # a full disk must not kill the timer thread noisily
+            log.warning("could not write the status file: %s", error)
 
     # -- bookkeeping (under the lock) ------------------------------------------------------
     def _finish(self, job: Job, status: JobStatus, error: str | None = None) -> None:
-        job.status = status
-        job.error = error
-        job.finished = time.time()
-        if status == "done":
-            job.progress = 1.0
-        self._counts[status] += 1
-        self._finished[job.id] = None
-        while len(self._finished) > FINISHED_JOBS_KEPT:
-            old, _ = self._finished.popitem(last=False)
-            if self._jobs.get(old) is not None and self._jobs[old].status not in LIVE:
-                del self._jobs[old]
+        self.table.finish(job, status, error)
 
     def _fail(self, jobs: Sequence[Job], error: BaseException) -> None:
         message = str(error) if isinstance(error, WgaError) else f"{type(error).__name__}: {error}"
         with self._wake:
             for job in jobs:
-                if job.status in LIVE:
+                if job.live:
                     self._finish(job, "failed", message)
+                    self.cache.discard(job.view(self.public_url))
             self._wake.notify_all()
+        self._publish_status()
 
-    def _better_waiting(self, worker: _Worker, active: _Active) -> bool:
-        """Whether better-ranked work waits that no idle worker will take (under the lock)."""
-        rank = min((job.rank() for _, job in active.live()), default=(0, 0))
-        idle_elsewhere = any(w.idle for w in self._workers if w is not worker)
-        if not idle_elsewhere and any(job.rank() < rank for job in self._queued.values()):
-            return True
-        return any(job.rank() < rank for parked in worker.parked for _, job in parked.live())
-
-    def batch_limit(self, size: int, device: str | None = None) -> int:
-        """Jobs per batch at ``size`` px on ``device``: large images batch less, so a step stays
-        short and pre-emption stays quick; CPUs batch less than GPUs."""
-        pixels = self.max_batch_pixels
-        if device is not None and "CPU" in device.upper():
-            pixels = min(pixels, DEFAULT_MAX_BATCH_PIXELS_CPU)
-        return max(1, min(self.max_batch, pixels // (size * size)))
-
-    def _next(self, worker: _Worker) -> tuple[str, _Active | list[Job]] | None:
+    def _next(self, worker: _Worker) -> _Active | list[Job] | None:
         """The best task for ``worker``: a parked batch to resume or a new batch (under lock)."""
         worker.parked = [active for active in worker.parked if active.live()]
-        best_job = min(self._queued.values(), key=Job.order, default=None)
-        best_parked = min(worker.parked, key=_Active.order, default=None)
-        if best_parked is not None and (
-            best_job is None or best_parked.order() <= best_job.order()
-        ):
-            worker.parked.remove(best_parked)
-            for _, job in best_parked.live():
-                job.status = "running"
-            return "resume", best_parked
-        if best_job is None:
+        parked = [active.live_jobs() for active in worker.parked]
+        task = self.scheduler.next_task(self.table.queued.values(), parked, worker.device)
+        if task is None:
             return None
-        key = best_job.recipe.batch_key()
-        group = [best_job]
-        if not best_job.solo:
-            group = [
-                job
-                for job in sorted(self._queued.values(), key=Job.order)
-                if not job.solo
-                and job.fingerprint == best_job.fingerprint
-                and job.recipe.batch_key() == key
-            ][: self.batch_limit(int(best_job.recipe.size), worker.device)]
-        now = time.time()
-        for job in group:
-            del self._queued[job.id]
-            job.status = "running"
-            job.started = job.started or now
-        return "new", group
+        if task[0] == "resume":
+            active = worker.parked.pop(task[1])
+            self.table.start(active.live_jobs())
+            return active
+        self.table.start(task[1])
+        return task[1]
+
+    def _should_yield(self, worker: _Worker, active: _Active) -> bool:
+        idle_elsewhere = any(w.idle for w in self._workers if w is not worker)
+        return self.scheduler.should_yield(
+            active.live_jobs(),
+            self.table.queued.values(),
+            (parked.live_jobs() for parked in worker.parked),
+            idle_elsewhere,
+        )
 
     # -- the worker ---------------------------------------------------------------------------
     def _work(self, worker: _Worker) -> None:
@@ -600,18 +520,28 @@ class RenderQueue:
                 if self._stopping:
                     return
                 worker.idle = False
-            kind, payload = task
+            payload = task
             jobs = payload.jobs if isinstance(payload, _Active) else payload
             try:
-                self._run(worker, kind, payload)
+                self._publish_states(jobs)
+                self._run(worker, payload)
             except Exception as error:  # a failing batch fails its jobs, never the worker
                 log.warning("render of %d job(s) failed: %s", len(jobs), error, exc_info=True)
                 self._fail(jobs, error)
 
+    def _publish_states(self, jobs: Sequence[Job]) -> None:
+        """Write the state files of ``jobs`` that are still live (progress, running/queued);
+        under the lock, so a state never overwrites a newer one (e.g. a cancel)."""
+        with self._lock:
+            for job in jobs:
+                if job.live:
+                    self.cache.write_state(job.view(self.public_url))
+        self._publish_status()
+
     def _device(self, worker: _Worker) -> contextlib.AbstractContextManager[Any]:
         if worker.device is None:
             return contextlib.nullcontext()
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: only real devices need it
 
         return tf.device(worker.device)
 
@@ -624,7 +554,7 @@ class RenderQueue:
             )
         factory = self._batch_factory
         if factory is None:
-            from wga.vis.render import BatchRender
+            from wga.vis.render import BatchRender  # the engine imports TensorFlow
 
             factory = BatchRender
         try:
@@ -636,32 +566,26 @@ class RenderQueue:
             # One bad recipe must not fail its batch-mates: queue them again, each alone.
             with self._wake:
                 for job in jobs:
-                    if job.status in LIVE:
-                        job.status, job.solo = "queued", True
-                        self._queued[job.id] = job
+                    if job.live:
+                        job.solo = True
+                        self.table.requeue(job)
                 self._wake.notify_all()
             return None
         return _Active(batch, jobs)
 
-    def _run(self, worker: _Worker, kind: str, payload: _Active | list[Job]) -> None:
+    def _run(self, worker: _Worker, payload: _Active | list[Job]) -> None:
         started = time.monotonic()
         active = payload if isinstance(payload, _Active) else self._make_batch(worker, payload)
         if active is None:
             return
         worker.current = active
         worker.batches += 1
-        batch = active.batch
         while True:
             with self._lock:
                 if self._stopping or not active.live():
                     return
-            with self._device(worker):
-                batch.run(max(1, min(self.chunk_steps, batch.total_steps - batch.steps_done)))
-            progress = min(1.0, batch.steps_done / max(1, batch.total_steps))
-            with self._lock:
-                for _, job in active.live():
-                    job.progress = progress
-            if batch.done:
+            self._step(worker, active)
+            if active.batch.done:
                 self._finalise(active)
                 elapsed = time.monotonic() - started
                 self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
@@ -669,47 +593,59 @@ class RenderQueue:
             now = time.monotonic()
             if active.snapshots == 0 or now - active.last_snapshot >= self.snapshot_interval_s:
                 self._snapshot(active)
-            with self._wake:
-                if self._better_waiting(worker, active):
-                    for _, job in active.live():
-                        job.status = "queued"
-                    worker.parked.append(active)
-                    self._counts["preempted"] += 1
-                    return
+            if self._park_if_outranked(worker, active):
+                return
+
+    def _step(self, worker: _Worker, active: _Active) -> None:
+        batch = active.batch
+        with self._device(worker):
+            batch.run(max(1, min(self.chunk_steps, batch.total_steps - batch.steps_done)))
+        progress = min(1.0, batch.steps_done / max(1, batch.total_steps))
+        with self._lock:
+            for _, job in active.live():
+                job.progress = progress
+
+    def _park_if_outranked(self, worker: _Worker, active: _Active) -> bool:
+        with self._wake:
+            if not self._should_yield(worker, active):
+                return False
+            for job in active.live_jobs():
+                job.status = "queued"  # parked: it waits in its worker, not in the queue
+            worker.parked.append(active)
+            self.table.counts["preempted"] += 1
+        self._publish_states(active.jobs)
+        return True
 
     def _snapshot(self, active: _Active) -> None:
         images = active.batch.images()
-        for index, job in self._live_items(active):
+        with self._lock:
+            items = active.live()
+        for index, job in items:
             metadata = dict(active.batch.metadata(index))
             metadata["snapshot_step"] = active.batch.steps_done
             self.cache.write_snapshot(job.id, images[index], metadata)
         active.snapshots += 1
         active.last_snapshot = time.monotonic()
-
-    def _live_items(self, active: _Active) -> Iterator[tuple[int, Job]]:
-        with self._lock:
-            items = active.live()
-        yield from items
+        self._publish_states([job for _, job in items])
 
     def _finalise(self, active: _Active) -> None:
         images = active.batch.images()
-        for index, job in self._live_items(active):
+        with self._lock:
+            items = active.live()
+        for index, job in items:
             try:
-                record = {
-                    "id": job.id,
-                    "params": job.recipe.as_dict(),
-                    "fingerprint": job.fingerprint,
-                    "priority": job.priority,
-                    "created": job.created,
-                    "started": job.started,
-                    "finished": time.time(),
-                }
+                record = {**job.view(self.public_url), "status": "done", "progress": 1.0}
+                record.update(finished=time.time(), error=None, fingerprint=job.fingerprint)
                 self.cache.write_final(job.id, images[index], active.batch.metadata(index), record)
             except Exception as error:  # e.g. disk full: this job fails, the others may not
                 log.warning("could not save render %s: %s", job.id, error)
                 self._fail([job], error)
                 continue
             with self._wake:
-                if job.status in LIVE:
+                if job.live:
                     self._finish(job, "done")
                 self._wake.notify_all()
+        with self._lock:
+            live = {job.id for job in self.table.live()}
+        self.cache.evict(live)
+        self._publish_status()

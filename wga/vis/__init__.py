@@ -6,8 +6,10 @@ The engine is split by concern, like Lucid's ``optvis`` package:
   with colour decorrelation) and mapped to RGB in [0, 1];
 * :mod:`wga.vis.transform` — the random transformations (pad, jitter, scale, rotate) applied
   inside the compiled step, each batch element from its own seed;
-* :mod:`wga.vis.objective` — what is maximised (channel, neuron, class logit, layer, diversity)
-  and the ReLU-gradient warm-up;
+* :mod:`wga.vis.objective_table` — the objectives by name and what each needs (layer kind, unit,
+  position, vector), free of TensorFlow so front ends validate with it;
+* :mod:`wga.vis.objective` — their scoring functions (channel, neuron, class logit, layer,
+  diversity), registered under the table's names, and the ReLU-gradient warm-up;
 * :mod:`wga.vis.presets` — named recipes (``lucid``, ``offert2018``, ``preview``, ``pixel``);
 * :mod:`wga.vis.render` — :class:`~wga.vis.render.Recipe`, the compiled step and its cache,
   :class:`~wga.vis.render.BatchRender` (step-wise, pausable) and :func:`~wga.vis.render.render`;

@@ -1,8 +1,9 @@
 """What a render maximises, per batch element, and the ReLU-gradient warm-up.
 
-Every objective maps the layer's output ``features`` and the per-element ``units`` to one score
-per element, ``(B,)``; the step maximises their sum, so element ``i``'s gradient depends only on
-its own score.
+Every objective maps the layer's output ``features`` and a :class:`Target` (the per-element
+``units``, and what else its row in :mod:`wga.vis.objective_table` asks for) to one score per
+element, ``(B,)``; the step maximises their sum, so element ``i``'s gradient depends only on its
+own score. Each is registered with ``@scores(name)`` under its row's name.
 
 * ``channel`` — spatial mean of channel ``unit`` (Lucid's ``channel``); ``border`` excludes a
   margin, as the 2018 original did (2 px);
@@ -23,16 +24,15 @@ thread-local switch), so the warm-up and the plain steps are two traces of one s
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
 
-from wga.vis.recipe import OBJECTIVES
+from wga.vis.objective_table import OBJECTIVES
 
-ObjectiveKind = Literal["channel", "neuron", "logit", "layer"]
 RELU_WARMUP_STEPS = 16  # Lucid render_vis: relu_gradient_override for the first 16 steps
 DIVERSITY_WEIGHT = 100.0  # Lucid's tutorial: channel(...) - 1e2 * diversity(layer)
 
@@ -87,37 +87,71 @@ class RedirectedReLU(keras.layers.Layer):
         return input_shape
 
 
-def objective_kind(requested: str, spatial: bool) -> ObjectiveKind:
-    """Resolve ``auto``: channel for feature maps, logit for Dense layers; check the rest."""
-    if requested == "auto":
-        return "channel" if spatial else "logit"
-    if requested not in OBJECTIVES:
-        raise ValueError(f"unknown objective {requested!r}")
-    if spatial and requested == "logit":
-        raise ValueError("logit needs a Dense layer; use channel or neuron for feature maps")
-    if not spatial and requested in ("channel", "neuron", "layer"):
-        raise ValueError(f"{requested} needs a spatial layer; use logit for a Dense layer")
-    return requested  # type: ignore[return-value]
+@dataclass(frozen=True)
+class Target:
+    """What a scoring function reads besides the layer's output.
+
+    ``units``: ``(B,)`` int32, each element's unit; ``border``: pixels of the feature map a
+    channel mean leaves out (the 2018 recipe's 2); ``position``: a ``(y, x)`` in the feature map;
+    ``vector``: a direction in channel space, ``(C,)`` — the last two for the objectives whose
+    row in :data:`~wga.vis.objective_table.OBJECTIVES` asks for them.
+    """
+
+    units: tf.Tensor
+    border: int = 0
+    position: tuple[int, int] | None = None
+    vector: tf.Tensor | None = None
 
 
-def score(kind: ObjectiveKind, features: tf.Tensor, units: tf.Tensor, border: int = 0) -> tf.Tensor:
-    """One score per batch element: how strongly ``features`` show each element's unit."""
-    if kind == "logit":
-        return tf.gather(features, units, axis=1, batch_dims=1)
-    if kind == "layer":
-        return tf.reduce_mean(tf.square(features), axis=[1, 2, 3])
-    if kind == "neuron":
-        height, width = tf.shape(features)[1], tf.shape(features)[2]
-        centre = features[:, height // 2, width // 2, :]
-        return tf.gather(centre, units, axis=1, batch_dims=1)
+ScoreFunction = Callable[[tf.Tensor, Target], tf.Tensor]
+SCORES: dict[str, ScoreFunction] = {}
+
+
+def scores(name: str) -> Callable[[ScoreFunction], ScoreFunction]:
+    """Register a scoring function for the row ``name`` of the objective table."""
+    if name not in OBJECTIVES:
+        raise KeyError(f"objective {name!r} has no row in wga.vis.objective_table.OBJECTIVES")
+
+    def register(function: ScoreFunction) -> ScoreFunction:
+        SCORES[name] = function
+        return function
+
+    return register
+
+
+@scores("logit")
+def logit(features: tf.Tensor, target: Target) -> tf.Tensor:
+    return tf.gather(features, target.units, axis=1, batch_dims=1)
+
+
+@scores("layer")
+def layer(features: tf.Tensor, target: Target) -> tf.Tensor:
+    return tf.reduce_mean(tf.square(features), axis=[1, 2, 3])
+
+
+@scores("neuron")
+def neuron(features: tf.Tensor, target: Target) -> tf.Tensor:
+    height, width = tf.shape(features)[1], tf.shape(features)[2]
+    centre = features[:, height // 2, width // 2, :]
+    return tf.gather(centre, target.units, axis=1, batch_dims=1)
+
+
+@scores("channel")
+def channel(features: tf.Tensor, target: Target) -> tf.Tensor:
     channels = tf.transpose(features, [0, 3, 1, 2])  # (B, C, H, W)
-    chosen = tf.gather(channels, units, axis=1, batch_dims=1)  # (B, H, W)
+    chosen = tf.gather(channels, target.units, axis=1, batch_dims=1)  # (B, H, W)
+    border = target.border
     if border:
         height, width = tf.shape(chosen)[1], tf.shape(chosen)[2]
         inner = chosen[:, border : height - border, border : width - border]
         # a layer smaller than twice the border keeps all of it rather than nothing
         chosen = tf.cond(tf.size(inner) > 0, lambda: inner, lambda: chosen)
     return tf.reduce_mean(chosen, axis=[1, 2])
+
+
+def score(name: str, features: tf.Tensor, units: tf.Tensor, border: int = 0) -> tf.Tensor:
+    """One score per batch element: how strongly ``features`` show each element's unit."""
+    return SCORES[name](features, Target(units, border))
 
 
 def diversity(features: tf.Tensor) -> tf.Tensor:

@@ -1,7 +1,8 @@
 """What one rendered image is: :class:`Recipe`, validated, hashable, JSON-able.
 
 Kept free of TensorFlow so that front ends (CLI, REST API) can validate a request instantly,
-before any model is loaded. :mod:`wga.vis.render` re-exports :class:`Recipe`.
+before any model is loaded; the objectives come from the tf-free
+:mod:`wga.vis.objective_table`. :mod:`wga.vis.render` re-exports :class:`Recipe`.
 """
 
 from __future__ import annotations
@@ -12,25 +13,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wga.errors import InvalidInput
+from wga.vis.objective_table import AUTO, check_needs, objective_spec, resolve_objective
 from wga.vis.presets import DEFAULT_PRESET, Preset, get_preset
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
-    from wga.vis.objective import ObjectiveKind
 
 MIN_SIZE = 64
 MAX_SIZE = 1024
 MAX_STEPS = 10_000
 MAX_SEED = 2**31 - 1
-OBJECTIVES: tuple[str, ...] = ("auto", "channel", "neuron", "logit", "layer")
+MAX_VECTOR_REF = 200  # characters of a vector reference (a hash or a name)
 
 
 @dataclass(frozen=True)
 class Recipe:
     """One image to render; everything that determines its pixels (hashable).
 
-    ``objective``: ``auto`` (channel mean for feature maps, logit for Dense layers), ``channel``,
-    ``neuron`` (centre position), ``logit`` or ``layer`` (DeepDream; ``unit`` is ignored).
+    ``objective``: ``auto`` (channel mean for feature maps, logit for Dense layers) or a row of
+    :data:`wga.vis.objective_table.OBJECTIVES`. ``position`` (``(y, x)`` in the layer's feature
+    map) and ``vector`` (a reference to a direction in channel space) are for the objectives that
+    read them; both are part of the recipe's identity and batch key.
     """
 
     model: str
@@ -40,7 +43,9 @@ class Recipe:
     preset: str = DEFAULT_PRESET
     steps: int | None = None
     seed: int = 0
-    objective: str = "auto"
+    objective: str = AUTO
+    position: tuple[int, int] | None = None
+    vector: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("unit", "size", "seed"):
@@ -63,10 +68,17 @@ class Recipe:
             or not 1 <= self.steps <= MAX_STEPS
         ):
             raise InvalidInput(f"steps must be 1 … {MAX_STEPS} (or omitted), got {self.steps!r}")
-        if self.objective not in OBJECTIVES:
+        objective_spec(self.objective)  # raises InvalidInput with suggestions
+        if self.position is not None:
+            object.__setattr__(self, "position", _position(self.position))
+        if self.vector is not None and (
+            not isinstance(self.vector, str) or not 0 < len(self.vector) <= MAX_VECTOR_REF
+        ):
             raise InvalidInput(
-                f"unknown objective {self.objective!r}: choose one of {', '.join(OBJECTIVES)}"
+                f"vector must be a reference (a name or hash of up to {MAX_VECTOR_REF} "
+                f"characters), got {self.vector!r}"
             )
+        check_needs(self.objective, self.position, self.vector)
         get_preset(self.preset)  # raises InvalidInput with suggestions
 
     @property
@@ -80,21 +92,50 @@ class Recipe:
 
     def batch_key(self) -> tuple:
         """Recipes with equal keys render together: one compiled step, one batch."""
-        return (self.model, self.layer, self.size, self.preset, self.total_steps, self.objective)
+        return (
+            self.model,
+            self.layer,
+            self.size,
+            self.preset,
+            self.total_steps,
+            self.objective,
+            self.position,
+            self.vector,
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-able; ``steps`` resolved, so recipes that render alike have equal dicts."""
+        """JSON-able; ``steps`` resolved, so recipes that render alike have equal dicts.
+
+        ``position`` and ``vector`` appear only when given, so the content ids of recipes
+        without them stay what they were before the fields existed.
+        """
         out = asdict(self)
         out["steps"] = self.total_steps
         out["unit"], out["size"], out["seed"] = int(self.unit), int(self.size), int(self.seed)
+        for optional in ("position", "vector"):
+            if out[optional] is None:
+                del out[optional]
+        if self.position is not None:
+            out["position"] = list(self.position)
         return out
 
-    def check(self, loaded: LoadedModel) -> ObjectiveKind:
-        """Raise NotFound / InvalidInput unless the layer and unit exist; the objective used."""
-        from wga.vis.objective import objective_kind
-
+    def check(self, loaded: LoadedModel) -> str:
+        """Raise NotFound / InvalidInput unless the layer and unit exist and the objective fits
+        the layer; the objective's name, ``auto`` resolved."""
         info = loaded.check_unit(self.layer, self.unit)
         try:
-            return objective_kind(self.objective, info.spatial)
-        except ValueError as error:
+            return resolve_objective(self.objective, info.spatial).name
+        except InvalidInput as error:
             raise InvalidInput(f"layer {self.layer!r}: {error}") from None
+
+
+def _position(value: Any) -> tuple[int, int]:
+    """``(y, x)``, two integers ≥ 0, from a tuple or a JSON list."""
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)
+        and min(value) >= 0
+    ):
+        return (int(value[0]), int(value[1]))
+    raise InvalidInput(f"position must be [y, x], two integers ≥ 0, got {value!r}")

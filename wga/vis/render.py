@@ -36,15 +36,10 @@ import wga
 from wga.errors import InvalidInput
 from wga.models import preprocess
 from wga.vis.features import FeatureGraph, ModelScopedCache, feature_graph
-from wga.vis.objective import (
-    ObjectiveKind,
-    diversity,
-    redirect_relu_gradients,
-    score,
-)
+from wga.vis.objective import SCORES, Target, diversity, redirect_relu_gradients
 from wga.vis.param import ImageParam, resize_params
 from wga.vis.presets import Preset
-from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, OBJECTIVES, Recipe
+from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, Recipe
 from wga.vis.transform import MAX_MODEL_SIDE, TransformStack, median_filter
 
 if TYPE_CHECKING:
@@ -56,7 +51,6 @@ __all__ = [
     "MAX_SIZE",
     "MAX_STEPS",
     "MIN_SIZE",
-    "OBJECTIVES",
     "BatchRender",
     "Recipe",
     "compiled_step",
@@ -104,9 +98,11 @@ class _CompiledStep:
     param: ImageParam
     transforms: TransformStack | None
     preprocessing: str
-    kind: ObjectiveKind
+    kind: str  # a row of wga.vis.objective_table.OBJECTIVES
     preset: Preset
     diversity_weight: float
+    position: tuple[int, int] | None = None
+    vector: tuple[float, ...] | None = None
     adam: dict[bool, Callable[..., Any]] = field(init=False)
     normalized: dict[bool, Callable[..., Any]] = field(init=False)
     median: Callable[..., Any] = field(init=False)
@@ -152,11 +148,15 @@ class _CompiledStep:
             inputs = preprocess(images, self.preprocessing)
             with redirect_relu_gradients(tf.constant(True) if warm else None):
                 features = self.graph.model(inputs, training=False)
-            scores = score(self.kind, features, units, self.preset.border)
+            scores = SCORES[self.kind](features, self._target(units))
             total = tf.reduce_sum(scores)
             if self.diversity_weight:
                 total -= self.diversity_weight * diversity(features)
         return tape.gradient(total, params), scores
+
+    def _target(self, units: tf.Tensor) -> Target:
+        vector = None if self.vector is None else tf.constant(self.vector, tf.float32)
+        return Target(units, self.preset.border, self.position, vector)
 
     def _adam_step(self, params, m, v, t, seeds, units, step, *, warm: bool):
         gradient, scores = self._gradient(params, seeds, units, step, warm)
@@ -210,12 +210,17 @@ def compiled_step(
     layer: str,
     side: int,
     preset: Preset,
-    kind: ObjectiveKind,
+    kind: str,
     diversity_weight: float = 0.0,
+    position: tuple[int, int] | None = None,
+    vector: tuple[float, ...] | None = None,
 ) -> _CompiledStep:
-    """The cached compiled step; built (and later traced) once per key, reused by every batch."""
+    """The cached compiled step; built (and later traced) once per key, reused by every batch.
+
+    ``position`` and ``vector`` (values, not a reference) are constants of the step, for the
+    objectives that read them."""
     param = _image_param(loaded, preset, side)
-    key = ("step", layer, side, preset, kind, float(diversity_weight), param)
+    key = ("step", layer, side, preset, kind, float(diversity_weight), param, position, vector)
 
     def build() -> _CompiledStep:
         return _CompiledStep(
@@ -226,6 +231,8 @@ def compiled_step(
             kind=kind,
             preset=preset,
             diversity_weight=float(diversity_weight),
+            position=position,
+            vector=vector,
         )
 
     return _steps.get(loaded, key, build)
@@ -275,7 +282,7 @@ class BatchRender:
         if not _model_matches(loaded, first.model):
             raise InvalidInput(f"recipes name model {first.model!r} but {loaded.name!r} is loaded")
         kinds = {recipe.check(loaded) for recipe in self.recipes}
-        self.kind: ObjectiveKind = kinds.pop()
+        self.kind: str = kinds.pop()
         self.loaded = loaded
         self.preset = first.preset_spec
         self.size = first.size
@@ -337,7 +344,15 @@ class BatchRender:
 
     def _compiled(self, side: int) -> _CompiledStep:
         first = self.recipes[0]
-        return compiled_step(self.loaded, first.layer, side, self.preset, self.kind, self.diversity)
+        return compiled_step(
+            self.loaded,
+            first.layer,
+            side,
+            self.preset,
+            self.kind,
+            self.diversity,
+            position=first.position,
+        )
 
     def run(self, steps: int = 1) -> None:
         """Advance up to ``steps`` steps (fewer when the render finishes)."""

@@ -1,0 +1,345 @@
+"""The probe: one streaming pass of a model over a corpus → the top artworks of every unit.
+
+Shape (so that other executors can take the middle part)::
+
+    driver:   IndexWriter (resume?) → todo chunks → executor → Partial … → merge → checkpoint → finish
+    executor: for each chunk: feed (wga.corpus.feed) → Prober (model + on-device reduction)
+              → batch_partial (wga.corpus.topk) → Partial
+
+* :class:`Prober` is what a worker holds: the model truncated to a multi-output model of the
+  chosen layers (several layers in one pass), and a compiled step that reduces each output on
+  the device to per-image spatial maxima/minima and their positions, masked to the image's
+  valid region (padding never wins). ``prober(batch) → Partial`` for a batch from
+  :func:`wga.corpus.feed.feed`.
+* :class:`ProbeJob` is a picklable description a remote worker rebuilds a :class:`Prober` from.
+* An executor is anything with ``run(job, chunks) → Iterator[Partial]`` (order free);
+  :class:`LocalExecutor` is the in-process one. The Ray adapter lives with the Ray code.
+* :func:`run_probe` is the driver: it only merges (:func:`wga.corpus.topk.merge`) and writes
+  (:class:`wga.corpus.index.IndexWriter`), so every executor yields the same index.
+
+**Values.** Where a layer's pre-activation is reachable the probe records it, which also gives
+negative examples (bottom-k): a ReLU layer → its input; a conv/Dense layer with a built-in ReLU
+(vgg16-hed's convs) → the same layer rebuilt linear (weights copied); the class layer → its
+logits. Otherwise (e.g. InceptionV3's ``mixedN`` concatenations) the layer's output, top-k only.
+For positive values ``relu(max pre) = max relu(pre)``, so the ranking is the layer's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+
+from wga.corpus.corpus import Corpus, open_corpus
+from wga.corpus.feed import FeedRule, feed
+from wga.corpus.topk import Partial, Reduced, batch_partial
+from wga.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import keras
+
+    from wga.corpus.index import ProbeIndex
+    from wga.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP = 16  # Feature Visualization shows 10 per sign; 16 leaves room for a 4 × 4 grid
+DEFAULT_BATCH = 32
+CHECKPOINT_SECONDS = 60.0
+
+ValueKind = Literal["pre-activation", "logits", "output"]
+
+
+@dataclass(frozen=True)
+class ProbeLayer:
+    """A probed layer: what its recorded values are and whether it has negatives."""
+
+    name: str
+    units: int
+    kind: str  # LayerInfo.kind
+    values: ValueKind
+    grid: tuple[int, int]  # feature map (H, W) for a side × side input; (1, 1) without positions
+
+    @property
+    def bottom(self) -> bool:
+        return self.values != "output"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "units": self.units,
+            "kind": self.kind,
+            "values": self.values,
+            "bottom": self.bottom,
+            "grid": list(self.grid),
+        }
+
+
+def _is_relu(function: Any) -> bool:
+    return getattr(function, "__name__", None) == "relu"
+
+
+def _linear_twin(layer: keras.layers.Layer) -> Any:
+    """``layer`` rebuilt without its activation, applied to the same input (weights copied)."""
+    config = layer.get_config()
+    config["activation"] = "linear"
+    config["name"] = f"{layer.name}_preactivation"
+    twin = type(layer).from_config(config)
+    output = twin(layer.input)
+    twin.set_weights(layer.get_weights())
+    return output
+
+
+def _probe_output(layer: keras.layers.Layer, kind: str) -> tuple[Any, ValueKind]:
+    import keras
+
+    activation = getattr(layer, "activation", None)
+    if isinstance(layer, keras.layers.ReLU) and not layer.get_config().get("max_value"):
+        return layer.input, "pre-activation"
+    if isinstance(layer, keras.layers.Activation):
+        return (layer.input, "pre-activation") if _is_relu(activation) else (layer.output, "output")
+    if kind == "class":
+        if getattr(activation, "__name__", "linear") == "linear":
+            return layer.output, "logits"
+        return _linear_twin(layer), "logits"
+    if _is_relu(activation):
+        return _linear_twin(layer), "pre-activation"
+    return layer.output, "output"
+
+
+def feed_rule(loaded: LoadedModel) -> FeedRule:
+    """The rule for ``loaded``: its default input side (a fixed input shape wins), its preprocessing."""
+    shape = tuple(loaded.model.inputs[0].shape)
+    side = int(shape[1]) if shape[1] is not None else int(loaded.spec.input_size)
+    return FeedRule(side, loaded.spec.preprocessing)
+
+
+def build_probe_model(
+    loaded: LoadedModel, layers: Sequence[str]
+) -> tuple[keras.Model, list[ProbeLayer]]:
+    """A model from the input to the recorded values of ``layers`` (in that order), and their plan."""
+    import keras
+
+    if not layers:
+        raise InvalidInput("name at least one layer to probe (--layers L1,L2)")
+    if len(set(layers)) != len(layers):
+        raise InvalidInput(f"a layer is named twice in {','.join(layers)}")
+    side = feed_rule(loaded).side
+    model = loaded.model
+    outputs, plan = [], []
+    for name in layers:
+        info = loaded.layer(name)  # NotFound with the closest names
+        output, values = _probe_output(model.get_layer(name), info.kind)
+        outputs.append(output)
+        shape = tuple(output.shape)
+        grid = (1, 1)
+        if len(shape) == 4:
+            grid = (int(shape[1] or 0), int(shape[2] or 0))
+        plan.append(ProbeLayer(name, info.units, info.kind, values, grid))
+    probe_model = keras.Model(model.inputs[0], outputs)
+    if any(0 in p.grid for p in plan):  # a free-size model: learn the grids from one call
+        results = probe_model(np.zeros((1, side, side, 3), np.float32))
+        results = results if isinstance(results, list | tuple) else [results]
+        plan = [
+            ProbeLayer(
+                p.name,
+                p.units,
+                p.kind,
+                p.values,
+                (int(r.shape[1]), int(r.shape[2])) if len(r.shape) == 4 else (1, 1),
+            )
+            for p, r in zip(plan, results, strict=True)
+        ]
+    return probe_model, plan
+
+
+class Prober:
+    """A model and a compiled reduction step: a batch of the feed → its :class:`Partial`."""
+
+    def __init__(self, loaded: LoadedModel, layers: Sequence[str], k: int = DEFAULT_TOP) -> None:
+        import tensorflow as tf
+
+        from wga.corpus.feed import valid_mask
+
+        if k < 1:
+            raise InvalidInput(f"--top must be at least 1, not {k}")
+        self.loaded = loaded
+        self.k = k
+        self.rule = feed_rule(loaded)
+        self.model, self.plan = build_probe_model(loaded, layers)
+        side = self.rule.side
+        plan = self.plan
+
+        def reduce(images: tf.Tensor, shapes: tf.Tensor) -> list[tf.Tensor]:
+            outputs = self.model(images, training=False)
+            outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
+            reduced: list[tf.Tensor] = []
+            for layer, out in zip(plan, outputs, strict=True):
+                out = tf.cast(out, tf.float32)
+                if len(out.shape) == 2:
+                    out = out[:, None, None, :]
+                height, width, units = out.shape[1], out.shape[2], out.shape[3]
+                mask = tf.reshape(
+                    valid_mask(shapes, (height, width), side), (-1, height * width, 1)
+                )
+                flat = tf.reshape(out, (-1, height * width, units))
+                high = tf.where(mask, flat, -np.inf)
+                reduced += [
+                    tf.reduce_max(high, axis=1),
+                    tf.argmax(high, axis=1, output_type=tf.int32),
+                ]
+                if layer.bottom:
+                    low = tf.where(mask, flat, np.inf)
+                    reduced += [
+                        tf.reduce_min(low, axis=1),
+                        tf.argmin(low, axis=1, output_type=tf.int32),
+                    ]
+            return reduced
+
+        self._reduce = tf.function(reduce, reduce_retracing=True)
+
+    @property
+    def layers(self) -> list[str]:
+        return [layer.name for layer in self.plan]
+
+    def reduce(self, images: Any, shapes: Any) -> dict[str, Reduced]:
+        """Per layer, the per-image maxima (and minima) with positions (numpy)."""
+        tensors = [t.numpy() for t in self._reduce(images, shapes)]
+        result: dict[str, Reduced] = {}
+        for layer in self.plan:
+            high, argmax = tensors.pop(0), tensors.pop(0)
+            low = argmin = None
+            if layer.bottom:
+                low, argmin = tensors.pop(0), tensors.pop(0)
+            result[layer.name] = Reduced(high, argmax, layer.grid, low, argmin)
+        return result
+
+    def __call__(self, batch: dict[str, Any]) -> Partial:
+        """The :class:`Partial` of one feed batch (a dict of tensors or numpy arrays)."""
+        reduced = self.reduce(batch["images"], batch["shapes"])
+        errors = [
+            e.decode() if isinstance(e, bytes) else str(e) for e in np.asarray(batch["error"])
+        ]
+        return batch_partial(
+            np.asarray(batch["ids"]),
+            np.asarray(batch["sizes"]),
+            reduced,
+            self.k,
+            ok=np.asarray(batch["ok"]),
+            errors=errors,
+        )
+
+
+@dataclass(frozen=True)
+class ProbeJob:
+    """Everything a worker needs to rebuild the probe's model and feed (picklable)."""
+
+    model: str  # registry name, or the path of a .keras file
+    corpus: str  # corpus root
+    layers: tuple[str, ...]
+    k: int
+    batch_size: int
+
+    def prober(self) -> Prober:
+        from wga.models import default_registry
+
+        return Prober(default_registry().load(self.model), self.layers, self.k)
+
+
+class Executor(Protocol):
+    """Runs chunks of image ids through a :class:`Prober` somewhere; yields one Partial per chunk."""
+
+    def run(self, job: ProbeJob, chunks: Sequence[np.ndarray]) -> Iterator[Partial]: ...
+
+
+class LocalExecutor:
+    """In-process: one tf.data feed (parallel decode, prefetch) into one Prober."""
+
+    def __init__(self, prober: Prober | None = None, corpus: Corpus | None = None) -> None:
+        self.prober = prober
+        self.corpus = corpus
+
+    def run(self, job: ProbeJob, chunks: Sequence[np.ndarray]) -> Iterator[Partial]:
+        prober = self.prober or job.prober()
+        corpus = self.corpus or open_corpus(job.corpus)
+        if not chunks:
+            return
+        ordered = sorted(chunks, key=lambda c: int(c[0]))
+        sizes = {len(c) for c in ordered[:-1]}
+        if len(sizes) > 1 or (sizes and len(ordered[-1]) > next(iter(sizes))):
+            raise ValueError("chunks must be of equal size, the last one may be shorter")
+        batch = len(ordered[0])
+        for data in feed(corpus, prober.rule, np.concatenate(ordered), batch):
+            yield prober(data)
+
+
+def model_reference(loaded: LoadedModel) -> str:
+    """How a worker finds the same model: the file of a file model, else its registry name."""
+    return str(loaded.spec.path) if loaded.spec.path is not None else loaded.spec.name
+
+
+def run_probe(
+    loaded: LoadedModel,
+    corpus: Corpus,
+    layers: Sequence[str],
+    out: str | Path,
+    *,
+    k: int = DEFAULT_TOP,
+    batch_size: int = DEFAULT_BATCH,
+    executor: Executor | None = None,
+    progress: bool = True,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
+) -> ProbeIndex:
+    """Build (or resume) the index of ``loaded`` over ``corpus`` at ``out``; returns it, opened.
+
+    A run killed at any moment resumes from its last checkpoint (written every
+    ``checkpoint_seconds``): done chunks are never fed again, and the finished index is the
+    same as an uninterrupted run's.
+    """
+    from tqdm.auto import tqdm
+
+    from wga.corpus.index import IndexWriter, ProbeIndex
+
+    if batch_size < 1:
+        raise InvalidInput(f"--batch must be at least 1, not {batch_size}")
+    prober = Prober(loaded, layers, k)
+    writer = IndexWriter.open(
+        out,
+        loaded=loaded,
+        corpus=corpus,
+        plan=prober.plan,
+        rule=prober.rule,
+        k=k,
+        batch_size=batch_size,
+    )
+    todo = writer.todo_chunks()
+    job = ProbeJob(
+        model_reference(loaded), str(corpus.root), tuple(prober.layers), k, writer.batch_size
+    )
+    executor = executor or LocalExecutor(prober, corpus)
+    done_before = writer.done_count()
+    if done_before:
+        log.info("resuming %s: %d of %d images done", out, done_before, len(corpus))
+    last = time.monotonic()
+    with tqdm(
+        total=len(corpus), initial=done_before, unit="img", disable=not progress, desc="probe"
+    ) as bar:
+        for partial in executor.run(job, todo):
+            writer.add(partial)
+            bar.update(len(partial.ids) + len(partial.skipped))
+            if time.monotonic() - last >= checkpoint_seconds:
+                writer.checkpoint()
+                last = time.monotonic()
+    writer.finish()
+    if writer.skipped:
+        log.warning(
+            "%d image(s) could not be read and were skipped (listed in %s)",
+            len(writer.skipped),
+            Path(out) / "probe.json",
+        )
+    return ProbeIndex.open(out)

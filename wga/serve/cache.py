@@ -1,0 +1,311 @@
+"""The render cache on disk: images, job state files, a byte cap with LRU eviction.
+
+One folder (the static ``renders/``, served by the gateway at ``/public/renders/``) holds, per
+render id:
+
+* ``<id>.png`` — the image; while the job runs, its latest snapshot (rewritten atomically);
+* ``<id>.json`` — the job's state, rewritten atomically at each change: the same JSON as
+  ``GET /api/renders/:id``. It is the job's ``status_url``: pages poll it as a static file, with
+  no kernel round-trip. For a finished render it is also the record (recipe, weights).
+
+plus ``_status.json``, the queue's status (the fast path of ``GET /api/status``).
+
+**Bounded.** Finished renders are indexed (bytes, last use); past ``max_bytes`` the least
+recently used are deleted (state file first, then image, so a record never points at a missing
+image) down to :data:`LOW_WATER` of the cap. Never deleted: a live job's files, and a render a
+page read in the last ``grace_s`` seconds. Pages read through the gateway, which marks each read
+with :func:`mark_used` (the state file's mtime), so uses survive restarts too: on start the index
+is rebuilt from the folder, and stale files of jobs that died with the previous server, snapshots
+without a record and temporary files are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wga.atomic import TEMP_MARK, write_text_atomic
+from wga.serve.jobs import ID_PATTERN, LIVE, PUBLIC_URL, view_from_record
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+PngWriter = Callable[[Path, "np.ndarray", dict], None]
+
+DEFAULT_CACHE_MAX = 4 * 1024**3  # bytes: a few GB
+DEFAULT_GRACE_S = 120.0  # a render a page read this recently is never evicted
+LOW_WATER = 0.9  # eviction frees down to this fraction of the cap (fewer, larger sweeps)
+STATUS_FILE = "_status.json"
+UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2, "G": 1024**3}
+UNITS.update({"GB": 1024**3, "T": 1024**4, "TB": 1024**4})
+
+
+def parse_size(text: str | int) -> int:
+    """``"50MB"``, ``"2 GB"``, ``"512k"``, ``1000`` → bytes (binary units, as ``du -h``)."""
+    if isinstance(text, int):
+        value, unit = text, ""
+    else:
+        cleaned = str(text).strip().upper().replace(" ", "").removesuffix("IB")
+        digits = cleaned.rstrip("KMGTB")
+        unit = cleaned[len(digits) :]
+        try:
+            value = float(digits)
+        except ValueError:
+            value, unit = -1, "?"
+    if unit not in UNITS or value <= 0:
+        raise ValueError(
+            f"cache size {text!r} is not a size: give bytes or a number with KB, MB or GB, "
+            "e.g. 500MB or 4GB"
+        )
+    return int(value * UNITS[unit])
+
+
+def mark_used(state_file: Path) -> None:
+    """A page read this render (called by the gateway on every read of its files)."""
+    with contextlib.suppress(OSError):
+        os.utime(state_file)
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+@dataclass
+class Entry:
+    """A finished render in the index."""
+
+    record: dict[str, Any]
+    bytes: int
+    written_ns: int  # when the cache wrote its state file
+    used_ns: int = 0  # the last read by a page, as far as the cache has seen
+
+    @property
+    def last_use(self) -> int:
+        return max(self.written_ns, self.used_ns)
+
+
+class RenderCache:
+    """Renders and job states in one folder, with a byte cap (see the module docstring)."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        writer: PngWriter | None = None,
+        *,
+        max_bytes: int = DEFAULT_CACHE_MAX,
+        grace_s: float = DEFAULT_GRACE_S,
+        public_url: str = PUBLIC_URL,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.grace_ns = int(grace_s * 1e9)
+        self.public_url = public_url
+        self._writer = writer
+        self._lock = threading.Lock()
+        self._index: dict[str, Entry] = {}
+        self._written: dict[str, int] = {}  # live jobs: mtime of the state file we last wrote
+        self._bytes = 0
+        self.evicted = 0
+        self._load()
+
+    # -- paths --------------------------------------------------------------------------------
+    def png_path(self, render: str) -> Path:
+        return self.directory / f"{render}.png"
+
+    def state_path(self, render: str) -> Path:
+        return self.directory / f"{render}.json"
+
+    record_path = state_path  # the finished render's record is its last state
+
+    # -- reading ------------------------------------------------------------------------------
+    def lookup(self, render: str) -> dict | None:
+        """The record of a finished render, or ``None`` (also when its image went missing)."""
+        try:
+            record = json.loads(self.state_path(render).read_text())
+        except (OSError, ValueError):
+            return None
+        if record.get("status", "done") != "done" or not self.png_path(render).exists():
+            return None
+        return record
+
+    def view(self, render: str) -> dict[str, Any] | None:
+        record = self.lookup(render)
+        return None if record is None else view_from_record(record, self.public_url)
+
+    def listing(self, model: str | None, layer: str | None, limit: int) -> list[dict[str, Any]]:
+        """Finished renders, newest first, optionally of one model (and layer)."""
+        with self._lock:
+            records = [entry.record for entry in self._index.values()]
+        found = []
+        for record in records:
+            params = record.get("params") or {}
+            if model is not None and params.get("model") != model:
+                continue
+            if layer is not None and params.get("layer") != layer:
+                continue
+            found.append(record)
+        found.sort(key=lambda r: r.get("finished") or 0, reverse=True)
+        return [view_from_record(record, self.public_url) for record in found[:limit]]
+
+    def usage(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "cache_entries": len(self._index),
+                "cache_bytes": self._bytes,
+                "cache_max": self.max_bytes,
+                "cache_evicted": self.evicted,
+            }
+
+    def entries(self) -> int:
+        return len(self._index)
+
+    # -- writing ------------------------------------------------------------------------------
+    def _write_png(self, path: Path, image: np.ndarray, metadata: dict) -> None:
+        if self._writer is None:
+            from wga.vis.png import save_png  # Pillow and the engine: only once images exist
+
+            self._writer = save_png
+        self._writer(path, image, metadata)
+
+    def _write_state(self, render: str, state: dict[str, Any]) -> int:
+        path = self.state_path(render)
+        write_text_atomic(path, json.dumps(state, default=str))
+        return _mtime_ns(path) or time.time_ns()
+
+    def _reader_touch(self, render: str) -> int:
+        """When a page last read the live job's state file since the cache wrote it (or 0)."""
+        written = self._written.get(render)
+        mtime = _mtime_ns(self.state_path(render))
+        return mtime if written is not None and mtime is not None and mtime > written else 0
+
+    def write_state(self, view: dict[str, Any]) -> None:
+        """The state of a live job (queued or running), for pages polling its ``status_url``."""
+        render = view["id"]
+        with self._lock:
+            touched = self._reader_touch(render)
+            written = self._write_state(render, {**view, "server": os.getpid()})
+            self._written[render] = max(written, touched)
+
+    def write_snapshot(self, render: str, image: np.ndarray, metadata: dict) -> None:
+        self._write_png(self.png_path(render), image, metadata)
+
+    def write_final(self, render: str, image: np.ndarray, metadata: dict, record: dict) -> None:
+        """The image first, then the record: a record always points at a complete image."""
+        self._write_png(self.png_path(render), image, metadata)
+        with self._lock:
+            touched = self._reader_touch(render)
+            self._written.pop(render, None)
+            written = self._write_state(render, record)
+            size = _size(self.png_path(render)) + _size(self.state_path(render))
+            old = self._index.pop(render, None)
+            self._bytes += size - (old.bytes if old else 0)
+            self._index[render] = Entry(record, size, written, touched)
+
+    def discard(self, view: dict[str, Any]) -> None:
+        """A job ended without an image (failed, cancelled): its snapshot goes, its state stays
+        until the job is asked for again (a page polling it learns why it ended)."""
+        render = view["id"]
+        with self._lock:
+            self._written.pop(render, None)
+            if render in self._index:  # a finished render: its files stay
+                return
+            self.png_path(render).unlink(missing_ok=True)
+            self._write_state(render, view)
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        write_text_atomic(self.directory / STATUS_FILE, json.dumps(status, default=str))
+
+    # -- eviction -----------------------------------------------------------------------------
+    def evict(self, protected: Container[str] = ()) -> int:
+        """Delete least recently used renders until under the cap; the number deleted."""
+        with self._lock:
+            if self._bytes <= self.max_bytes:
+                return 0
+            target = int(self.max_bytes * LOW_WATER)
+            now = time.time_ns()
+            deleted = 0
+            for render, entry in sorted(self._index.items(), key=lambda kv: kv[1].last_use):
+                if self._bytes <= target:
+                    break
+                if render in protected:
+                    continue
+                mtime = _mtime_ns(self.state_path(render))
+                if mtime is not None and mtime > entry.written_ns:
+                    entry.used_ns = max(entry.used_ns, mtime)
+                if entry.used_ns and now - entry.used_ns < self.grace_ns:
+                    continue  # a page is looking at it
+                self._delete(render)
+                deleted += 1
+            self.evicted += deleted
+            return deleted
+
+    def _delete(self, render: str) -> None:
+        """Record first, image second: a record never points at a missing image."""
+        entry = self._index.pop(render)
+        self._bytes -= entry.bytes
+        self.state_path(render).unlink(missing_ok=True)
+        self.png_path(render).unlink(missing_ok=True)
+
+    # -- start-up -----------------------------------------------------------------------------
+    def _load(self) -> None:
+        """Index the folder; remove what a previous server left half-done."""
+        pid = os.getpid()
+        for path in self.directory.iterdir():
+            if TEMP_MARK in path.name:
+                path.unlink(missing_ok=True)
+                continue
+            if path.suffix != ".json" or not ID_PATTERN.match(path.stem):
+                continue
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                record = {"status": "broken"}
+            status = record.get("status", "done")
+            if status == "done" and self.png_path(path.stem).exists():
+                record.setdefault("id", path.stem)
+                size = _size(path) + _size(self.png_path(path.stem))
+                mtime = _mtime_ns(path) or 0
+                self._index[path.stem] = Entry(record, size, mtime)
+                self._bytes += size
+            elif status in LIVE and _alive(record.get("server"), pid):
+                continue  # another server on this folder is rendering it
+            elif status not in ("failed", "cancelled"):
+                path.unlink(missing_ok=True)  # died with the previous server, or broken
+        for path in self.directory.glob("*.png"):
+            if ID_PATTERN.match(path.stem) and not self.state_path(path.stem).exists():
+                path.unlink(missing_ok=True)  # a snapshot of a job that never finished
+        self.evict()
+
+
+def _alive(pid: Any, own: int) -> bool:
+    """Whether ``pid`` is another running process (a second server sharing the folder)."""
+    if not isinstance(pid, int) or pid == own or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
