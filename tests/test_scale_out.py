@@ -13,14 +13,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from wga.cli import main
 from wga.cli.render_cmd import output_name
+from wga.corpus.corpus import open_corpus
+from wga.corpus.index import ProbeIndex
+from wga.corpus.probe import run_probe
+from wga.corpus.probe_executor import ExecutorProbe
+from wga.data.synthetic import make_synthetic_dataset
 from wga.executors import RAY_EXTRA_MESSAGE
 from wga.executors.local import LocalExecutor
 from wga.executors.ray_cluster import ACTOR_PREFIX, RayExecutor
-from wga.serve.queue import render_id
+from wga.serve.cache import RenderCache
+from wga.serve.jobs import render_id
 from wga.vis.bulk import bulk_render, layer_recipes, render_batches
 from wga.vis.png import read_png_metadata, save_png
 
@@ -82,7 +89,8 @@ def test_bulk_render_on_ray_writes_the_local_bytes_and_the_server_cache(
     for recipe in recipes:
         render = render_id(recipe, hed.fingerprint)  # the id the server's queue computes
         assert (cache / f"{render}.png").read_bytes() == local_pngs[_file_name(recipe)]
-        assert (cache / f"{render}.json").exists()
+        record = RenderCache(cache).lookup(render)  # as the server reads its cache
+        assert record["status"] == "done" and record["params"] == recipe.as_dict()
     # resumable: a rerun renders nothing; a lost file is rendered again (or copied from cache)
     (out / _file_name(recipes[0])).unlink()
     result = bulk_render(
@@ -117,3 +125,43 @@ def test_a_killed_renderer_is_restarted_and_the_run_completes(
             killed = True
     assert killed
     assert _bytes(out) == local_pngs  # every unit, and the same bytes as in-process
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    make_synthetic_dataset(root, per_class={"train": 4}, side=80)  # 12 images, mixed aspects
+    (root / "train" / "broken.jpg").write_bytes(b"not an image")  # skipped and listed
+    return open_corpus(root)
+
+
+def _same_index(a: ProbeIndex, b: ProbeIndex, layers: list[str]) -> None:
+    assert a.images() == b.images()
+    assert np.array_equal(a.sizes(), b.sizes())
+    assert a.description["skipped"] == b.description["skipped"]
+    for layer in layers:
+        assert a.top(layer).equal(b.top(layer))  # values, image ids, positions: bit for bit
+        negatives = a.top(layer, negatives=True)
+        assert negatives is not None and negatives.equal(b.top(layer, negatives=True))
+        assert np.array_equal(a.maxima(layer), b.maxima(layer), equal_nan=True)  # NaN: skipped
+        assert a.histogram(layer, 0) == b.histogram(layer, 0)
+
+
+@pytest.mark.slow
+def test_probe_on_ray_data_writes_the_local_index(ray_cluster, hed, small_corpus, tmp_path):
+    layers = ["block1_conv2", "block2_conv1"]
+    local = run_probe(
+        hed, small_corpus, layers, tmp_path / "local", k=4, batch_size=4, progress=False
+    )
+    on_ray = run_probe(
+        hed,
+        small_corpus,
+        layers,
+        tmp_path / "ray",
+        k=4,
+        batch_size=4,
+        executor=ExecutorProbe(RayExecutor("auto"), workers=2),
+        progress=False,
+    )
+    assert on_ray.description["complete"] and len(on_ray.description["skipped"]) == 1
+    _same_index(local, on_ray, layers)

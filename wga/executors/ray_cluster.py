@@ -115,6 +115,10 @@ class RayExecutor:
         if not ray.is_initialized():
             self._connect(address)
             self._owns = True
+        # The driver shows one tqdm bar of its own; Ray Data's bars and progress log would
+        # interleave with it (and with the CLI's output) every few seconds.
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
     def _connect(self, address: str) -> None:
         options: dict[str, Any] = {

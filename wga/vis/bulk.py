@@ -12,10 +12,17 @@ steps (the engine caches them per loaded model); they send images back and the d
 
 Resumable: a unit whose PNG in ``OUT`` already carries this recipe and these weights is skipped;
 one the cache already holds is copied from there instead of rendered again.
+
+The cache entries are written as the server's :class:`~wga.serve.cache.RenderCache` writes a
+finished job (image first, then its record ``<id>.json``: :meth:`wga.serve.jobs.Job.record`),
+but without opening a ``RenderCache`` here: its start-up sweep (temporary files, unfinished
+jobs) would race a server running on the same folder. A running server finds the entries on
+lookup (``POST /api/renders`` answers 200 at once) and indexes them at its next start.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -26,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wga.atomic import atomic_path
+from wga.atomic import atomic_path, write_text_atomic
 from wga.executors import Executor, WorkerSpec
-from wga.serve.queue import RenderCache, render_id
+from wga.serve.jobs import Job, render_id
 from wga.vis.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -141,6 +148,34 @@ def _matches(path: Path, recipe: Recipe, fingerprint: str) -> bool:
     return all(stored.get(key) == value for key, value in wanted.items())
 
 
+class _CacheFolder:
+    """The server's render cache folder, seen from a bulk render (see the module docstring)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def finished_png(self, render: str) -> Path | None:
+        """The image of a finished render with this id, or ``None``."""
+        png = self.directory / f"{render}.png"
+        try:
+            record = json.loads((self.directory / f"{render}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return png if record.get("status") == "done" and png.exists() else None
+
+    def add(
+        self, recipe: Recipe, fingerprint: str, image: np.ndarray, metadata: dict, started: float
+    ) -> None:
+        from wga.vis.png import save_png
+
+        render = render_id(recipe, fingerprint)
+        job = Job(render, recipe, fingerprint, priority=0, seq=0, client="bulk", created=started)
+        job.status, job.progress, job.started, job.finished = "done", 1.0, started, time.time()
+        save_png(self.directory / f"{render}.png", image, metadata)
+        write_text_atomic(self.directory / f"{render}.json", json.dumps(job.record(), default=str))
+
+
 def _copy(source: Path, target: Path) -> None:
     with atomic_path(target) as temp:
         shutil.copyfile(source, temp)
@@ -167,7 +202,7 @@ def bulk_render(
 
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    cache = RenderCache(cache_dir) if cache_dir is not None else None
+    cache = _CacheFolder(Path(cache_dir)) if cache_dir is not None else None
     fingerprint = loaded.fingerprint
     result = BulkResult(files=[folder / file_name(recipe) for recipe in recipes])
     todo: list[Recipe] = []
@@ -175,16 +210,16 @@ def bulk_render(
         if path.exists() and _matches(path, recipe, fingerprint):
             result.skipped += 1
             continue
-        cached = cache.lookup(render_id(recipe, fingerprint)) if cache is not None else None
-        if cached is not None and cache is not None:
-            _copy(cache.png_path(render_id(recipe, fingerprint)), path)
+        cached = cache.finished_png(render_id(recipe, fingerprint)) if cache else None
+        if cached is not None:
+            _copy(cached, path)
             result.from_cache += 1
             continue
         todo.append(recipe)
     if not todo:
         return result
     model = todo[0].model
-    started = time.monotonic()
+    started, wall_started = time.monotonic(), time.time()
     with tqdm(
         total=len(todo),
         unit="unit",
@@ -195,19 +230,7 @@ def bulk_render(
             for recipe, image, metadata in finished:
                 save_png(folder / file_name(recipe), image, metadata)
                 if cache is not None:
-                    render = render_id(recipe, fingerprint)
-                    now = time.time()
-                    record = {
-                        "id": render,
-                        "params": recipe.as_dict(),
-                        "fingerprint": fingerprint,
-                        "priority": 0,
-                        "created": now,
-                        "started": now,
-                        "finished": now,
-                        "source": "bulk",
-                    }
-                    cache.write_final(render, image, metadata, record)
+                    cache.add(recipe, fingerprint, image, metadata, started=wall_started)
             result.rendered += len(finished)
             bar.update(len(finished))
     result.seconds = time.monotonic() - started
