@@ -47,7 +47,7 @@ def _file_name(recipe) -> str:
 
 @pytest.fixture(scope="module")
 def recipes(hed):
-    return layer_recipes(hed, "vgg16-hed", LAYER, units=UNITS, **RECIPE_ARGS)
+    return layer_recipes(hed, {"model": "vgg16-hed", "layer": LAYER, **RECIPE_ARGS}, UNITS)
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def test_render_writes_one_png_per_unit_with_its_recipe(tmp_path):
     [
         (["--layer", "block9_conv9", "--units", "0"], "no visualisable layer 'block9_conv9'"),
         (["--layer", "block3_conv3", "--units", "250-256"], "unit 256 is out of range"),
-        (["--layer", "block3_conv3", "--units", "0", "--size", "2048"], "size must be 64"),
+        (["--layer", "block3_conv3", "--units", "0", "--size", "2048"], "size must be from 64"),
         (["--layer", "block3_conv3", "--units", "0", "--preset", "lucd"], "did you mean lucid"),
     ],
 )

@@ -13,6 +13,7 @@ from wga.vis.objective_table import OBJECTIVES, ObjectiveSpec, objective_names, 
 from wga.vis.param import ImageParam, normalized_color_matrix, resize_params
 from wga.vis.png import read_png_metadata, save_png
 from wga.vis.presets import PRESETS, get_preset
+from wga.vis.recipe import recipes_from_request
 from wga.vis.render import Recipe
 from wga.vis.transform import TransformStack, median_filter
 
@@ -228,3 +229,19 @@ def test_large_canvases_are_cropped_at_random_to_bound_memory():
     a = stack(images, seeds, tf.constant(1, tf.int64))
     b = stack(images, seeds, tf.constant(2, tf.int64))
     assert a.shape == (1, 768, 768, 3) and not np.allclose(a.numpy(), b.numpy())
+
+
+def test_one_constructor_turns_a_request_into_recipes_with_defaults_and_clear_errors():
+    fields = {"model": "vgg16-hed", "layer": "block3_conv3", "size": 96, "priority": 3}
+    recipes = recipes_from_request(fields, [4, 2])
+    assert [recipe.unit for recipe in recipes] == [4, 2]
+    assert recipes[0] == Recipe("vgg16-hed", "block3_conv3", 4, size=96)
+    with pytest.raises(InvalidInput, match="missing field 'unit'"):
+        recipes_from_request(fields)
+    with pytest.raises(InvalidInput, match="missing field 'layer'"):
+        recipes_from_request({"model": "vgg16-hed", "unit": 1})
+    with pytest.raises(InvalidInput, match=r'size must be an integer from 64 to 1024, got "big"'):
+        recipes_from_request({**fields, "unit": 1, "size": "big"})
+    with pytest.raises(InvalidInput, match=r"size must be an integer .* got null"):
+        recipes_from_request({**fields, "unit": 1, "size": None})
+    assert recipes_from_request({**fields, "unit": 1, "steps": None})[0].steps is None

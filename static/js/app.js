@@ -148,6 +148,8 @@
     },
   });
 
+  wga.artworks.attach({ api, grid: $("#grid"), onError: showError });
+
   const detail = new wga.detail.DetailView({
     dialog: $("#detail"),
     api,
@@ -414,6 +416,7 @@
         el.gridTitle.textContent = `${layer.name} · ${layer.units} units`;
         el.gotoUnit.max = String(layer.units - 1);
         grid.show(model, layer, preview);
+        wga.artworks.layerShown(model, layer); // artworks.js: the grid's "artworks" thumbnails
       } else {
         el.gridTitle.textContent = "Pick a layer";
         grid.clear();
@@ -443,8 +446,10 @@
         { force },
       );
       grid.scrollToUnit(unit);
+      wga.artworks.unitShown(model, layer, unit); // artworks.js: the unit's top artworks
     } else {
       detail.close();
+      wga.artworks.unitShown(model, layer, null);
     }
   }
 

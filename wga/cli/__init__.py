@@ -27,6 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "wga.cli.finetune_cmd",
     "wga.cli.render_cmd",
     "wga.cli.serve_cmd",
+    "wga.cli.probe_cmd",
+    "wga.cli.examples_cmd",
 )
 
 

@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wga.errors import InvalidInput
+from wga.models import DEFAULT_MODEL, default_registry
+from wga.quiet import quiet_keras
 from wga.vis.bulk import DEFAULT_BULK_BATCH
 from wga.vis.objective_table import AUTO, OBJECTIVES, objective_names
 from wga.vis.presets import DEFAULT_PRESET, PRESETS
+from wga.vis.recipe import check_recipes, recipes_from_request
 
 if TYPE_CHECKING:
     from wga.executors import Executor
@@ -123,22 +126,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     every = args.units.strip().lower() == "all"
     units = [0] if every else parse_units(args.units)
-    if args.batch is not None and args.batch < 1:
+    if args.batch < 1:
         raise InvalidInput(f"--batch must be ≥ 1, got {args.batch}")
-    if args.workers is not None and args.workers < 1:
-        raise InvalidInput(f"--workers must be ≥ 1, got {args.workers}")
-    if (args.workers is not None) and not args.ray:
-        raise InvalidInput("--workers applies to Ray: add --ray local (or a cluster address)")
-    executor = None
-    if every or args.ray:
-        from wga.executors import open_executor
-
-        executor = open_executor(args.ray)  # before TensorFlow: a missing extra fails at once
-    from wga.models import DEFAULT_MODEL
-    from wga.vis.recipe import Recipe  # validates sizes, steps, preset before TensorFlow starts
-
-    model_name = args.model
-    recipes_args = {
+    if args.workers is not None and (args.workers < 1 or not args.ray):
+        raise InvalidInput("--workers N (≥ 1) applies to Ray: add --ray local or --ray ADDRESS")
+    fields = {
+        "model": args.model or DEFAULT_MODEL,  # the registry may pick another default offline
         "layer": args.layer,
         "size": args.size,
         "preset": args.preset,
@@ -146,26 +139,25 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "objective": args.objective,
     }
-    Recipe(model=model_name or DEFAULT_MODEL, unit=units[0], **recipes_args)
+    recipes_from_request(fields, units)  # every value checked before TensorFlow starts
+    executor = None
+    if every or args.ray:
+        from wga.executors import open_executor
 
-    from wga.models import default_registry
-    from wga.quiet import quiet_keras
+        executor = open_executor(args.ray)  # before TensorFlow too: a missing extra fails at once
+
+    # TensorFlow loads here, not at the top: `wga render --help` and bad options answer at once.
     from wga.vis.render import render_to_files
 
     quiet_keras()
     registry = default_registry()
-    model_name = model_name or registry.default_name()
-    loaded = registry.load(model_name)
-    info = loaded.layer(args.layer)
+    loaded = registry.load(args.model or registry.default_name())
+    fields["model"] = args.model or loaded.name
     if executor is not None:
         with contextlib.closing(executor):
-            return _bulk(args, executor, loaded, model_name, None if every else units, recipes_args)
-    if units[-1] >= info.units:
-        raise InvalidInput(
-            f"unit {units[-1]} is out of range for layer {args.layer!r} of "
-            f"{loaded.name!r}: it has units 0 … {info.units - 1}"
-        )
-    recipes = [Recipe(model=model_name, unit=unit, **recipes_args) for unit in units]
+            return _bulk(args, executor, loaded, fields, None if every else units)
+    recipes = recipes_from_request(fields, units)
+    check_recipes(recipes, loaded)
     log.info(
         "rendering %d unit(s) of %s/%s at %d px (%s)",
         len(recipes),
@@ -190,21 +182,13 @@ def _bulk(
     args: argparse.Namespace,
     executor: Executor,
     loaded: LoadedModel,
-    model_name: str,
+    fields: dict,
     units: list[int] | None,
-    recipe_args: dict,
 ) -> int:
     from wga.serve.gateway import STATIC_DIR
     from wga.vis.bulk import bulk_render, layer_recipes
 
-    info = loaded.layer(args.layer)
-    if units is not None and units[-1] >= info.units:
-        raise InvalidInput(
-            f"unit {units[-1]} is out of range for layer {args.layer!r} of "
-            f"{loaded.name!r}: it has units 0 … {info.units - 1}"
-        )
-    options = {key: value for key, value in recipe_args.items() if key != "layer"}
-    recipes = layer_recipes(loaded, model_name, args.layer, units=units, **options)
+    recipes = layer_recipes(loaded, fields, units)
     cache = None if args.no_cache else (args.cache or STATIC_DIR / "renders")
     log.info(
         "rendering %d unit(s) of %s/%s at %d px on %s",

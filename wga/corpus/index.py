@@ -95,6 +95,7 @@ class IndexWriter:
         k: int,
         batch_size: int,
     ) -> IndexWriter:
+        from wga.corpus.probe import model_reference
         from wga.corpus.receptive import receptive_field
 
         root = Path(out)
@@ -132,6 +133,7 @@ class IndexWriter:
         description = {
             "version": INDEX_VERSION,
             **identity,
+            "model_ref": model_reference(loaded),
             "model_title": loaded.spec.title,
             "class_names": loaded.class_names,
             "corpus": str(corpus.root),

@@ -55,9 +55,10 @@ from wga.serve.http import (
 from wga.serve.http import integer as _integer
 from wga.serve.http import prefixed as _prefixed
 from wga.serve.http import reject_unknown as _reject_unknown
-from wga.serve.http import string as _string
 from wga.serve.loading import ModelLoader
+from wga.serve.probes import ProbeService
 from wga.serve.queue import RenderQueue
+from wga.vis.recipe import DEFAULT_SIZE, REQUEST_FIELDS, check_recipes, recipes_from_request
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
@@ -66,11 +67,10 @@ __all__ = ["MAX_PRIORITY", "ModelLoader", "RenderService", "Response", "build_se
 
 log = logging.getLogger(__name__)
 
-RENDER_FIELDS = ("model", "layer", "unit", "size", "preset", "steps", "seed", "objective")
-BATCH_FIELDS = ("model", "layer", "units", "size", "preset", "steps", "seed", "objective")
+RENDER_FIELDS = REQUEST_FIELDS
+BATCH_FIELDS = tuple("units" if name == "unit" else name for name in REQUEST_FIELDS)
 MIN_PRIORITY, MAX_PRIORITY = -100, 100
 MAX_BATCH_UNITS = 1024  # one batch request; the queue still renders them max_batch at a time
-DEFAULT_SIZE = 224
 DEFAULT_LISTING, MAX_LISTING = 50, 1000  # GET /api/renders?limit=
 
 
@@ -202,32 +202,13 @@ class RenderService:
         )
 
     # -- renders --------------------------------------------------------------------------------
-    def _recipes(self, body: dict[str, Any], units: list[int]) -> tuple[list[Any], str]:
-        """Validated recipes for ``units`` of one layer, and the model's weights fingerprint."""
-        from wga.vis.presets import DEFAULT_PRESET, PRESETS
-        from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, Recipe
-
-        model = self._model_name(_string(body, "model"))
-        layer = _string(body, "layer")
-        size = _integer(body, "size", DEFAULT_SIZE, MIN_SIZE, MAX_SIZE)
-        preset = _string(body, "preset", DEFAULT_PRESET)
-        if preset not in PRESETS:
-            raise InvalidInput(f"unknown preset {preset!r}: {closest_names(preset, list(PRESETS))}")
-        steps = _integer(body, "steps", None, 1, MAX_STEPS)
-        seed = _integer(body, "seed", 0, 0, MAX_SEED)
-        objective = _string(body, "objective", "auto")
+    def _recipes(self, fields: dict[str, Any], unit: int | None) -> tuple[list[Any], str]:
+        """Validated recipes (``unit``, or the request's own) and the weights' fingerprint."""
+        units = None if unit is None else [unit]
+        recipes = recipes_from_request(fields, units)  # 400 for any bad value, before loading
+        model = self._model_name(recipes[0].model)  # a registry name, never a path
         loaded = self._loaded(model)
-        info = loaded.layer(layer)  # NotFound with suggestions
-        recipes = []
-        for unit in units:
-            if not 0 <= unit < info.units:
-                raise InvalidInput(
-                    f"unit {unit} is out of range for layer {layer!r} of {model!r}: "
-                    f"it has units 0 … {info.units - 1}"
-                )
-            recipe = Recipe(model, layer, unit, size, preset, steps, seed, objective)
-            recipes.append(recipe)
-        recipes[0].check(loaded)  # the objective fits the layer (all share layer and objective)
+        check_recipes(recipes, loaded)  # layer, unit range and objective against the model
         return recipes, loaded.fingerprint
 
     def _priority(self, body: dict[str, Any]) -> int:
@@ -236,10 +217,7 @@ class RenderService:
     def create_render(self, request: dict[str, Any]) -> Response:
         body = json_body(request)
         _reject_unknown(body, (*RENDER_FIELDS, "priority"))
-        unit = _integer(body, "unit", None, 0, 1 << 30)
-        if unit is None:
-            raise InvalidInput("missing field 'unit': it is required (an integer ≥ 0)")
-        recipes, fingerprint = self._recipes(body, [unit])
+        recipes, fingerprint = self._recipes(body, None)
         client = client_key(request)
         view = self.queue.submit(recipes[0], fingerprint, self._priority(body), client)
         status = 200 if view["status"] == "done" else 202
@@ -254,7 +232,7 @@ class RenderService:
         recipes, fingerprints, priorities = [], [], []
         for index, (fields, unit) in enumerate(items):
             with _prefixed(f"renders[{index}]" if "renders" in body else ""):
-                (recipe,), fingerprint = self._recipes(fields, [unit])
+                (recipe,), fingerprint = self._recipes(fields, unit)
                 priorities.append(self._priority(fields))
             recipes.append(recipe)
             fingerprints.append(fingerprint)
@@ -301,8 +279,9 @@ class RenderService:
         return Response(200, {**self.queue.status(), **self._status_extra()})
 
 
-def _batch_items(body: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
-    """The (recipe fields, unit) pairs of a batch request, in one of two forms:
+def _batch_items(body: dict[str, Any]) -> list[tuple[dict[str, Any], int | None]]:
+    """The (recipe fields, unit) pairs of a batch request (``None``: the item's own ``unit``),
+    in one of two forms:
 
     ``{"renders": [{recipe as for POST /api/renders}, …]}`` (any mix of recipes), or
     ``{"model", "layer", "units": [0, 1, …], "size", …}`` (a grid of one layer's units).
@@ -331,10 +310,7 @@ def _batch_items(body: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
             raise InvalidInput(f"renders[{index}] must be a JSON object")
         with _prefixed(f"renders[{index}]"):
             _reject_unknown(item, (*RENDER_FIELDS, "priority"))
-            unit = _integer(item, "unit", None, 0, 1 << 30)
-            if unit is None:
-                raise InvalidInput("missing field 'unit': it is required")
-        items.append((item, unit))
+        items.append((item, None))
     return items
 
 
@@ -349,6 +325,7 @@ def build_service(
     registry = ModelRegistry(runs_dir)
     queue = RenderQueue(Path(static_dir) / "renders", registry.load, **queue_options).start()
     service = RenderService(registry, queue)
+    service.routes.update(ProbeService(static_dir, service.loader).routes)  # wga.serve.probes
     if preload:  # the default model is ready by the time the page asks for its layers
         service.loader.start(registry.default_name())
     return service

@@ -36,7 +36,7 @@ import numpy as np
 from wga.atomic import atomic_path, write_text_atomic
 from wga.executors import Executor, WorkerSpec
 from wga.serve.jobs import Job, render_id
-from wga.vis.recipe import Recipe
+from wga.vis.recipe import Recipe, check_recipes, recipes_from_request
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
@@ -116,19 +116,14 @@ class BulkResult:
 
 
 def layer_recipes(
-    loaded: LoadedModel,
-    model: str,
-    layer: str,
-    *,
-    units: Sequence[int] | None = None,
-    **recipe_args: Any,
+    loaded: LoadedModel, fields: dict[str, Any], units: Sequence[int] | None = None
 ) -> list[Recipe]:
-    """Recipes for ``units`` (default: every unit) of ``layer``; checked against the model."""
-    info = loaded.layer(layer)
-    chosen = range(info.units) if units is None else units
-    recipes = [Recipe(model=model, layer=layer, unit=int(unit), **recipe_args) for unit in chosen]
-    for recipe in recipes[:1] + recipes[-1:]:
-        recipe.check(loaded)
+    """Recipes for ``units`` (default: every unit) of ``fields["layer"]``, from request-style
+    ``fields`` (:func:`wga.vis.recipe.recipes_from_request`), checked against the model."""
+    info = loaded.layer(fields["layer"])  # NotFound with the closest names
+    chosen = list(range(info.units)) if units is None else list(units)
+    recipes = recipes_from_request(fields, chosen)
+    check_recipes(recipes, loaded)
     return recipes
 
 

@@ -7,6 +7,8 @@ before any model is loaded; the objectives come from the tf-free
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,19 @@ MAX_SIZE = 1024
 MAX_STEPS = 10_000
 MAX_SEED = 2**31 - 1
 MAX_VECTOR_REF = 200  # characters of a vector reference (a hash or a name)
+DEFAULT_SIZE = 224
+REQUEST_FIELDS = (
+    "model",
+    "layer",
+    "unit",
+    "size",
+    "preset",
+    "steps",
+    "seed",
+    "objective",
+    "position",
+    "vector",
+)
 
 
 @dataclass(frozen=True)
@@ -39,7 +54,7 @@ class Recipe:
     model: str
     layer: str
     unit: int
-    size: int = 224
+    size: int = DEFAULT_SIZE
     preset: str = DEFAULT_PRESET
     steps: int | None = None
     seed: int = 0
@@ -48,36 +63,25 @@ class Recipe:
     vector: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("unit", "size", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise InvalidInput(f"{name} must be an integer, got {value!r}")
-        if not isinstance(self.model, str) or not self.model:
-            raise InvalidInput("model must be a registry name or the path of a .keras file")
-        if not isinstance(self.layer, str) or not self.layer:
-            raise InvalidInput("layer must be a layer name (GET /api/models/:model/layers)")
-        if self.unit < 0:
-            raise InvalidInput(f"unit must be ≥ 0, got {self.unit}")
-        if not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise InvalidInput(f"size must be {MIN_SIZE} … {MAX_SIZE} px, got {self.size}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise InvalidInput(f"seed must be 0 … {MAX_SEED}, got {self.seed}")
-        if self.steps is not None and (
-            isinstance(self.steps, bool)
-            or not isinstance(self.steps, int | np.integer)
-            or not 1 <= self.steps <= MAX_STEPS
+        for name, hint in (
+            ("model", "a registry name or the path of a .keras file"),
+            ("layer", "a layer name, see GET /api/models/:model/layers"),
+            ("preset", "a preset name, see GET /api/presets"),
+            ("objective", "auto or an objective name, see GET /api/presets"),
         ):
-            raise InvalidInput(f"steps must be 1 … {MAX_STEPS} (or omitted), got {self.steps!r}")
+            check_string(name, getattr(self, name), hint)
+        check_integer("unit", self.unit, 0, None)
+        check_integer("size", self.size, MIN_SIZE, MAX_SIZE)
+        check_integer("seed", self.seed, 0, MAX_SEED)
+        if self.steps is not None:
+            check_integer("steps", self.steps, 1, MAX_STEPS)
         objective_spec(self.objective)  # raises InvalidInput with suggestions
         if self.position is not None:
             object.__setattr__(self, "position", _position(self.position))
-        if self.vector is not None and (
-            not isinstance(self.vector, str) or not 0 < len(self.vector) <= MAX_VECTOR_REF
-        ):
-            raise InvalidInput(
-                f"vector must be a reference (a name or hash of up to {MAX_VECTOR_REF} "
-                f"characters), got {self.vector!r}"
-            )
+        if self.vector is not None:
+            check_string("vector", self.vector, "a reference: the name or hash of a direction")
+            if len(self.vector) > MAX_VECTOR_REF:
+                raise InvalidInput(f"vector must be at most {MAX_VECTOR_REF} characters long")
         check_needs(self.objective, self.position, self.vector)
         get_preset(self.preset)  # raises InvalidInput with suggestions
 
@@ -127,6 +131,68 @@ class Recipe:
             return resolve_objective(self.objective, info.spatial).name
         except InvalidInput as error:
             raise InvalidInput(f"layer {self.layer!r}: {error}") from None
+
+
+def recipes_from_request(
+    fields: Mapping[str, Any], units: Sequence[Any] | None = None
+) -> list[Recipe]:
+    """The one path from a render request to recipes, for the REST API and the CLI alike.
+
+    ``fields`` as a request gives them (a JSON body, or the CLI's options): ``model`` and
+    ``layer`` required; ``size``, ``preset``, ``steps``, ``seed``, ``objective``, ``position``,
+    ``vector`` optional (a field left out takes its default; an explicit ``null`` is only
+    allowed where the default is ``null``); ``unit`` required unless ``units`` lists them. Every
+    value is checked here (types, ranges, preset, objective and what it needs), before any model
+    loads; :func:`check_recipes` then checks them against the loaded model.
+    """
+    given = {name: fields[name] for name in REQUEST_FIELDS if name in fields}
+    for name in ("model", "layer"):
+        if given.get(name) is None:
+            raise InvalidInput(f"missing field {name!r}: it is required")
+    if units is None:
+        if given.get("unit") is None:
+            raise InvalidInput("missing field 'unit': it is required (an integer ≥ 0)")
+        units = [given["unit"]]
+    given.pop("unit", None)
+    return [Recipe(unit=unit, **given) for unit in units]
+
+
+def check_recipes(recipes: Sequence[Recipe], loaded: LoadedModel) -> str:
+    """Raise NotFound / InvalidInput unless every recipe's layer, unit and objective fit
+    ``loaded``; the objective they resolve to (one for recipes of one batch key)."""
+    kinds = {recipe.check(loaded) for recipe in recipes}
+    if len(kinds) > 1:
+        raise InvalidInput(f"recipes of one request resolve to objectives {sorted(kinds)}")
+    return kinds.pop()
+
+
+def check_integer(name: str, value: Any, low: int, high: int | None) -> int:
+    """``value`` if it is an integer in ``low … high`` (``None``: no upper bound)."""
+    bounds = f"from {low} to {high}" if high is not None else f"from {low} up"
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidInput(f"{name} must be an integer {bounds}, got {_shown(value)}")
+    if value < low or (high is not None and value > high):
+        raise InvalidInput(f"{name} must be {bounds}, got {value}")
+    return int(value)
+
+
+def check_string(name: str, value: Any, hint: str) -> str:
+    """``value`` if it is a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{name} must be a non-empty string ({hint}), got {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value and its type as JSON names them, for messages about a request's fields."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    kind = {str: "string", float: "number", bool: "boolean", list: "list", dict: "object"}
+    return (
+        f"{text[:80]} ({'null' if value is None else kind.get(type(value), type(value).__name__)})"
+    )
 
 
 def _position(value: Any) -> tuple[int, int]:

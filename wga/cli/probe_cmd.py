@@ -1,0 +1,97 @@
+"""``python -m wga probe``: one pass of a model over a corpus → an index of every unit's artworks.
+
+    python -m wga probe --model vgg16-hed --corpus data/wga --layers block4_conv3,block5_conv3 \\
+        --out probes/hed-wga
+
+Resumable: run the same command again after an interruption and it continues from the last
+checkpoint. ``--ray ADDRESS`` hands the chunks to a Ray cluster when the Ray executor is
+installed (``wga[ray]``); the index is the same either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from pathlib import Path
+
+from wga.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from wga.corpus.probe import CHECKPOINT_SECONDS, DEFAULT_BATCH, DEFAULT_TOP
+
+    parser = subparsers.add_parser(
+        "probe",
+        help="find the top artworks of every unit of some layers (a corpus index)",
+        description="Run a model over a corpus (a wga download or dataset folder, or any folder "
+        "of images) and record, per unit of each layer, its top (and bottom) artworks, where in "
+        "them it fires, and the per-image maxima with histograms. Resumes when run again.",
+    )
+    parser.add_argument(
+        "--model", help="registry name or .keras path (default: inceptionv3, or vgg16-hed offline)"
+    )
+    parser.add_argument("--corpus", required=True, type=Path, help="folder of images")
+    parser.add_argument("--layers", required=True, help="comma-separated layer names")
+    parser.add_argument(
+        "--top", type=int, default=DEFAULT_TOP, help="artworks kept per unit and sign"
+    )
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="images per batch")
+    parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (needs wga[ray])")
+    parser.add_argument(
+        "--checkpoint",
+        type=float,
+        default=CHECKPOINT_SECONDS,
+        metavar="SECONDS",
+        help=f"checkpoint interval (default {CHECKPOINT_SECONDS:g} s)",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="index folder (created or resumed)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def _ray_executor(address: str) -> object:
+    """The Ray executor, if the Ray adapter is installed here (it is optional)."""
+    try:
+        module = importlib.import_module("wga.corpus.ray_probe")
+    except ImportError as error:
+        raise InvalidInput(
+            f"--ray needs the Ray executor ({error}); install it with pip install 'wga[ray]'"
+        ) from error
+    return module.RayExecutor(address)
+
+
+def run(args: argparse.Namespace) -> int:
+    layers = [name.strip() for name in args.layers.split(",") if name.strip()]
+    if not layers:
+        raise InvalidInput("--layers is empty: name at least one layer (wga models --layers M)")
+    from wga.corpus.corpus import open_corpus
+    from wga.corpus.probe import run_probe
+    from wga.models import default_registry
+    from wga.quiet import quiet_keras
+
+    corpus = open_corpus(args.corpus)  # before TensorFlow: a wrong folder fails fast
+    quiet_keras()
+    registry = default_registry()
+    loaded = registry.load(args.model or registry.default_name())
+    executor = _ray_executor(args.ray) if args.ray else None
+    log.info("probing %s over %d images (%s) → %s", loaded.name, len(corpus), corpus.kind, args.out)
+    index = run_probe(
+        loaded,
+        corpus,
+        layers,
+        args.out,
+        k=args.top,
+        batch_size=args.batch,
+        executor=executor,  # type: ignore[arg-type]
+        progress=not args.no_progress,
+        checkpoint_seconds=args.checkpoint,
+    )
+    described = index.description
+    print(
+        f"{index.root}: {described['done'] - len(described['skipped'])} images, "
+        f"{len(described['skipped'])} skipped, layers {', '.join(index.layer_names())}"
+    )
+    return 0
