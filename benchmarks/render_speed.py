@@ -85,15 +85,15 @@ def time_wga(loaded, case: Case) -> tuple[float, float, object]:
     started = time.perf_counter()
     batch.run(warm_steps)
     warm_rate = case.batch * warm_steps / (time.perf_counter() - started)
-    step, chunk = batch._step, batch._chunks[0]
-    params, m, v = chunk.params, chunk.m, chunk.v
+    step, chunk = batch._step, batch.chunks[0]
+    params, state = chunk.params, chunk.state
     seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
-    plain = step.adam[False]
+    plain = step.step[False]
 
     def one(i: int) -> None:
-        nonlocal params, m, v
-        t, k = tf.constant(chunk.t + i, tf.int64), tf.constant(16 + i, tf.int64)
-        params, m, v, scores = plain(params, m, v, t, seeds, units, k)
+        nonlocal params, state
+        k = tf.constant(16 + i, tf.int64)
+        params, state, scores = plain(params, state, seeds, units, k)
         scores.numpy()
 
     one(0)  # traces the plain step
@@ -111,15 +111,15 @@ def time_eager(loaded, case: Case, steps: int) -> float:
 
     batch = BatchRender(loaded, recipes(case, 1000))
     step = compiled_step(loaded, case.layer, case.size, batch.preset, batch.kind)
-    chunk = batch._chunks[0]
-    params, m, v = chunk.params, tf.zeros_like(chunk.params), tf.zeros_like(chunk.params)
+    chunk = batch.chunks[0]
+    params, state = chunk.params, step.optimiser.init(chunk.params)
     seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
     n = len(chunk.indices)
 
     def one(i: int) -> None:
-        nonlocal params, m, v
-        t, k = tf.constant(i + 1, tf.int64), tf.constant(16 + i, tf.int64)
-        params, m, v, _ = step._adam_step(params, m, v, t, seeds, units, k, warm=False)
+        nonlocal params, state
+        k = tf.constant(16 + i, tf.int64)
+        params, state, _ = step._step(params, state, seeds, units, k, warm=False)
 
     one(0)
     started = time.perf_counter()

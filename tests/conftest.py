@@ -26,6 +26,29 @@ def hed(registry):
 
 
 @pytest.fixture(scope="session")
+def static_dir(tmp_path_factory):
+    """The static folder of the shared real gateway (its renders/ is the render cache)."""
+    return tmp_path_factory.mktemp("static")
+
+
+@pytest.fixture(scope="session")
+def gateway(static_dir, tmp_path_factory):
+    """One real kernel gateway on the backend notebook, shared by the gateway-level tests
+    (test_gateway.py, test_attacks.py): starting one costs ~10–60 s on a busy machine."""
+    from wga.serve.gateway import Gateway, free_port
+
+    log_path = tmp_path_factory.mktemp("logs") / "gateway.log"
+    with log_path.open("wb") as log_file:
+        server = Gateway(port=free_port(), static_dir=static_dir, log_file=log_file)
+        server.start()
+        try:
+            server.wait_ready()
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """One small local Ray cluster for every Ray test of the session (started on first use).
 

@@ -152,3 +152,53 @@ def test_backend_notebook_runs_top_to_bottom_outside_the_gateway(tmp_path):
     assert '"vgg16-hed"' in text and '"status": 200' in text
     assert "Traceback" not in text
     assert (static / "renders").is_dir()
+
+
+def _tiny_run(folder: Path, classes: list[str]) -> Path:
+    """A "fine-tuned run" with random weights and named classes (its class units get probed)."""
+    import keras
+
+    folder.mkdir(parents=True)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(len(classes), activation="softmax", name="predictions")(x)
+    keras.Model(inputs, outputs).save(folder / "model.keras")
+    (folder / "model.json").write_text(json.dumps({"preprocessing": "tf", "input_size": 64}))
+    (folder / "classes.json").write_text(json.dumps(classes))
+    return folder
+
+
+def test_probe_notebook_downloads_a_fake_wga_and_shows_a_units_artworks(tmp_path):
+    from wga_server import FakeWga, generate_artworks
+
+    run = _tiny_run(tmp_path / "runs" / "tiny", ["portrait", "landscape"])
+    with FakeWga(generate_artworks(12, seed=5, size=(64, 48))) as server:
+        notebook = execute(
+            "probe.ipynb",
+            tmp_path,
+            corpus_dir=str(tmp_path / "wga"),
+            catalog_url=server.catalog_url,
+            base_url=server.base_url,
+            download_limit=12,
+            model="vgg16-hed",
+            layers=["block3_conv3", "block5_pool"],
+            unit_layer="block3_conv3",
+            unit=3,
+            top=4,
+            batch=8,
+            probe_dir=str(tmp_path / "probes" / "wga"),
+            render_size=64,
+            steps=4,
+            finetuned_run=str(run),
+            class_probe_dir=str(tmp_path / "probes" / "classes"),
+        )
+    text = outputs_text(notebook)
+    assert "images probed" in text and "receptive field" in text
+    assert "https://www.wga.hu/html/" in text or "/html/p/painter" in text  # the WGA pages
+    assert "Traceback" not in text
+    description = json.loads((tmp_path / "probes" / "wga" / "probe.json").read_text())
+    assert description["complete"] and description["done"] >= 8
+    classes = json.loads((tmp_path / "probes" / "classes" / "probe.json").read_text())
+    assert classes["layers"][0]["values"] == "logits"
+    assert list((tmp_path / "probes" / "classes" / "cache" / "overlays").glob("*.jpg"))

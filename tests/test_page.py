@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -48,6 +49,9 @@ PREVIEW = {"psize": 64, "psteps": 4}  # grid previews: tiny and cheap
 DETAIL_SIZE = 64
 DETAIL_STEPS = 48  # enough steps that snapshots can be seen arriving
 SEED = random.randrange(1, 1_000_000)  # fresh renders each session (the cache would answer)
+# The backend requires a token (as one bound off-loopback does), so every test shows that the
+# page works with one: it comes in the page's address, the page keeps it for its requests.
+TOKEN = "page-test-" + secrets.token_hex(8)
 SERVER_START_S = 180  # TensorFlow import + model load + gateway start on a busy 2-core machine
 
 pytestmark = [pytest.mark.browser, pytest.mark.gateway, pytest.mark.slow]
@@ -112,12 +116,14 @@ class Backend:
         return f"http://127.0.0.1:{self.port}"
 
     def page_url(self, **state: object) -> str:
-        return f"{self.origin}/public/index.html#{urlencode({k: v for k, v in state.items()})}"
+        query = urlencode({k: v for k, v in state.items()})
+        return f"{self.origin}/public/index.html?token={TOKEN}#{query}"
 
     def start(self, while_starting: Callable[[], None] | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "WGA_RUNS_DIR": str(self.runs)}
         command = [sys.executable, "-m", "wga", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port)]
+        # The page opened as a file (origin "null") may call the API: --allow-origin null.
+        command += ["--port", str(self.port), "--token", TOKEN, "--allow-origin", "null"]
         self.starts += 1
         with self.log.open("a") as log:
             log.write(f"\n=== start {self.starts}: {' '.join(command)}\n")
@@ -132,7 +138,7 @@ class Backend:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the backend exited ({self.proc.returncode}): see {self.log}")
             try:
-                if requests.get(f"{self.origin}/api/models", timeout=5).ok:
+                if self.api("GET", "/api/models", timeout=5).ok:
                     return
             except requests.RequestException:
                 pass
@@ -150,7 +156,9 @@ class Backend:
             self.proc.wait(timeout=15)
 
     def api(self, method: str, path: str, **kwargs: object) -> requests.Response:
-        return requests.request(method, f"{self.origin}{path}", timeout=30, **kwargs)
+        options = {"timeout": 30, **kwargs}
+        options["headers"] = {"Authorization": f"token {TOKEN}", **options.get("headers", {})}
+        return requests.request(method, f"{self.origin}{path}", **options)
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +321,7 @@ def test_unit_view_shows_live_progress_and_saves_the_real_png(backend, page, art
     assert any("snap=" in s for s in sources), f"no snapshot was shown: {sources}"
     # The download link and the <img> are the backend's PNG itself, recipe inside.
     href = page.get_attribute("#pane-a .pane-download", "href")
-    assert re.search(r"/public/renders/[\w-]+\.png(\?v=\d+)?$", href), href
+    assert re.search(rf"/public/renders/[\w-]+\.png\?token={TOKEN}$", href), href
     assert page.get_attribute("#pane-a img", "src") == href
     with page.expect_download() as download_info:
         page.click("#pane-a .pane-download")
@@ -346,6 +354,7 @@ def test_permalink_reopens_the_same_unit_view(backend, page):
     )
     page.goto(link)
     page.wait_for_selector("#detail[open]")
+    assert TOKEN not in page.url  # kept by the page, not left in the address (nor permalinks)
     assert page.inner_text("#detail-title") == f"{MODEL} · block1_conv2 · unit 9"
     assert page.input_value("#detail-size") == str(DETAIL_SIZE)
     assert page.input_value("#preset") == "offert2018"
@@ -454,7 +463,9 @@ def test_page_reconnects_after_the_backend_restarts(backend, page):
 
 @pytest.mark.timeout(300)
 def test_page_opened_as_a_file_talks_to_the_api_through_cors(backend, page):
-    page.goto((STATIC / "index.html").as_uri() + "#" + urlencode(state(api=backend.origin)))
+    page.goto(
+        f"{(STATIC / 'index.html').as_uri()}?token={TOKEN}#{urlencode(state(api=backend.origin))}"
+    )
     page.click("#layer-list button[data-layer='block1_conv1']")
     page.wait_for_function("document.querySelectorAll('#grid .tile[data-state=done]').length >= 4")
     src = page.get_attribute("#grid .tile[data-state=done] img", "src")

@@ -21,7 +21,9 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from wga.errors import NotFound, Unavailable
-from wga.serve.queue import AlreadyFinished, RenderQueue, check_id, render_id
+from wga.serve.cache import mark_used
+from wga.serve.jobs import LIVE
+from wga.serve.queue import AlreadyFinished, RenderQueue, TooManyRequests, check_id, render_id
 
 FINGERPRINT = "0123456789abcdef"
 
@@ -374,3 +376,144 @@ def test_batches_shrink_with_image_size_and_on_cpus(tmp_path, engine):
     assert queue.batch_limit(1024, "/device:GPU:0") == 1
     assert queue.batch_limit(64, "/CPU:0") == 16
     assert queue.batch_limit(224, "/CPU:0") == 1
+
+
+# -- fairness, limits, bulk cancel ------------------------------------------------------------
+def test_a_late_client_finishes_within_two_batches_of_another_clients_flood(make_queue, engine):
+    """Client A's 512 previews run; client B's one preview is in the next batch."""
+    engine.gate.clear()  # hold A's first batch until B has asked
+    queue = make_queue(snapshot_interval_s=60)
+    queue.submit_many([FakeRecipe(unit=u) for u in range(512)], FINGERPRINT, -10, "A")
+    while not engine.batches:
+        time.sleep(0.005)
+    single = queue.submit(FakeRecipe(layer="other", unit=7), FINGERPRINT, -10, "B")
+    engine.gate.set()
+    assert queue.wait(single["id"])["status"] == "done"
+    holding_b = [
+        i for i, b in enumerate(engine.batches) if any(r.layer == "other" for r in b.recipes)
+    ]
+    assert holding_b == [1], f"B's preview was in batch {holding_b} of {len(engine.batches)}"
+    assert queue.cancel_matching("fake", "conv", "A")["cancelled"] > 0  # the rest of the flood
+
+
+def test_a_client_over_its_share_gets_429_others_do_not(make_queue, engine):
+    engine.gate.clear()
+    queue = make_queue(max_per_client=3)
+    queue.submit_many([FakeRecipe(unit=u) for u in range(3)], FINGERPRINT, 0, "A")
+    with pytest.raises(TooManyRequests) as refused:
+        queue.submit(FakeRecipe(unit=9), FINGERPRINT, 0, "A")
+    assert refused.value.http_status == 429 and refused.value.retry_after >= 1
+    assert "cancel" in str(refused.value)
+    assert queue.submit(FakeRecipe(unit=9), FINGERPRINT, 0, "B")["status"] == "queued"
+    assert queue.submit(FakeRecipe(unit=0), FINGERPRINT, 0, "A")["status"] in LIVE  # not new
+    engine.gate.set()
+
+
+def test_bulk_cancel_gives_up_only_what_no_other_client_wants(make_queue, engine):
+    engine.gate.clear()
+    queue = make_queue()
+    mine = queue.submit_many([FakeRecipe(unit=u) for u in range(4)], FINGERPRINT, 0, "A")
+    shared = queue.submit(FakeRecipe(unit=3), FINGERPRINT, 0, "B")
+    elsewhere = queue.submit(FakeRecipe(layer="keep", unit=0), FINGERPRINT, 0, "A")
+    assert queue.cancel_matching("fake", "conv", "A") == {"cancelled": 3, "released": 1}
+    assert queue.get(shared["id"])["status"] in LIVE
+    assert queue.get(elsewhere["id"])["status"] in LIVE
+    assert [queue.get(v["id"])["status"] for v in mine[:3]] == ["cancelled"] * 3
+    assert queue.cancel_matching(None, None, "B", ids=[shared["id"]]) == {
+        "cancelled": 1,
+        "released": 0,
+    }
+    engine.gate.set()
+
+
+# -- the fast path and the bounded cache ------------------------------------------------------
+def state_file(queue: RenderQueue, render: str) -> dict:
+    return json.loads(queue.cache.state_path(render).read_text())
+
+
+def test_every_job_has_a_state_file_equal_to_its_view(make_queue, engine):
+    engine.gate.clear()
+    queue = make_queue()
+    view = queue.submit(FakeRecipe(), FINGERPRINT)
+    assert view["status_url"] == f"/public/renders/{view['id']}.json"
+    assert state_file(queue, view["id"])["status"] in LIVE
+    engine.gate.set()
+    done = queue.wait(view["id"])
+    on_disk = state_file(queue, view["id"])
+    assert {k: on_disk[k] for k in done} == done
+    status = json.loads((queue.cache.directory / "_status.json").read_text())
+    assert "cache_bytes" in status and status["status_url"].endswith("_status.json")
+
+
+def poll_like_a_page(cache, render: str) -> str:
+    """What the gateway does for a page polling a render: mark it used, read its state, then
+    its image once done. Returns the status, or "404" for a missing file."""
+    state = cache.state_path(render)
+    mark_used(state)
+    try:
+        status = json.loads(state.read_text())["status"]
+        if status == "done":
+            cache.png_path(render).read_bytes()
+    except FileNotFoundError:
+        return "404"
+    return status
+
+
+def test_eviction_under_a_tiny_cap_never_breaks_a_polled_render(make_queue, engine, tmp_path):
+    queue = make_queue(cache_max=3000, grace_s=60)
+    missing: list[str] = []
+    stop = threading.Event()
+
+    def page(unit: int) -> None:
+        view = queue.submit(FakeRecipe(unit=unit, steps=2), FINGERPRINT)
+        seen_done = 0
+        while not stop.is_set() and seen_done < 20:  # keeps looking at it once done, too
+            status = poll_like_a_page(queue.cache, view["id"])
+            if status == "404":
+                missing.append(view["id"])
+            seen_done += status == "done"
+            time.sleep(0.002)
+
+    for round_ in range(4):
+        pages = [threading.Thread(target=page, args=(round_ * 10 + u,)) for u in range(10)]
+        for thread in pages:
+            thread.start()
+        for thread in pages:
+            thread.join(30)
+        # Renders nobody looks at: these are what eviction may take.
+        for view in queue.submit_many(
+            [FakeRecipe(unit=100 + round_ * 10 + u, steps=2) for u in range(10)], FINGERPRINT
+        ):
+            queue.wait(view["id"])
+    stop.set()
+    assert missing == []
+    usage = queue.cache.usage()
+    assert usage["cache_evicted"] > 0
+    folder = tmp_path / "renders"
+    pngs = {p.stem for p in folder.glob("*.png")}
+    records = {p.stem for p in folder.glob("*.json") if p.stem != "_status"}
+    assert pngs == records, "a half-deleted render (an image without its record or the reverse)"
+    on_disk = sum(p.stat().st_size for p in folder.iterdir() if p.stem in records)
+    assert on_disk == usage["cache_bytes"]
+
+
+def test_eviction_takes_least_recently_used_and_survives_a_restart(make_queue, engine, tmp_path):
+    queue = make_queue()
+    views = [queue.submit(FakeRecipe(unit=u), FINGERPRINT) for u in range(6)]
+    wait_all(queue, views)
+    time.sleep(0.02)
+    mark_used(queue.cache.state_path(views[0]["id"]))  # the oldest, but a page just read it
+    queue.stop()
+    folder = tmp_path / "renders"
+    (folder / f"{'e' * 24}.png").write_bytes(b"a snapshot of a job that died with the server")
+    stale = {**views[1], "id": "f" * 24, "status": "running", "server": 999_999_999}
+    (folder / f"{'f' * 24}.json").write_text(json.dumps(stale))
+    (folder / ".x.png.part-1-2-abcd.png").write_bytes(b"half written")
+    per_render = sum(p.stat().st_size for p in folder.glob(f"{views[2]['id']}.*"))
+    restarted = make_queue(cache_max=per_render * 4, grace_s=0)  # keeps 3 (low water: 90 %)
+    kept = {view["id"] for view in restarted.listing(limit=10)}
+    assert views[0]["id"] in kept and views[5]["id"] in kept and views[1]["id"] not in kept
+    assert not (folder / f"{'e' * 24}.png").exists() and not (folder / f"{'f' * 24}.json").exists()
+    assert not list(folder.glob("*.part-*"))
+    listing = restarted.listing(model="fake", layer="conv", limit=2)
+    assert [v["id"] for v in listing] == [views[5]["id"], views[4]["id"]]  # newest first

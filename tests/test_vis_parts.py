@@ -8,8 +8,10 @@ import pytest
 import tensorflow as tf
 
 from wga.errors import InvalidInput
+from wga.vis.hooks import HOOKS, hooks_for
 from wga.vis.objective import SCORES, Target, _relu_with_redirect, diversity, score
 from wga.vis.objective_table import OBJECTIVES, ObjectiveSpec, objective_names, resolve_objective
+from wga.vis.optim import OPTIMISERS, optimiser
 from wga.vis.param import ImageParam, normalized_color_matrix, resize_params
 from wga.vis.png import read_png_metadata, save_png
 from wga.vis.presets import PRESETS, get_preset
@@ -245,3 +247,24 @@ def test_one_constructor_turns_a_request_into_recipes_with_defaults_and_clear_er
     with pytest.raises(InvalidInput, match=r"size must be an integer .* got null"):
         recipes_from_request({**fields, "unit": 1, "size": None})
     assert recipes_from_request({**fields, "unit": 1, "steps": None})[0].steps is None
+
+
+def test_every_preset_names_an_optimiser_and_hooks_that_exist():
+    for preset in PRESETS.values():
+        assert preset.optimizer in OPTIMISERS
+        assert all(type(h) in HOOKS.values() for h in hooks_for(preset))
+    offert = [type(h).__name__ for h in hooks_for(PRESETS["offert2018"])]
+    assert offert == ["DetailReinjection", "MedianFilter", "Autotone"]
+    assert hooks_for(PRESETS["lucid"]) == []
+
+
+def test_optimisers_ascend_the_gradient_and_carry_their_state():
+    params, gradient = tf.zeros((1, 2)), tf.constant([[1.0, -2.0]])
+    adam = optimiser("adam", 0.1)
+    moved, state = adam.update(params, gradient, adam.init(params))
+    np.testing.assert_allclose(moved.numpy(), [[0.1, -0.1]], rtol=1e-4)  # Adam's first step
+    assert int(state[2]) == 1
+    normalized = optimiser("normalized", 0.1)
+    moved, state = normalized.update(params, gradient, normalized.init(params))
+    np.testing.assert_allclose(moved.numpy(), [[0.1 / 1.5, -0.2 / 1.5]], rtol=1e-4)
+    assert state == ()

@@ -145,6 +145,7 @@ def test_unknown_layer_and_unit_out_of_range_are_refused(hed):
 
 
 def _classifier(pooling: str) -> LoadedModel:
+    keras.utils.set_random_seed(0)  # random weights, but the same ones every run (no flakes)
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
     x = keras.layers.Flatten()(x) if pooling == "flatten" else keras.layers.GlobalAvgPool2D()(x)

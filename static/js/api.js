@@ -1,5 +1,15 @@
 /* The REST client: JSON in and out, readable errors, and patience with a backend that restarts.
  *
+ * Access: a backend reachable from other machines wants a token (`wga serve` prints the page's
+ * address with `?token=…`). The page takes it from its address once, keeps it for the tab
+ * (sessionStorage) and removes it from the address bar (so it does not travel in permalinks),
+ * then sends it as `Authorization: token …`, and as `?token=` on image URLs (an <img> cannot
+ * send headers). Each tab also sends its own client id, so the backend shares the render
+ * workers fairly between tabs and people.
+ *
+ * Polling: a job's `status_url` (and the queue's) are static files the backend rewrites; reading
+ * them costs no kernel round trip, so they are what the page polls.
+ *
  * Network failures (the server is down or restarting) are retried with exponential backoff and
  * reported as connection events, so the page can show "reconnecting" instead of failing; a full
  * queue (503 + Retry-After) is retried after the time the server asks for. Errors the server
@@ -12,6 +22,33 @@
   const BACKOFF_MAX_MS = 8000;
   const REQUEST_TIMEOUT_MS = 30000;
   const HEARTBEAT_MS = 5000;
+  const KERNEL_EVERY = 6; // every 6th heartbeat asks the kernel itself (is it still alive?)
+  const TOKEN_KEY = "wga.token";
+  const CLIENT_KEY = "wga.client";
+
+  /* The token from the page's address (?token= or #token=), else the one this tab kept. */
+  function takeToken() {
+    const url = new URL(location.href);
+    const hash = new URLSearchParams(url.hash.replace(/^#/, ""));
+    const given = url.searchParams.get("token") || hash.get("token");
+    if (given) {
+      sessionStorage.setItem(TOKEN_KEY, given);
+      url.searchParams.delete("token");
+      hash.delete("token");
+      url.hash = hash.toString();
+      history.replaceState(history.state, "", url.toString());
+    }
+    return sessionStorage.getItem(TOKEN_KEY) || "";
+  }
+
+  function clientId() {
+    let id = sessionStorage.getItem(CLIENT_KEY);
+    if (!id) {
+      id = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
+      sessionStorage.setItem(CLIENT_KEY, id);
+    }
+    return id;
+  }
 
   class ApiError extends Error {
     constructor(message, { status = 0, retryAfter = null, network = false, fromApi = false } = {}) {
@@ -65,6 +102,16 @@
       this.online = null; // unknown until the first answer
       this.features = { presets: false, batch: false };
       this.holders = new Map(); // render id -> how many views follow it
+      this.token = takeToken();
+      this.client = clientId();
+      this.statusUrl = null; // the fast path of /api/status, once the backend named it
+    }
+
+    headers(withBody) {
+      const headers = { "X-Wga-Client": this.client };
+      if (withBody) headers["Content-Type"] = "application/json";
+      if (this.token) headers.Authorization = `token ${this.token}`;
+      return headers;
     }
 
     /* Renders are content-addressed: two views (a tile and the unit view, or both compare
@@ -91,11 +138,16 @@
       this.base = normaliseBase(this.address);
     }
 
-    /* An absolute URL for a path the API returned (e.g. "/public/renders/x.png"). */
-    resolve(path) {
-      if (!this.base) return path;
-      if (/^[a-z]+:\/\//i.test(path)) return path;
-      return this.base + (path.startsWith("/") ? path : "/" + path);
+    /* An absolute URL for a path the API returned (e.g. "/public/renders/x.png"), with `query`
+     * added, and the token when there is one (for <img> and links, which cannot send headers). */
+    resolve(path, query = {}) {
+      let absolute = path;
+      if (this.base && !/^[a-z]+:\/\//i.test(path)) absolute = this.base + (path.startsWith("/") ? path : "/" + path);
+      const params = new URLSearchParams(query);
+      if (this.token) params.set("token", this.token);
+      const text = params.toString();
+      if (!text) return absolute;
+      return absolute + (absolute.includes("?") ? "&" : "?") + text;
     }
 
     _setOnline(online) {
@@ -121,7 +173,7 @@
           const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
           response = await fetch(this.base + path, {
             method,
-            headers: body === undefined ? {} : { "Content-Type": "application/json" },
+            headers: this.headers(body !== undefined),
             body: body === undefined ? undefined : JSON.stringify(body),
             signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
             cache: "no-store",
@@ -148,7 +200,7 @@
         }
         const retryAfter = Number.parseFloat(response.headers.get("Retry-After"));
         const message = errorMessage(data, response);
-        if ((response.status === 503 || response.status === 502 || response.status === 504) && retry) {
+        if ([429, 502, 503, 504].includes(response.status) && retry) {
           const wait = Number.isFinite(retryAfter) ? retryAfter * 1000 : backoffDelay(attempt++);
           if (!quiet) {
             this.dispatchEvent(
@@ -224,22 +276,50 @@
       return this.get(`/api/renders/${encodeURIComponent(id)}`, options);
     }
 
+    /* A job's current state: its status_url (a static file: no kernel round trip) when the
+     * backend gives one, else GET /api/renders/:id. A 404 means the backend forgot the job. */
+    poll(job, options) {
+      if (job.status_url) return this.get(job.status_url, options);
+      return this.render(job.id, options);
+    }
+
     cancel(id) {
       return this.request("DELETE", `/api/renders/${encodeURIComponent(id)}`, undefined, {
         retry: false,
       }).then((r) => r.data);
     }
 
-    /* Cancel while the page goes away: keepalive requests outlive the page. */
-    cancelOnUnload(ids) {
-      if (!this.base) return;
-      for (const id of ids) {
-        fetch(`${this.base}/api/renders/${encodeURIComponent(id)}`, { method: "DELETE", keepalive: true }).catch(() => {});
-      }
+    /* Give back many renders in one request (they are cancelled unless another client wants
+     * them); `keepalive` lets it outlive the page. */
+    cancelMany(ids, { keepalive = false } = {}) {
+      if (!this.base || !ids.length) return Promise.resolve(null);
+      return fetch(`${this.base}/api/renders`, {
+        method: "DELETE",
+        headers: this.headers(true),
+        body: JSON.stringify({ ids }),
+        keepalive,
+      });
     }
 
-    status(options) {
-      return this.get("/api/status", options);
+    /* Cancel while the page goes away: keepalive requests outlive the page. */
+    cancelOnUnload(ids) {
+      this.cancelMany(ids, { keepalive: true }).catch(() => {});
+    }
+
+    /* The queue's status: the fast path when known, and the kernel every KERNEL_EVERY calls. */
+    async status(options) {
+      this._statusCalls = (this._statusCalls || 0) + 1;
+      if (this.statusUrl && this._statusCalls % KERNEL_EVERY) {
+        try {
+          return await this.get(this.statusUrl, options);
+        } catch (err) {
+          if (err.network) throw err;
+          this.statusUrl = null; // not (or no longer) offered: ask the kernel
+        }
+      }
+      const status = await this.get("/api/status", options);
+      this.statusUrl = status.status_url || null;
+      return status;
     }
 
     /* Poll /api/status so the connection indicator is right even when nothing else happens,

@@ -12,7 +12,6 @@
   const PRIORITY_DETAIL = 10;
   const DEFAULT_DETAIL_SIZE = 512;
   const STORAGE_KEY = "wga.api";
-  const KIND_ORDER = ["conv", "activation", "merge", "pool", "dense", "class"];
 
   const $ = (selector) => document.querySelector(selector);
   const el = {
@@ -41,7 +40,8 @@
 
   const state = new wga.state.UrlState();
   const api = new Api(state.get("api") || localStorage.getItem(STORAGE_KEY) || "");
-  const data = { models: null, presets: null, layers: null, layersOf: null };
+  const catalog = new wga.catalog.Catalog(api);
+  const pickers = new wga.layers.Pickers(el);
   const applied = { model: null, layer: null, previewKey: null };
 
   /* ---------- messages ---------- */
@@ -200,147 +200,7 @@
   }
 
   function currentLayer() {
-    if (!data.layers || data.layersOf !== applied.model) return null;
-    return data.layers.find((l) => l.name === applied.layer) || null;
-  }
-
-  /* ---------- models, presets, layers ---------- */
-
-  function fillModels() {
-    const models = data.models;
-    wga.detail.fillSelect(
-      el.model,
-      models.map((m) => ({
-        value: m.name,
-        label: m.title && m.title !== m.name ? `${m.name} — ${m.title}` : m.name,
-        disabled: !m.available,
-        title: m.reason,
-      })),
-      applied.model || "",
-    );
-    const unavailable = models.filter((m) => !m.available);
-    el.reason.replaceChildren();
-    el.reason.hidden = !unavailable.length;
-    if (unavailable.length) {
-      const details = document.createElement("details");
-      const summary = document.createElement("summary");
-      summary.textContent = `${unavailable.length} model${unavailable.length > 1 ? "s" : ""} unavailable — why?`;
-      const list = document.createElement("ul");
-      for (const m of unavailable) {
-        const item = document.createElement("li");
-        const name = document.createElement("strong");
-        name.textContent = m.name;
-        item.append(name, `: ${m.reason || "no reason given"}`);
-        list.append(item);
-      }
-      details.append(summary, list);
-      el.reason.append(details);
-    }
-  }
-
-  function fillPresets() {
-    const presets = data.presets;
-    const fallback = (presets.find((p) => p.default) || presets[0] || {}).name || "";
-    wga.detail.fillSelect(
-      el.preset,
-      presets.map((p) => ({ value: p.name, label: p.name, title: p.description || p.title })),
-      state.get("preset") || fallback,
-    );
-  }
-
-  /* A preset the backend does not know (an old or mistyped link) falls back to the default. */
-  function checkPresets() {
-    const names = data.presets.map((p) => p.name);
-    const fallback = (data.presets.find((p) => p.default) || data.presets[0] || {}).name;
-    for (const key of ["preset", "cpreset"]) {
-      const value = state.get(key);
-      if (value && !names.includes(value)) {
-        toast(`Unknown preset '${value}': using ${fallback}. The backend offers ${names.join(", ")}.`);
-        state.update({ [key]: key === "preset" ? fallback : undefined });
-      }
-    }
-    if (!state.get("preset") && fallback) state.update({ preset: fallback });
-    if (el.preset.value !== state.get("preset")) el.preset.value = state.get("preset");
-  }
-
-  function chooseModel(requested) {
-    const models = data.models;
-    const byName = models.find((m) => m.name === requested);
-    if (requested && byName && !byName.available) {
-      toast(`${requested} is unavailable: ${byName.reason}`);
-    } else if (requested && !byName) {
-      toast(`Unknown model '${requested}': pick one from the list.`);
-    }
-    if (byName && byName.available) return byName.name;
-    const preferred = models.find((m) => m.default && m.available) || models.find((m) => m.available);
-    return preferred ? preferred.name : null;
-  }
-
-  function renderLayerList() {
-    const layers = data.layers || [];
-    const query = el.layerFilter.value.trim().toLowerCase();
-    const kinds = new Set([...el.kinds.querySelectorAll("input:checked")].map((i) => i.value));
-    el.layerList.replaceChildren();
-    let shown = 0;
-    for (const layer of layers) {
-      const kind = layer.kind || "other";
-      if (query && !layer.name.toLowerCase().includes(query)) continue;
-      if (el.kinds.children.length > 1 && !kinds.has(kind)) continue;
-      const item = document.createElement("li");
-      const button = document.createElement("button");
-      button.type = "button";
-      button.dataset.layer = layer.name;
-      button.setAttribute("aria-current", String(layer.name === applied.layer));
-      const name = document.createElement("span");
-      name.className = "layer-name";
-      name.textContent = layer.name;
-      const kindText = document.createElement("span");
-      kindText.className = "layer-kind";
-      kindText.textContent = kind;
-      const units = document.createElement("span");
-      units.className = "layer-units";
-      units.textContent = String(layer.units);
-      units.title = `${layer.units} units`;
-      button.append(name, kindText, units);
-      button.setAttribute("aria-label", `${layer.name}, ${kind}, ${layer.units} units`);
-      item.append(button);
-      el.layerList.append(item);
-      shown++;
-    }
-    el.layerEmpty.hidden = shown > 0 || !layers.length;
-  }
-
-  function renderKinds() {
-    const present = new Set((data.layers || []).map((l) => l.kind || "other"));
-    const kinds = [...present].sort((a, b) => kindRank(a) - kindRank(b));
-    const legend = el.kinds.querySelector("legend");
-    el.kinds.replaceChildren(legend);
-    if (kinds.length < 2) return;
-    for (const kind of kinds) {
-      const label = document.createElement("label");
-      const box = document.createElement("input");
-      box.type = "checkbox";
-      box.value = kind;
-      box.checked = true;
-      label.append(box, kind);
-      el.kinds.append(label);
-    }
-  }
-
-  function kindRank(kind) {
-    const i = KIND_ORDER.indexOf(kind);
-    return i < 0 ? KIND_ORDER.length : i;
-  }
-
-  function previewSettings() {
-    const presetNames = (data.presets || []).map((p) => p.name);
-    return {
-      size: state.get("psize") || Number(el.previewSize.value),
-      preset: presetNames.includes("preview") ? "preview" : el.preset.value || undefined,
-      steps: state.get("psteps"),
-      seed: state.get("seed"),
-      priority: PRIORITY_PREVIEW,
-    };
+    return catalog.layer(applied.model, applied.layer);
   }
 
   /* ---------- the one place that makes the page match the URL ---------- */
@@ -357,100 +217,104 @@
     return queue;
   }
 
+  /* URL → page, in the order things depend on each other: catalog, model, layer, grid, unit. */
   async function sync({ force = false } = {}) {
-    const s = state.value;
     if (!api.base) return;
-    if (!data.models) {
-      const [models, presets] = await Promise.all([api.models(), api.presets()]);
-      data.models = models.models || [];
-      data.presets = presets;
-      fillPresets();
-    }
-    checkPresets();
-
-    // Model
-    const model = chooseModel(state.get("model"));
-    if (model !== state.get("model")) state.update({ model, layer: undefined, unit: undefined });
-    if (model !== applied.model) {
-      applied.model = model;
-      applied.layer = null;
-      applied.previewKey = null;
-      data.layers = null;
-      grid.clear();
-      detail.close();
-      renderLayerList();
-      el.gridTitle.textContent = model ? "Loading layers…" : "No model available";
-    }
-    fillModels();
+    if (await catalog.loadModels()) pickers.drawPresets(catalog.presets, state.get("preset") || catalog.defaultPreset());
+    applyPresets();
+    const model = applyModel();
     if (!model) return;
-    if (data.layersOf !== model || !data.layers) {
-      const answer = await api.layers(model);
-      if (applied.model !== model) return; // the user moved on meanwhile
-      data.layers = answer.layers || [];
-      data.layersOf = model;
-      renderKinds();
-    }
-
-    // Layer
-    const wanted = state.get("layer");
-    const layer = data.layers.find((l) => l.name === wanted) || null;
-    if (wanted && !layer) {
-      toast(`No layer '${wanted}' in ${model}: pick one from the list.`);
-      state.update({ layer: undefined, unit: undefined });
-    }
-    applied.layer = layer ? layer.name : null;
-    renderLayerList();
-    let unit = state.get("unit");
-    if (layer && Number.isFinite(unit) && (unit < 0 || unit >= layer.units)) {
-      toast(`Unit ${unit} does not exist: ${layer.name} has units 0 to ${layer.units - 1}.`);
-      state.update({ unit: undefined });
-      unit = undefined;
-    }
-    const unitOpen = Boolean(layer) && Number.isFinite(unit);
-    grid.paused = unitOpen;
-    const preview = previewSettings();
-    const previewKey = JSON.stringify([model, applied.layer, preview]);
-    if (previewKey !== applied.previewKey) {
-      applied.previewKey = previewKey;
-      if (layer) {
-        el.gridTitle.textContent = `${layer.name} · ${layer.units} units`;
-        el.gotoUnit.max = String(layer.units - 1);
-        grid.show(model, layer, preview);
-        wga.artworks.layerShown(model, layer); // artworks.js: the grid's "artworks" thumbnails
-      } else {
-        el.gridTitle.textContent = "Pick a layer";
-        grid.clear();
-      }
-    }
-
-    // Unit
-    if (unitOpen) {
-      const size = state.get("size") || DEFAULT_DETAIL_SIZE;
-      detail.show(
-        {
-          model,
-          layer,
-          unit,
-          size,
-          preset: state.get("preset"),
-          steps: state.get("steps"),
-          seed: state.get("seed"),
-          cmp: state.get("cmp"),
-          cmodel: state.get("cmodel"),
-          cpreset: state.get("cpreset"),
-          models: data.models,
-          presets: data.presets,
-          priority: PRIORITY_DETAIL,
-          placeholder: grid.previewOf(unit),
-        },
-        { force },
-      );
-      grid.scrollToUnit(unit);
+    const layers = await catalog.loadLayers(model, () => applied.model === model);
+    if (!layers) return; // the user moved on meanwhile
+    if (pickers.layers !== layers) pickers.setLayers(layers);
+    const { layer, unit } = applyLayerAndUnit(model);
+    applyGrid(model, layer, Boolean(layer) && Number.isFinite(unit));
+    if (layer && Number.isFinite(unit)) {
+      showUnit(model, layer, unit, force);
       wga.artworks.unitShown(model, layer, unit); // artworks.js: the unit's top artworks
     } else {
       detail.close();
       wga.artworks.unitShown(model, layer, null);
     }
+  }
+
+  function applyPresets() {
+    const [changes, messages] = catalog.checkPresets(state);
+    messages.forEach((message) => toast(message));
+    if (Object.keys(changes).length) state.update(changes);
+    pickers.selectPreset(state.get("preset"));
+  }
+
+  /* The URL's model (or the default one): a new model clears the grid and the unit view. */
+  function applyModel() {
+    const [model, message] = catalog.chooseModel(state.get("model"));
+    if (message) toast(message);
+    if (model !== state.get("model")) state.update({ model, layer: undefined, unit: undefined });
+    if (model !== applied.model) {
+      applied.model = model;
+      applied.layer = null;
+      applied.previewKey = null;
+      grid.clear();
+      detail.close();
+      pickers.setLayers([]);
+      el.gridTitle.textContent = model ? "Loading layers…" : "No model available";
+    }
+    pickers.drawModels(catalog.models, applied.model);
+    return model;
+  }
+
+  function applyLayerAndUnit(model) {
+    const checked = catalog.checkLayerAndUnit(model, state.get("layer"), state.get("unit"));
+    checked.messages.forEach((message) => toast(message));
+    if (!checked.layer && state.get("layer")) state.update({ layer: undefined, unit: undefined });
+    else if (checked.unit !== state.get("unit")) state.update({ unit: undefined });
+    applied.layer = checked.layer ? checked.layer.name : null;
+    pickers.setCurrent(applied.layer);
+    return checked;
+  }
+
+  /* The grid shows the layer's previews (it rests while the unit view is open). */
+  function applyGrid(model, layer, unitOpen) {
+    grid.paused = unitOpen;
+    const preview = previewSettings();
+    const previewKey = JSON.stringify([model, applied.layer, preview]);
+    if (previewKey === applied.previewKey) return;
+    applied.previewKey = previewKey;
+    if (layer) {
+      el.gridTitle.textContent = `${layer.name} · ${layer.units} units`;
+      el.gotoUnit.max = String(layer.units - 1);
+      grid.show(model, layer, preview);
+      wga.artworks.layerShown(model, layer); // artworks.js: the grid's "artworks" thumbnails
+    } else {
+      el.gridTitle.textContent = "Pick a layer";
+      grid.clear();
+    }
+  }
+
+  function previewSettings() {
+    return {
+      size: state.get("psize") || Number(el.previewSize.value),
+      preset: catalog.hasPreset("preview") ? "preview" : el.preset.value || undefined,
+      steps: state.get("psteps"),
+      seed: state.get("seed"),
+      priority: PRIORITY_PREVIEW,
+    };
+  }
+
+  function showUnit(model, layer, unit, force) {
+    const params = {
+      model,
+      layer,
+      unit,
+      size: state.get("size") || DEFAULT_DETAIL_SIZE,
+      models: catalog.models,
+      presets: catalog.presets,
+      priority: PRIORITY_DETAIL,
+      placeholder: grid.previewOf(unit),
+    };
+    for (const key of ["preset", "steps", "seed", "cmp", "cmodel", "cpreset"]) params[key] = state.get(key);
+    detail.show(params, { force });
+    grid.scrollToUnit(unit);
   }
 
   /* ---------- user input ---------- */
@@ -469,8 +333,6 @@
     state.update({ layer: button.dataset.layer, unit: undefined });
     schedule();
   });
-  el.layerFilter.addEventListener("input", renderLayerList);
-  el.kinds.addEventListener("change", renderLayerList);
   el.goto.addEventListener("submit", (event) => {
     event.preventDefault();
     const unit = Number.parseInt(el.gotoUnit.value, 10);
@@ -502,9 +364,8 @@
       if (address) localStorage.setItem(STORAGE_KEY, address);
       else localStorage.removeItem(STORAGE_KEY);
       api.setAddress(address);
-      data.models = null;
+      catalog.reset();
       applied.model = null;
-      data.layersOf = null;
       banner("");
       connect();
     }
@@ -517,7 +378,7 @@
     const address = state.get("api") || "";
     if (address && address !== before) {
       api.setAddress(address);
-      data.models = null;
+      catalog.reset();
       applied.model = null;
       connect();
     }
@@ -536,7 +397,10 @@
   }
 
   // Large renders nobody will look at any more are given back when the page goes away.
-  window.addEventListener("pagehide", () => detail.abandon());
+  window.addEventListener("pagehide", () => {
+    detail.abandon();
+    api.cancelOnUnload(grid.liveIds());
+  });
 
   /* ---------- start ---------- */
 

@@ -76,7 +76,7 @@
         if (job.status === "done" || job.status === "failed" || job.status === "cancelled") return;
         await wga.api.sleep(POLL_MS, signal);
         try {
-          job = await this.api.render(job.id, { signal });
+          job = await this.api.poll(job, { signal }); // the fast path: no kernel round trip
         } catch (err) {
           if (err.status !== 404) throw err;
           // The backend restarted and forgot the job: ask again (same id if it was cached).
@@ -114,7 +114,7 @@
           break;
         case "running":
           this._setStateText(`rendering ${Math.round(progress * 100)} %`);
-          if (url && progress > 0) this._swap(`${url}?snap=${Math.round(progress * 10000)}`, params.size);
+          if (url && progress > 0) this._swap(this.api.resolve(job.url, { snap: Math.round(progress * 10000) }), params.size);
           break;
         case "done":
           this._setStateText("done");
@@ -305,7 +305,7 @@
      *       models, presets, priority, placeholder} */
     show(ctx, { force = false } = {}) {
       const { model, layer, unit } = ctx;
-      const names = wga.grid.classNames(layer);
+      const names = wga.tiles.classNames(layer);
       const className = names && names[unit] ? ` (${names[unit]})` : "";
       this.title.textContent = `${model} · ${layer.name} · unit ${unit}${className}`;
       setSelect(this.size, String(ctx.size));

@@ -1,46 +1,37 @@
-/* The grid of unit previews for one layer.
+/* The grid's pager: which previews of the layer to render, and following them to the end.
  *
- * Every unit gets a tile (a light button; 2048 of them are fine), but only tiles near the
- * viewport ask for a render. The backend answers one request at a time (one kernel) and each
- * answer costs a kernel round trip, so the grid talks to it in rounds: one batch request
- * (POST /api/renders/batch) per round carries the new visible previews AND re-asks the
- * unfinished ones — renders are content-addressed, so re-asking is idempotent and returns their
- * status. At most WINDOW previews are unfinished at any time: scrolling quickly or leaving the
- * layer leaves at most one batch of stale work in the queue, cheaper to finish than to cancel
- * one DELETE at a time. Without a batch endpoint it falls back to one POST per preview. */
+ * Only tiles near the viewport ask for a render. New ones are submitted in rounds, one batch
+ * request (POST /api/renders/batch) per round; unfinished ones are followed through each job's
+ * `status_url`, a static file the backend rewrites (no kernel round trip, so polling never queues
+ * behind other requests). At most WINDOW previews are unfinished at any time, and leaving the
+ * layer gives them back in one bulk cancel. Without a batch endpoint it falls back to one POST
+ * per preview; without status_url it re-asks through the batch endpoint (renders are
+ * content-addressed, so asking again is idempotent and returns their status). */
 (function () {
   "use strict";
   const wga = (window.wga = window.wga || {});
 
-  const ROUND_MS = 1200; // a round while previews are unfinished
+  const ROUND_MS = 1200; // a polling round while previews are unfinished
   const EAGER_MS = 150; // … sooner when new tiles came into view and there is room
-  const WINDOW = 32; // unfinished previews at most (the queue's default batch: wga.queue)
+  const WINDOW = 32; // unfinished previews at most (the queue's default batch: wga.serve)
   const SINGLE_CONCURRENCY = 2; // parallel POSTs when the backend has no batch endpoint
   const NEAR_MARGIN = "200px 0px"; // counts as visible
 
   class UnitGrid {
     constructor({ container, scroller, api, onOpen, onStats, onError }) {
-      this.container = container;
       this.scroller = scroller;
       this.api = api;
-      this.onOpen = onOpen;
-      this.onStats = onStats || (() => {});
       this.onError = onError || (() => {});
+      this.view = new wga.tiles.TileSet({ container, onOpen, onStats });
       this.tiles = [];
       this.generation = 0;
       this.busy = false; // a round is under way
       this.paused = false; // while the unit view is open its large render gets the backend
       this.lastRound = 0;
-      this.focusIndex = 0;
       this.near = new IntersectionObserver((entries) => this._onNear(entries), {
         root: scroller,
         rootMargin: NEAR_MARGIN,
       });
-      container.addEventListener("click", (event) => {
-        const el = event.target.closest(".tile");
-        if (el) this.onOpen(Number(el.dataset.unit));
-      });
-      container.addEventListener("keydown", (event) => this._onKey(event));
       this._timer = setInterval(() => this._tick(), EAGER_MS);
     }
 
@@ -51,55 +42,32 @@
       this.model = model;
       this.layer = layer;
       this.preview = preview;
-      const generation = ++this.generation;
-      const names = classNames(layer);
-      const fragment = document.createDocumentFragment();
-      this.container.style.setProperty("--tile", `${Math.max(96, Math.min(preview.size, 160))}px`);
-      for (let unit = 0; unit < layer.units; unit++) {
-        const el = document.createElement("button");
-        el.type = "button";
-        el.className = "tile";
-        el.dataset.unit = String(unit);
-        el.dataset.state = "idle";
-        el.tabIndex = unit === 0 ? 0 : -1;
-        const label = names && names[unit] ? `${unit} · ${names[unit]}` : String(unit);
-        el.setAttribute("aria-label", `Unit ${label}`);
-        el.title = `${layer.name} unit ${label}`;
-        const img = document.createElement("img");
-        img.alt = "";
-        img.decoding = "async";
-        img.width = preview.size;
-        img.height = preview.size;
-        const bar = document.createElement("span");
-        bar.className = "tile-bar";
-        const caption = document.createElement("span");
-        caption.className = "tile-label";
-        caption.textContent = label;
-        el.append(img, bar, caption);
-        fragment.append(el);
-        this.tiles.push({ unit, el, img, bar, state: "idle", id: null, visible: false, shown: null });
-      }
-      this.container.replaceChildren(fragment);
+      this.tiles = this.view.build(layer, preview.size);
       this.scroller.scrollTop = 0;
-      this.focusIndex = 0;
       for (const tile of this.tiles) this.near.observe(tile.el);
-      this._stats();
     }
 
-    /* Forget the layer (its at most WINDOW unfinished previews finish in the queue). */
+    /* Forget the layer; its unfinished previews are given back in one request. */
     clear() {
       this.near.disconnect();
-      for (const tile of this.tiles) if (tile.id) this.api.release(tile.id);
+      const unfinished = [];
+      for (const tile of this.tiles) {
+        if (tile.id && this.api.release(tile.id) && isLive(tile.job)) unfinished.push(tile.id);
+      }
+      if (unfinished.length) this.api.cancelMany(unfinished).catch(() => {});
       this.tiles = [];
-      this.container.replaceChildren();
+      this.view.clear();
       this.generation++;
     }
 
+    /* The ids this grid follows that are still rendering (given back when the page goes). */
+    liveIds() {
+      return this.tiles.filter((t) => t.id && isLive(t.job)).map((t) => t.id);
+    }
+
     focusUnit(unit) {
-      const tile = this.tiles[unit];
-      if (!tile) return;
-      this._setFocus(unit);
-      tile.el.scrollIntoView({ block: "nearest" });
+      if (!this.tiles[unit]) return;
+      this.view.focus(unit);
     }
 
     scrollToUnit(unit) {
@@ -118,8 +86,8 @@
         const tile = this.tiles[Number(entry.target.dataset.unit)];
         if (!tile) continue;
         tile.visible = entry.isIntersecting;
-        if (tile.visible && tile.state === "idle") this._setState(tile, "wanted");
-        else if (!tile.visible && tile.state === "wanted") this._setState(tile, "idle");
+        if (tile.visible && tile.state === "idle") this.view.setState(tile, "wanted");
+        else if (!tile.visible && tile.state === "wanted") this.view.setState(tile, "idle");
       }
     }
 
@@ -130,8 +98,58 @@
       const room = WINDOW - unfinished.length;
       const fresh = room > 0 ? this.tiles.filter((t) => t.state === "wanted" && t.visible).slice(0, room) : [];
       const due = performance.now() - this.lastRound >= ROUND_MS;
-      if (!fresh.length && !(unfinished.length && due)) return;
-      this._round([...unfinished, ...fresh]);
+      if (fresh.length) this._round(() => this._submitRound(fresh, unfinished));
+      else if (unfinished.length && due) this._round(() => this._pollRound(unfinished));
+    }
+
+    /* One exchange with the backend; errors of a stale layer are dropped. */
+    async _round(exchange) {
+      this.busy = true;
+      this.lastRound = performance.now();
+      try {
+        await exchange();
+      } finally {
+        this.busy = false;
+        this.lastRound = performance.now();
+      }
+    }
+
+    /* Submit `fresh` tiles (and re-ask `unfinished` ones when there is no fast path). */
+    async _submitRound(fresh, unfinished) {
+      const tiles = unfinished.some((t) => !(t.job && t.job.status_url)) ? [...unfinished, ...fresh] : fresh;
+      const generation = this.generation;
+      for (const tile of fresh) this.view.setState(tile, "submitting");
+      try {
+        const items = await this._submit(tiles);
+        if (generation !== this.generation) return;
+        tiles.forEach((tile, i) => this._applySubmitted(tile, items[i]));
+      } catch (err) {
+        if (generation !== this.generation) return;
+        for (const tile of fresh) if (tile.state === "submitting") this.view.setState(tile, "wanted");
+        if (err.network || err.status === 503 || err.status === 429) return; // try again later
+        // The backend refused the whole round: say why once, and mark the new tiles.
+        for (const tile of fresh) if (tile.state === "wanted") this.view.fail(tile, err.message);
+        this.onError(err);
+      }
+    }
+
+    /* Follow unfinished tiles through their status_url (static files: cheap and parallel). */
+    async _pollRound(tiles) {
+      const generation = this.generation;
+      if (tiles.some((t) => !(t.job && t.job.status_url))) return this._submitRound([], tiles);
+      await Promise.all(
+        tiles.map(async (tile) => {
+          let job;
+          try {
+            job = await this.api.poll(tile.job, { retry: false });
+          } catch (err) {
+            if (generation !== this.generation || err.network) return;
+            if (err.status === 404) job = { id: tile.id, status: "lost" }; // forgotten: ask again
+            else return;
+          }
+          if (generation === this.generation && tile.id === job.id) this._applyStatus(tile, job);
+        }),
+      );
     }
 
     _params(unit) {
@@ -141,34 +159,6 @@
       if (Number.isFinite(p.steps)) params.steps = p.steps;
       if (Number.isFinite(p.seed)) params.seed = p.seed;
       return params;
-    }
-
-    /* One exchange with the backend: submit or re-ask `tiles`, apply the answers. */
-    async _round(tiles) {
-      this.busy = true;
-      this.lastRound = performance.now();
-      const generation = this.generation;
-      for (const tile of tiles) if (tile.state === "wanted") this._setState(tile, "submitting");
-      try {
-        const items = await this._submit(tiles);
-        if (generation !== this.generation) return;
-        tiles.forEach((tile, i) => this._applySubmitted(tile, items[i]));
-      } catch (err) {
-        if (generation !== this.generation) return;
-        for (const tile of tiles) if (tile.state === "submitting") this._setState(tile, "wanted");
-        if (!(err.network || err.status === 503)) {
-          // The backend refused the whole round: say why once, and mark the new tiles.
-          for (const tile of tiles) {
-            if (tile.state !== "wanted") continue;
-            tile.el.title = err.message;
-            this._setState(tile, "failed");
-          }
-          this.onError(err);
-        }
-      } finally {
-        this.busy = false;
-        this.lastRound = performance.now();
-      }
     }
 
     async _submit(tiles) {
@@ -184,7 +174,7 @@
           try {
             items[i] = await this.api.submit(params[i], { retry: false });
           } catch (err) {
-            if (err.network || err.status === 503) throw err;
+            if (err.network || err.status === 503 || err.status === 429) throw err;
             items[i] = { error: err.message };
           }
         }
@@ -195,8 +185,7 @@
 
     _applySubmitted(tile, item) {
       if (!item || item.error) {
-        tile.el.title = (item && item.error) || "no answer for this preview";
-        this._setState(tile, "failed");
+        this.view.fail(tile, (item && item.error) || "no answer for this preview");
         return;
       }
       if (tile.id !== item.id) {
@@ -208,109 +197,38 @@
     }
 
     _applyStatus(tile, job) {
-      const url = job.url ? this.api.resolve(job.url) : null;
+      tile.job = job;
+      const url = job.url || null;
       switch (job.status) {
         case "done":
           // "done" once the final image is on screen (the tile then holds the real PNG).
-          this._show(tile, url, () => this._setState(tile, "done"), () => {
-            tile.el.title = `the image ${url} could not be loaded`;
-            this._setState(tile, "failed");
+          this.view.show(tile, this.api.resolve(url), () => this.view.setState(tile, "done"), () => {
+            this.view.fail(tile, `the image ${url} could not be loaded`);
           });
           break;
         case "running":
-          tile.bar.style.width = `${Math.round((job.progress || 0) * 100)}%`;
-          if (url && job.progress > 0) this._show(tile, `${url}?snap=${Math.round(job.progress * 1000)}`);
-          this._setState(tile, "running");
+          this.view.progress(tile, job.progress);
+          if (url && job.progress > 0) this.view.show(tile, this.api.resolve(url, { snap: Math.round(job.progress * 1000) }));
+          this.view.setState(tile, "running");
           break;
         case "queued":
-          this._setState(tile, "queued");
+          this.view.setState(tile, "queued");
           break;
         case "failed":
-          tile.el.title = job.error || "render failed";
-          this._setState(tile, "failed");
+          this.view.fail(tile, job.error || "render failed");
           break;
-        default: // cancelled (by someone else) or unknown: ask again if still on screen
+        default: // cancelled (by someone else), forgotten or unknown: ask again if still on screen
           this.api.release(tile.id);
           tile.id = null;
-          this._setState(tile, tile.visible ? "wanted" : "idle");
+          tile.job = null;
+          this.view.setState(tile, tile.visible ? "wanted" : "idle");
       }
     }
-
-    /* Swap the image only once the new one has loaded, so tiles never flash empty. */
-    _show(tile, src, onShown, onFailed) {
-      if (tile.shown === src) return;
-      tile.shown = src;
-      const probe = new Image();
-      probe.onload = () => {
-        if (tile.shown !== src) return;
-        tile.img.src = src;
-        if (onShown) onShown();
-      };
-      probe.onerror = () => {
-        if (tile.shown === src && onFailed) onFailed();
-      };
-      probe.src = src;
-    }
-
-    _setState(tile, state) {
-      if (tile.state === state) return;
-      tile.state = state;
-      tile.el.dataset.state = state;
-      this._statsSoon();
-    }
-
-    _statsSoon() {
-      if (this._statsPending) return;
-      this._statsPending = true;
-      requestAnimationFrame(() => {
-        this._statsPending = false;
-        this._stats();
-      });
-    }
-
-    _stats() {
-      const counts = { done: 0, running: 0, queued: 0, failed: 0 };
-      for (const tile of this.tiles) if (tile.state in counts) counts[tile.state]++;
-      this.onStats({ units: this.tiles.length, ...counts });
-    }
-
-    /* Roving focus: one tab stop for the whole grid, arrows move between tiles. */
-    _setFocus(index) {
-      const old = this.tiles[this.focusIndex];
-      if (old) old.el.tabIndex = -1;
-      this.focusIndex = index;
-      const tile = this.tiles[index];
-      tile.el.tabIndex = 0;
-      tile.el.focus({ preventScroll: true });
-      tile.el.scrollIntoView({ block: "nearest" });
-    }
-
-    _onKey(event) {
-      const el = event.target.closest(".tile");
-      if (!el || !this.tiles.length) return;
-      const index = Number(el.dataset.unit);
-      const columns = getComputedStyle(this.container).gridTemplateColumns.split(" ").length || 1;
-      const last = this.tiles.length - 1;
-      const moves = {
-        ArrowLeft: index - 1,
-        ArrowRight: index + 1,
-        ArrowUp: index - columns,
-        ArrowDown: index + columns,
-        PageUp: index - columns * 4,
-        PageDown: index + columns * 4,
-        Home: 0,
-        End: last,
-      };
-      if (!(event.key in moves)) return;
-      event.preventDefault();
-      this._setFocus(Math.max(0, Math.min(last, moves[event.key])));
-    }
   }
 
-  /* Class names a class layer may carry, under any of the names a backend might use. */
-  function classNames(layer) {
-    return layer.classes || layer.class_names || layer.labels || null;
+  function isLive(job) {
+    return Boolean(job) && (job.status === "queued" || job.status === "running");
   }
 
-  wga.grid = { UnitGrid, classNames };
+  wga.grid = { UnitGrid, classNames: wga.tiles.classNames };
 })();

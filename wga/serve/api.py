@@ -55,6 +55,7 @@ from wga.serve.http import (
 from wga.serve.http import integer as _integer
 from wga.serve.http import prefixed as _prefixed
 from wga.serve.http import reject_unknown as _reject_unknown
+from wga.serve.jobs import check_id
 from wga.serve.loading import ModelLoader
 from wga.serve.probes import ProbeService
 from wga.serve.queue import RenderQueue
@@ -258,13 +259,24 @@ class RenderService:
         return Response(200, {"renders": self.queue.listing(model, layer, limit)})
 
     def cancel_renders(self, request: dict[str, Any]) -> Response:
+        """Give up this client's live renders: ``{"ids": [...]}`` in the body and/or
+        ``?model=&layer=`` (cancelled unless another client still wants them)."""
         model, layer = self._filters(request)
-        if model is None:
+        ids = None
+        if request.get("body") not in (None, "", {}):
+            body = json_body(request)
+            _reject_unknown(body, ("ids",))
+            ids = body.get("ids")
+            if not isinstance(ids, list) or len(ids) > MAX_BATCH_UNITS:
+                raise InvalidInput(f"ids must be a list of at most {MAX_BATCH_UNITS} render ids")
+            ids = [check_id(render) for render in ids]
+        if model is None and ids is None:
             raise InvalidInput(
-                "say which renders to give up: DELETE /api/renders?model=NAME[&layer=LAYER] "
-                "(DELETE /api/renders/:id cancels one)"
+                "say which renders to give up: DELETE /api/renders?model=NAME[&layer=LAYER] or "
+                'a body {"ids": [...]} (DELETE /api/renders/:id cancels one)'
             )
-        return Response(200, self.queue.cancel_matching(model, layer, client_key(request)))
+        result = self.queue.cancel_matching(model, layer, client_key(request), ids)
+        return Response(200, result)
 
     def get_render(self, request: dict[str, Any]) -> Response:
         return Response(200, self.queue.get(request["path"].get("id", "")))

@@ -1,13 +1,14 @@
-"""The backend's web server: jupyter_kernel_gateway in notebook-http mode, with CORS.
+"""The backend's web server: jupyter_kernel_gateway in notebook-http mode, guarded.
 
 Two things live here:
 
 * **A kernel-gateway personality** (this module is passed as ``--KernelGatewayApp.api``). It is
   the stock ``notebook_http`` personality — the backend notebook's annotated cells become the
-  REST endpoints, ``static/`` is served at ``/public/`` — plus CORS headers on every response
-  (API, static files, 404s) and answers to CORS pre-flight requests. The stock mode ignores the
-  gateway's own ``allow_origin`` options (its handler never sets them), so a page opened from
-  elsewhere could not call the API without this.
+  REST endpoints, ``static/`` is served at ``/public/`` — with a guard on every handler (see
+  :mod:`wga.serve.guard`): token, Host and Origin checks, CORS for allowed origins only, JSON
+  bodies checked before they reach the kernel, and every error, the gateway's own included, as
+  ``{"error": …}`` JSON. Reads of a render's files mark it used (the cache's LRU), and the
+  render cache's state files are how pages poll without a kernel round-trip.
 * **The launcher** (:class:`Gateway`): starts ``jupyter kernelgateway`` on the backend notebook
   with one kernel (the render queue is state in that kernel; several kernels would each have
   their own queue), waits until the API answers, and stops it cleanly.
@@ -16,7 +17,7 @@ Two things live here:
 from __future__ import annotations
 
 import contextlib
-import functools
+import ipaddress
 import json
 import logging
 import os
@@ -35,79 +36,32 @@ from wga.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # wga/serve/gateway.py → the checkout
 BACKEND_NOTEBOOK = PROJECT_ROOT / "notebooks" / "backend.ipynb"
 STATIC_DIR = PROJECT_ROOT / "static"
-DEFAULT_HOST = "127.0.0.1"  # local only: the API has no authentication
+DEFAULT_HOST = "127.0.0.1"  # local only; any other address requires a token
 DEFAULT_PORT = 8765
 PAGE_PATH = "/public/index.html"
 READY_PATH = "/api/status"
 START_TIMEOUT_S = 180.0  # TensorFlow start plus the seed cells, on a slow, busy machine
 STOP_TIMEOUT_S = 15.0
-
-CORS_METHODS = "GET, POST, DELETE, OPTIONS"
-CORS_HEADERS = "Content-Type, Authorization"
-CORS_EXPOSE = "Retry-After, Location"
-CORS_MAX_AGE = "600"
+TOKEN_ENV = "WGA_TOKEN"  # how the launcher hands the token to the gateway (never argv, never logs)
 
 
-class _CorsMixin:
-    """CORS headers on every response of a Tornado handler, and 204 for pre-flights."""
-
-    def set_default_headers(self) -> None:
-        super().set_default_headers()  # type: ignore[misc]
-        # The gateway copies the personality's config traits into the settings as kg_<name>.
-        origin = self.settings.get("kg_cors_origin", "*")  # type: ignore[attr-defined]
-        if origin:
-            self.set_header("Access-Control-Allow-Origin", origin)  # type: ignore[attr-defined]
-            self.set_header("Access-Control-Allow-Methods", CORS_METHODS)  # type: ignore[attr-defined]
-            self.set_header("Access-Control-Allow-Headers", CORS_HEADERS)  # type: ignore[attr-defined]
-            self.set_header("Access-Control-Expose-Headers", CORS_EXPOSE)  # type: ignore[attr-defined]
-            self.set_header("Access-Control-Max-Age", CORS_MAX_AGE)  # type: ignore[attr-defined]
-
-    def options(self, *args: Any, **kwargs: Any) -> None:
-        self.set_status(204)  # type: ignore[attr-defined]
-        self.finish()  # type: ignore[attr-defined]
-
-
-@functools.cache
-def personality_class() -> type:
-    """The personality class, built on first use: the launcher need not import the gateway."""
-    import tornado.web
-    from kernel_gateway.notebook_http import NotebookHTTPPersonality
-    from traitlets import Unicode
-
-    class FreshStaticFileHandler(tornado.web.StaticFileHandler):
-        """Static files that browsers revalidate: renders are rewritten while they progress."""
-
-        def set_extra_headers(self, path: str) -> None:
-            self.set_header("Cache-Control", "no-cache")
-
-    def with_cors(handler: type) -> type:
-        if handler is tornado.web.StaticFileHandler:
-            handler = FreshStaticFileHandler
-        return type(f"Cors{handler.__name__}", (_CorsMixin, handler), {})
-
-    class CorsNotebookHTTPPersonality(NotebookHTTPPersonality):
-        """``notebook_http`` with CORS headers on every response (API, static files, errors)."""
-
-        cors_origin = Unicode(
-            "*",
-            config=True,
-            help="Access-Control-Allow-Origin sent with every response ('' sends none)",
-        )
-
-        def create_request_handlers(self) -> list[tuple]:
-            return [
-                (pattern, with_cors(handler), *rest)
-                for pattern, handler, *rest in super().create_request_handlers()
-            ]
-
-    return CorsNotebookHTTPPersonality
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine (``localhost``, 127.x, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def create_personality(*args: Any, **kwargs: Any) -> Any:
     """Entry point the kernel gateway calls for ``--KernelGatewayApp.api=wga.serve.gateway``."""
+    from wga.serve.guard import personality_class  # Tornado: only inside the gateway
+
     return personality_class()(*args, **kwargs)
 
 
@@ -134,7 +88,10 @@ class Gateway:
     notebook: Path = BACKEND_NOTEBOOK
     static_dir: Path = STATIC_DIR
     runs_dir: Path | None = None
-    cors_origin: str = "*"
+    allow_origins: tuple[str, ...] = ()  # origins besides the page's own (e.g. "null": file://)
+    allow_hosts: tuple[str, ...] = ()  # Host names answered besides the bound address
+    token: str | None = None  # required on /api/ and /public/renders/ when set
+    queue_env: dict[str, str] = field(default_factory=dict)  # WGA_CACHE_MAX …, for the kernel
     env: dict[str, str] = field(default_factory=dict)
     log_file: IO[Any] | None = None  # where the gateway's log goes (None: inherit stderr)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -162,8 +119,15 @@ class Gateway:
             "--KernelGatewayApp.port_retries=0",  # the printed URL must be the real one
             "--KernelGatewayApp.prespawn_count=1",  # one kernel: the queue is its state
             f"--NotebookHTTPPersonality.static_path={self.static_dir}",
-            f"--CorsNotebookHTTPPersonality.cors_origin={self.cors_origin}",
+            f"--GuardedNotebookHTTPPersonality.wga_origins={','.join(self.allow_origins)}",
+            f"--GuardedNotebookHTTPPersonality.wga_hosts={','.join(self.answered_hosts())}",
         ]
+
+    def answered_hosts(self) -> list[str]:
+        """Host names the guard accepts; empty (any) when bound off-loopback without a list."""
+        if not is_loopback(self.host) and not self.allow_hosts:
+            return []
+        return [self.host.strip("[]"), *self.allow_hosts]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -179,8 +143,16 @@ class Gateway:
         )
         if self.runs_dir is not None:
             env["WGA_RUNS_DIR"] = str(self.runs_dir)
+        env.update(self.queue_env)
         env.update(self.env)
+        env.pop(TOKEN_ENV, None)
+        if self.token:
+            env[TOKEN_ENV] = self.token
         return env
+
+    def headers(self) -> dict[str, str]:
+        """What a client of this gateway sends (the token, when there is one)."""
+        return {"Authorization": f"token {self.token}"} if self.token else {}
 
     def start(self) -> Gateway:
         """Start the process (own session: a terminal's Ctrl-C reaches only the launcher)."""
@@ -217,7 +189,8 @@ class Gateway:
             try:
                 # A request made while the kernel starts is answered once it is up: wait long.
                 remaining = max(1.0, deadline - time.monotonic())
-                with urllib.request.urlopen(self.url + READY_PATH, timeout=remaining) as response:
+                ready = urllib.request.Request(self.url + READY_PATH, headers=self.headers())
+                with urllib.request.urlopen(ready, timeout=remaining) as response:
                     return json.loads(response.read())
             except (urllib.error.URLError, OSError, ValueError) as error:
                 last_error = str(error)

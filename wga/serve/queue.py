@@ -380,13 +380,20 @@ class RenderQueue:
         return view
 
     def cancel_matching(
-        self, model: str | None, layer: str | None, client: str = DEFAULT_CLIENT
+        self,
+        model: str | None,
+        layer: str | None,
+        client: str = DEFAULT_CLIENT,
+        ids: Sequence[str] | None = None,
     ) -> dict[str, int]:
-        """``client`` no longer wants its live renders of ``model`` (and ``layer``): each is
-        cancelled unless another client still wants it (then only released)."""
+        """``client`` no longer wants its live renders of ``model`` (and ``layer``, and among
+        ``ids``): each is cancelled unless another client still wants it (then released)."""
+        wanted = None if ids is None else set(ids)
         with self._wake:
             cancelled, released = [], 0
             for job in self.table.matching(model, layer):
+                if wanted is not None and job.id not in wanted:
+                    continue
                 if client not in job.holders:
                     continue
                 job.holders.discard(client)
@@ -644,6 +651,7 @@ class RenderQueue:
             with self._wake:
                 if job.live:
                     self._finish(job, "done")
+                    job.finished = record["finished"]  # the view and the record agree
                 self._wake.notify_all()
         with self._lock:
             live = {job.id for job in self.table.live()}

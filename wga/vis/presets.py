@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from wga.errors import InvalidInput, closest_names
 
@@ -35,9 +35,66 @@ OFFERT_MEDIAN_SIZE = 5
 OFFERT_BORDER = 2  # explain.ipynb: channel mean without a 2-pixel border
 
 
+Part = tuple[str, tuple[tuple[str, Any], ...]]
+"""A named part with its options (hashable): ``("median_filter", (("every", 4), ("size", 5)))``."""
+
+
+def part(name: str, **options: Any) -> Part:
+    """A hook by name with its options, as a preset lists it (see :mod:`wga.vis.hooks`)."""
+    return (name, tuple(sorted(options.items())))
+
+
+@dataclass(frozen=True)
+class DoublingOctaves:
+    """Lucid-style: sides above ``largest_first`` start at half the size (or less) and double;
+    each octave gets steps ∝ 1/side, so the costly large octaves only refine."""
+
+    largest_first: int = LUCID_OCTAVE_MAX
+
+    def sizes(self, size: int) -> list[int]:
+        count = (
+            1 if size <= self.largest_first else 1 + math.ceil(math.log2(size / self.largest_first))
+        )
+        return [round(size / 2**k) for k in range(count - 1, -1, -1)]
+
+    def default_steps(self, size: int, preset_steps: int) -> int:
+        return preset_steps
+
+    def weights(self, size: int, sizes: list[int]) -> list[float]:
+        return [size / side for side in sizes]
+
+
+@dataclass(frozen=True)
+class ScaledOctaves:
+    """The 2018 original: octaves ×``scale`` from ``smallest`` up to the size, the same steps in
+    each (``steps_per_octave`` by default)."""
+
+    scale: float = OFFERT_OCTAVE_SCALE
+    smallest: float = OFFERT_SMALLEST
+    steps_per_octave: int = OFFERT_STEPS_PER_OCTAVE
+
+    def sizes(self, size: int) -> list[int]:
+        count = 1
+        if size >= self.smallest:
+            count = 1 + math.floor(math.log(size / self.smallest) / math.log(self.scale) + 1e-9)
+        # int(), as Keras' DeepDream example that the original followed (900 → 520, not 521)
+        return [int(size / self.scale**k) for k in range(count - 1, -1, -1)]
+
+    def default_steps(self, size: int, preset_steps: int) -> int:
+        return self.steps_per_octave * len(self.sizes(size))
+
+    def weights(self, size: int, sizes: list[int]) -> list[float]:
+        return [1.0] * len(sizes)
+
+
+Octaves = DoublingOctaves | ScaledOctaves
+
+
 @dataclass(frozen=True)
 class Preset:
-    """Everything about a render except the model, layer, unit, size and seed."""
+    """Everything about a render except the model, layer, unit, size and seed, by its parts:
+    parameterisation, optimiser (a name in :data:`wga.vis.optim.OPTIMISERS`), octave schedule,
+    transforms, and hooks (names in :data:`wga.vis.hooks.HOOKS`, run by the step loop)."""
 
     name: str
     description: str
@@ -47,47 +104,28 @@ class Preset:
     optimizer: Literal["adam", "normalized"]
     learning_rate: float
     default_steps: int  # at the reference size; see resolve_steps
-    octaves: Literal["double", "offert2018"]
+    octaves: Octaves = DoublingOctaves()
     decay: float = 1.0
     transforms: bool = True
     warmup_steps: int = 16  # Lucid: relu_gradient_override for the first 16 steps
-    median_every: int = 0  # 0: never
-    median_size: int = OFFERT_MEDIAN_SIZE
-    border: int = 0
-    detail_reinjection: bool = False
-    autotone: bool = False
+    border: int = 0  # pixels of the feature map a channel mean leaves out
+    hooks: tuple[Part, ...] = ()
 
     def octave_sizes(self, size: int) -> list[int]:
         """The sides rendered in turn, smallest first, ending at ``size``."""
-        if self.octaves == "offert2018":
-            count = 1
-            if size >= OFFERT_SMALLEST:
-                count = 1 + math.floor(
-                    math.log(size / OFFERT_SMALLEST) / math.log(OFFERT_OCTAVE_SCALE) + 1e-9
-                )
-            # int(), as Keras' DeepDream example that the original followed (900 → 520, not 521)
-            return [int(size / OFFERT_OCTAVE_SCALE**k) for k in range(count - 1, -1, -1)]
-        count = 1 if size <= LUCID_OCTAVE_MAX else 1 + math.ceil(math.log2(size / LUCID_OCTAVE_MAX))
-        return [round(size / 2**k) for k in range(count - 1, -1, -1)]
+        return self.octaves.sizes(size)
 
     def resolve_steps(self, size: int, steps: int | None) -> int:
         """Total steps over all octaves; ``None`` → this preset's default for ``size``."""
         if steps is not None:
             return steps
-        if self.octaves == "offert2018":
-            return OFFERT_STEPS_PER_OCTAVE * len(self.octave_sizes(size))
-        return self.default_steps
+        return self.octaves.default_steps(size, self.default_steps)
 
     def schedule(self, size: int, steps: int | None) -> list[tuple[int, int]]:
-        """``(side, steps)`` per octave. ``offert2018`` splits steps evenly (the original ran 100
-        per octave); ``double`` gives each octave steps ∝ 1/side, so the costly large octaves
-        only refine."""
+        """``(side, steps)`` per octave, the steps shared by the octaves' weights."""
         total = self.resolve_steps(size, steps)
         sizes = self.octave_sizes(size)[-total:]  # never an octave without a step
-        if self.octaves == "offert2018":
-            weights = [1.0] * len(sizes)
-        else:
-            weights = [size / side for side in sizes]
+        weights = self.octaves.weights(size, sizes)
         shares = [max(1, math.floor(total * w / sum(weights))) for w in weights]
         shares[0] += total - sum(shares)
         return list(zip(sizes, shares, strict=True))
@@ -104,7 +142,6 @@ PRESETS: dict[str, Preset] = {
         optimizer="adam",
         learning_rate=LUCID_LEARNING_RATE,
         default_steps=LUCID_STEPS,
-        octaves="double",
     ),
     "offert2018": Preset(
         name="offert2018",
@@ -116,13 +153,15 @@ PRESETS: dict[str, Preset] = {
         optimizer="normalized",
         learning_rate=OFFERT_STEP_SIZE,
         default_steps=OFFERT_STEPS_PER_OCTAVE * OFFERT_PAPER_OCTAVES,
-        octaves="offert2018",
+        octaves=ScaledOctaves(),
         transforms=False,
         warmup_steps=16,  # not in 2018: without it, units dead on grey noise never move
-        median_every=OFFERT_MEDIAN_EVERY,
         border=OFFERT_BORDER,
-        detail_reinjection=True,
-        autotone=True,
+        hooks=(
+            part("detail_reinjection"),
+            part("median_filter", every=OFFERT_MEDIAN_EVERY, size=OFFERT_MEDIAN_SIZE),
+            part("autotone"),
+        ),
     ),
     "preview": Preset(
         name="preview",
@@ -133,7 +172,6 @@ PRESETS: dict[str, Preset] = {
         optimizer="adam",
         learning_rate=0.08,
         default_steps=48,
-        octaves="double",
         warmup_steps=8,
     ),
     "pixel": Preset(
@@ -145,7 +183,6 @@ PRESETS: dict[str, Preset] = {
         optimizer="adam",
         learning_rate=LUCID_LEARNING_RATE,
         default_steps=LUCID_STEPS,
-        octaves="double",
     ),
 }
 DEFAULT_PRESET = "lucid"

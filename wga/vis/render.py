@@ -36,11 +36,13 @@ import wga
 from wga.errors import InvalidInput
 from wga.models import preprocess
 from wga.vis.features import FeatureGraph, ModelScopedCache, feature_graph
+from wga.vis.hooks import Hook, hooks_for
 from wga.vis.objective import SCORES, Target, diversity, redirect_relu_gradients
+from wga.vis.optim import Optimiser, State, optimiser
 from wga.vis.param import ImageParam, resize_params
 from wga.vis.presets import Preset
-from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, Recipe
-from wga.vis.transform import MAX_MODEL_SIDE, TransformStack, median_filter
+from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, Recipe, check_recipes
+from wga.vis.transform import MAX_MODEL_SIDE, TransformStack
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
@@ -63,28 +65,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_BATCH_PIXELS = 32 * 128 * 128  # one micro-batch: 32 images of 128 px, 10 of 224, 1 of 1024
-ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8  # tf.train.AdamOptimizer defaults (Lucid)
-NORMALIZED_GRADIENT_EPSILON = 1e-7  # explain.ipynb: grads /= mean(|grads|) + 1e-7
 
 
 def max_batch_size(size: int) -> int:
     """How many ``size`` px images one compiled call takes (memory bound, ≥ 1)."""
     return max(1, MAX_BATCH_PIXELS // (size * size))
-
-
-def _model_matches(loaded: LoadedModel, model: str) -> bool:
-    if model == loaded.spec.name:
-        return True
-    path = loaded.spec.path
-    if path is None:
-        return False
-    candidate = Path(model).expanduser()
-    if candidate.is_dir():
-        candidate = candidate / path.name
-    try:
-        return candidate.resolve() == path.resolve()
-    except OSError:
-        return False
 
 
 # -- the compiled step ------------------------------------------------------------------------
@@ -103,35 +88,24 @@ class _CompiledStep:
     diversity_weight: float
     position: tuple[int, int] | None = None
     vector: tuple[float, ...] | None = None
-    adam: dict[bool, Callable[..., Any]] = field(init=False)
-    normalized: dict[bool, Callable[..., Any]] = field(init=False)
-    median: Callable[..., Any] = field(init=False)
+    optimiser: Optimiser = field(init=False)
+    step: dict[bool, Callable[..., Any]] = field(init=False)
     to_rgb: Callable[..., Any] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.optimiser = optimiser(self.preset.optimizer, self.preset.learning_rate)
         shape = tf.TensorSpec([None, *self.param.shape(1)[1:]], tf.float32)
         seeds = tf.TensorSpec([None], tf.int64)
         units = tf.TensorSpec([None], tf.int32)
         scalar_i = tf.TensorSpec([], tf.int64)
-        adam_signature = [shape, shape, shape, scalar_i, seeds, units, scalar_i]
-        normalized_signature = [shape, seeds, units, scalar_i]
-        # Two traces each: with redirected ReLU gradients (warm-up) and plain. The plain one
-        # keeps no pre-activations for the custom gradient: less memory and time for the
-        # (many more) steps after the warm-up, and for octaves that never warm up.
-        self.adam = {
-            warm: tf.function(partial(self._adam_step, warm=warm), input_signature=adam_signature)
+        signature = [shape, self.optimiser.state_spec(shape), seeds, units, scalar_i]
+        # Two traces: with redirected ReLU gradients (warm-up) and plain. The plain one keeps no
+        # pre-activations for the custom gradient: less memory and time for the (many more)
+        # steps after the warm-up, and for octaves that never warm up.
+        self.step = {
+            warm: tf.function(partial(self._step, warm=warm), input_signature=signature)
             for warm in (False, True)
         }
-        self.normalized = {
-            warm: tf.function(
-                partial(self._normalized_step, warm=warm), input_signature=normalized_signature
-            )
-            for warm in (False, True)
-        }
-        self.median = tf.function(
-            lambda images: median_filter(images, self.preset.median_size),
-            input_signature=[shape],
-        )
         self.to_rgb = tf.function(self.param.to_rgb, input_signature=[shape])
 
     def _gradient(
@@ -158,24 +132,11 @@ class _CompiledStep:
         vector = None if self.vector is None else tf.constant(self.vector, tf.float32)
         return Target(units, self.preset.border, self.position, vector)
 
-    def _adam_step(self, params, m, v, t, seeds, units, step, *, warm: bool):
+    def _step(self, params, state, seeds, units, step, *, warm: bool):
+        """One ascent step of the whole batch: new parameters, optimiser state, scores."""
         gradient, scores = self._gradient(params, seeds, units, step, warm)
-        t = tf.cast(t, tf.float32)
-        m = ADAM_BETA1 * m + (1 - ADAM_BETA1) * gradient
-        v = ADAM_BETA2 * v + (1 - ADAM_BETA2) * tf.square(gradient)
-        m_hat = m / (1 - ADAM_BETA1**t)
-        v_hat = v / (1 - ADAM_BETA2**t)
-        params = params + self.preset.learning_rate * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON)
-        return params, m, v, scores
-
-    def _normalized_step(self, params, seeds, units, step, *, warm: bool):
-        gradient, scores = self._gradient(params, seeds, units, step, warm)
-        axes = list(range(1, len(params.shape)))
-        mean = tf.reduce_mean(tf.abs(gradient), axis=axes, keepdims=True)
-        params = params + self.preset.learning_rate * gradient / (
-            mean + NORMALIZED_GRADIENT_EPSILON
-        )
-        return params, scores
+        params, state = self.optimiser.update(params, gradient, state)
+        return params, state, scores
 
 
 _steps = ModelScopedCache()
@@ -249,17 +210,8 @@ class _Chunk:
     seeds: np.ndarray
     units: np.ndarray
     params: tf.Tensor
-    m: tf.Tensor | None = None
-    v: tf.Tensor | None = None
-    t: int = 0
+    state: State | None = None  # None: fresh (a render's start, or a new octave)
     scores: np.ndarray | None = None
-
-
-def _autotone(images: np.ndarray) -> np.ndarray:
-    """Per image and channel, stretch min…max to 0…1 (Photoshop's autotone, as in 2018)."""
-    low = images.min(axis=(1, 2), keepdims=True)
-    high = images.max(axis=(1, 2), keepdims=True)
-    return (images - low) / np.maximum(high - low, 1e-8)
 
 
 class BatchRender:
@@ -267,7 +219,8 @@ class BatchRender:
 
     A caller can interleave several renders, pause (just stop calling :meth:`run`) and resume
     later where it was. ``diversity`` > 0 couples the batch on purpose (variations of one unit
-    that should differ, see :func:`render_variations`); it is off for independent recipes.
+    that should differ, see :func:`render_variations`); it is off for independent recipes. The
+    model is ``loaded``; the recipes' ``model`` field is their identity, not read here.
     """
 
     def __init__(
@@ -279,10 +232,7 @@ class BatchRender:
         first = self.recipes[0]
         if any(recipe.batch_key() != first.batch_key() for recipe in self.recipes):
             raise InvalidInput("recipes of one batch must share model, layer, size, preset, steps")
-        if not _model_matches(loaded, first.model):
-            raise InvalidInput(f"recipes name model {first.model!r} but {loaded.name!r} is loaded")
-        kinds = {recipe.check(loaded) for recipe in self.recipes}
-        self.kind: str = kinds.pop()
+        self.kind: str = check_recipes(self.recipes, loaded)
         self.loaded = loaded
         self.preset = first.preset_spec
         self.size = first.size
@@ -290,30 +240,26 @@ class BatchRender:
         self.schedule = self.preset.schedule(self.size, first.steps)
         self.total_steps: int = sum(steps for _, steps in self.schedule)
         self.steps_done: int = 0
-        self._octave = 0
-        self._octave_step = 0
+        self.octave = 0  # index into schedule
+        self.octave_step = 0  # steps done in this octave
+        self.hooks: list[Hook] = hooks_for(self.preset)
+        self.chunks: list[_Chunk] = self._start_chunks()
+        for hook in self.hooks:
+            hook.start(self)
+        self._step = self._compiled(self.schedule[0][0])
+
+    def _start_chunks(self) -> list[_Chunk]:
+        """The micro-batches, each element's start noise drawn from its own seed."""
         per_call = len(self.recipes) if self.diversity else max_batch_size(self.schedule[-1][0])
         seeds = np.array([recipe.seed for recipe in self.recipes], dtype="int64")
         units = np.array([recipe.unit for recipe in self.recipes], dtype="int32")
-        side = self.schedule[0][0]
-        self._chunks: list[_Chunk] = []
+        param = self.image_param(self.schedule[0][0])
+        chunks = []
         for start in range(0, len(self.recipes), per_call):
             idx = list(range(start, min(start + per_call, len(self.recipes))))
-            params = self._param(side).init(seeds[idx], salt=0)
-            self._chunks.append(_Chunk(idx, seeds[idx], units[idx], tf.constant(params)))
-        self._original: np.ndarray | None = None
-        if self.preset.detail_reinjection:
-            # The 2018 original: the start image is noise at full size; each octave re-injects
-            # the detail that shrinking it to the previous octave's side had lost.
-            self._original = np.stack(
-                [
-                    self._param(self.size).init(np.array([seed]), salt=1)[0]
-                    for seed in seeds.tolist()
-                ]
-            )
-            for chunk in self._chunks:
-                chunk.params = tf.image.resize(self._original[chunk.indices], (side, side))
-        self._step = self._compiled(side)
+            params = tf.constant(param.init(seeds[idx], salt=0))
+            chunks.append(_Chunk(idx, seeds[idx], units[idx], params))
+        return chunks
 
     # -- public state ---------------------------------------------------------------------------
     @property
@@ -327,19 +273,20 @@ class BatchRender:
     @property
     def side(self) -> int:
         """The side of the octave being rendered now."""
-        return self.schedule[self._octave][0]
+        return self.schedule[self.octave][0]
 
     @property
     def scores(self) -> np.ndarray:
         """Each element's objective value at its latest step (NaN before the first)."""
         out = np.full(len(self.recipes), np.nan, dtype="float32")
-        for chunk in self._chunks:
+        for chunk in self.chunks:
             if chunk.scores is not None:
                 out[chunk.indices] = chunk.scores
         return out
 
     # -- stepping -------------------------------------------------------------------------------
-    def _param(self, side: int) -> ImageParam:
+    def image_param(self, side: int) -> ImageParam:
+        """The preset's image parameterisation at ``side`` px, for this model's colours."""
         return _image_param(self.loaded, self.preset, side)
 
     def _compiled(self, side: int) -> _CompiledStep:
@@ -362,73 +309,49 @@ class BatchRender:
             self._advance()
 
     def _advance(self) -> None:
-        octave_steps = self.schedule[self._octave][1]
         # warm-up only in the first (smallest) octave: later octaves start from a living image
-        warm = self._octave == 0 and self.steps_done < self.preset.warmup_steps
+        warm = self.octave == 0 and self.steps_done < self.preset.warmup_steps
         step = tf.constant(self.steps_done, tf.int64)
-        for chunk in self._chunks:
-            seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
-            if self.preset.optimizer == "adam":
-                if chunk.m is None:
-                    chunk.m = tf.zeros_like(chunk.params)
-                    chunk.v = tf.zeros_like(chunk.params)
-                chunk.t += 1
-                chunk.params, chunk.m, chunk.v, scores = self._step.adam[warm](
-                    chunk.params,
-                    chunk.m,
-                    chunk.v,
-                    tf.constant(chunk.t, tf.int64),
-                    seeds,
-                    units,
-                    step,
-                )
-            else:
-                chunk.params, scores = self._step.normalized[warm](chunk.params, seeds, units, step)
+        for chunk in self.chunks:
+            if chunk.state is None:
+                chunk.state = self._step.optimiser.init(chunk.params)
+            chunk.params, chunk.state, scores = self._step.step[warm](
+                chunk.params, chunk.state, tf.constant(chunk.seeds), tf.constant(chunk.units), step
+            )
             chunk.scores = scores.numpy()
         self.steps_done += 1
-        self._octave_step += 1
-        every = self.preset.median_every
-        if every and self._octave_step % every == 0 and self._octave_step < octave_steps:
-            for chunk in self._chunks:
-                chunk.params = self._step.median(chunk.params)
-        if self._octave_step >= octave_steps:
-            self._finish_octave()
-
-    def _finish_octave(self) -> None:
-        side = self.schedule[self._octave][0]
-        last = self._octave + 1 >= len(self.schedule)
-        next_side = self.size if last else self.schedule[self._octave + 1][0]
-        if self._original is not None and self._octave > 0:
-            previous = self.schedule[self._octave - 1][0]
-            for chunk in self._chunks:
-                original = self._original[chunk.indices]
-                shrunk = tf.image.resize(
-                    tf.image.resize(original, (previous, previous)), (side,) * 2
-                )
-                chunk.params += tf.image.resize(original, (side, side)) - shrunk
-        if last:
+        self.octave_step += 1
+        if self.octave_step < self.schedule[self.octave][1]:
+            for hook in self.hooks:
+                hook.after_step(self)
             return
-        new_param = self._param(next_side)
-        for chunk in self._chunks:
-            params = resize_params(self._param(side), chunk.params.numpy(), new_param)
-            chunk.params = tf.constant(params)
-            chunk.m = chunk.v = None
-            chunk.t = 0
-        self._octave += 1
-        self._octave_step = 0
+        for hook in self.hooks:
+            hook.end_octave(self)
+        if self.octave + 1 < len(self.schedule):
+            self._next_octave()
+
+    def _next_octave(self) -> None:
+        """Move every chunk's parameters to the next side; the optimiser starts afresh."""
+        side, next_side = self.side, self.schedule[self.octave + 1][0]
+        old_param, new_param = self.image_param(side), self.image_param(next_side)
+        for chunk in self.chunks:
+            chunk.params = tf.constant(resize_params(old_param, chunk.params.numpy(), new_param))
+            chunk.state = None
+        self.octave += 1
+        self.octave_step = 0
         self._step = self._compiled(next_side)
 
     # -- output ---------------------------------------------------------------------------------
     def images(self) -> np.ndarray:
         """The current images, uint8 ``(B, size, size, 3)`` (earlier octaves upsampled)."""
         parts = [None] * len(self.recipes)
-        for chunk in self._chunks:
+        for chunk in self.chunks:
             rgb = self._step.to_rgb(chunk.params)
             if rgb.shape[1] != self.size:
                 rgb = tf.image.resize(rgb, (self.size, self.size), method="bilinear")
             rgb = rgb.numpy()
-            if self.preset.autotone:
-                rgb = _autotone(rgb)
+            for hook in self.hooks:
+                rgb = hook.images(rgb)
             for position, index in enumerate(chunk.indices):
                 parts[index] = rgb[position]
         stacked = np.stack(parts)
