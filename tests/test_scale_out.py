@@ -23,11 +23,10 @@ from wga.cli.render_cmd import output_name
 from wga.corpus.corpus import open_corpus
 from wga.corpus.index import ProbeIndex
 from wga.corpus.probe import run_probe
-from wga.corpus.probe_executor import ExecutorProbe
 from wga.data.synthetic import make_synthetic_dataset
 from wga.executors import RAY_EXTRA_MESSAGE
 from wga.executors.local import LocalExecutor
-from wga.executors.ray_cluster import ACTOR_PREFIX, RayExecutor
+from wga.executors.ray_cluster import ACTOR_PREFIX
 from wga.serve.cache import RenderCache
 from wga.serve.jobs import render_id
 from wga.vis.bulk import bulk_render, layer_recipes
@@ -63,18 +62,23 @@ def local_pngs(hed, recipes, tmp_path_factory):
     return _bytes(out)
 
 
-def test_without_ray_the_flag_stops_with_one_line_naming_the_extra(tmp_path):
+@pytest.mark.parametrize("command", ["render", "probe"])
+def test_without_ray_the_flag_stops_with_one_line_naming_the_extra(command, tmp_path):
+    make_synthetic_dataset(tmp_path / "corpus", per_class={"train": 1})
+    args = {
+        "render": ["render", "--model", "vgg16-hed", "--layer", LAYER, "--units", "all"],
+        "probe": ["probe", "--corpus", str(tmp_path / "corpus"), "--layers", LAYER],
+    }[command]
+    args += ["--ray", "local", "--out", str(tmp_path / "out")]
     code = (
-        "import sys; sys.modules['ray'] = None\n"
-        "from wga.cli import main\n"
-        f"sys.exit(main(['render', '--model', 'vgg16-hed', '--layer', '{LAYER}', "
-        f"'--units', 'all', '--ray', 'local', '--out', r'{tmp_path}']))"
+        f"import sys; sys.modules['ray'] = None\nfrom wga.cli import main\nsys.exit(main({args!r}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines == [f"error: {RAY_EXTRA_MESSAGE}"]
     assert "wga[ray]" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 class ActorKiller(threading.Thread):
@@ -159,15 +163,9 @@ def test_probe_on_ray_data_writes_the_local_index(ray_cluster, hed, small_corpus
     local = run_probe(
         hed, small_corpus, layers, tmp_path / "local", k=4, batch_size=4, progress=False
     )
-    on_ray = run_probe(
-        hed,
-        small_corpus,
-        layers,
-        tmp_path / "ray",
-        k=4,
-        batch_size=4,
-        executor=ExecutorProbe(RayExecutor("auto"), workers=2),
-        progress=False,
-    )
+    argv = ["probe", "--model", "vgg16-hed", "--corpus", str(small_corpus.root)]
+    argv += ["--layers", ",".join(layers), "--top", "4", "--batch", "4", "--no-progress"]
+    assert main([*argv, "--ray", "auto", "--workers", "2", "--out", str(tmp_path / "ray")]) == 0
+    on_ray = ProbeIndex.open(tmp_path / "ray")
     assert on_ray.description["complete"] and len(on_ray.description["skipped"]) == 1
     _same_index(local, on_ray, layers)
