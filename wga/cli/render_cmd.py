@@ -9,6 +9,12 @@ All units render in one batch (one forward/backward pass per step).
 
 renders every unit of the layer (:mod:`wga.vis.bulk`): resumable (finished PNGs are skipped),
 also written to the server's render cache, in-process or on a Ray cluster (``--ray``).
+
+    python -m wga render --model vgg16-hed --layer block4_conv3 --direction v.npy --out out/
+
+renders a direction in the layer's channel space (one value per channel, ``dot × cos²`` at the
+centre; ``--objective direction_map`` for the whole map) to ``out/block4_conv3-direction-<hash>.png``;
+the vector is kept in the vector store (``$WGA_VECTORS_DIR``) under its sha256.
 """
 
 from __future__ import annotations
@@ -74,8 +80,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--layer", required=True, help="layer name (see: wga models --layers M)")
     parser.add_argument(
-        "--units", required=True, help="units: 0-7, 3,5,9, 0-3,8, or all (every unit, resumable)"
+        "--units",
+        help="units: 0-7, 3,5,9, 0-3,8, or all (every unit, resumable); not with --direction",
     )
+    parser.add_argument(
+        "--direction",
+        type=Path,
+        metavar="FILE.npy",
+        help="render this direction in channel space instead of units (a .npy vector)",
+    )
+    parser.add_argument(
+        "--position", help="Y,X: the feature-map cell for neuron and direction (default centre)"
+    )
+    parser.add_argument("--cos-power", type=float, help="the direction objectives' cosine power")
     parser.add_argument("--size", type=int, default=224, help="image side in px, 64 … 1024")
     parser.add_argument("--steps", type=int, help="optimisation steps (default: the preset's)")
     parser.add_argument(
@@ -123,9 +140,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _position(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", text)
+    if not match:
+        raise InvalidInput(f"--position must be Y,X (two whole numbers), not {text!r}")
+    return [int(match.group(1)), int(match.group(2))]
+
+
+def _every_unit(args: argparse.Namespace) -> bool:
+    return args.units is not None and args.units.strip().lower() == "all"
+
+
+def _target_fields(args: argparse.Namespace) -> tuple[list[int], dict[str, object]]:
+    """The units and the objective's extra fields (direction, position, cosine power)."""
+    extra: dict[str, object] = {}
+    objective = args.objective
+    if args.direction is not None:
+        if args.units is not None:
+            raise InvalidInput("give either --units or --direction, not both")
+        from wga.vis.vectors import VectorStore
+
+        extra["vector"] = VectorStore().load_file(args.direction)
+        objective = "direction" if objective == AUTO else objective
+    elif args.units is None:
+        raise InvalidInput("say what to render: --units 0-7, or --direction FILE.npy")
+    if args.position is not None:
+        extra["position"] = _position(args.position)
+    if args.cos_power is not None:
+        extra["cos_power"] = args.cos_power
+    whole = args.direction is not None or _every_unit(args)  # "all": the layer decides, later
+    return ([0] if whole else parse_units(args.units)), {
+        "objective": objective,
+        **extra,
+    }
+
+
+def file_name(recipe) -> str:
+    """``<layer>-<unit>.png``, or ``<layer>-direction-<hash>.png`` for a direction."""
+    if recipe.vector is not None:
+        return output_name(recipe.layer, 0).replace(
+            "-0.png", f"-direction-{recipe.vector[:12]}.png"
+        )
+    return output_name(recipe.layer, recipe.unit)
+
+
 def run(args: argparse.Namespace) -> int:
-    every = args.units.strip().lower() == "all"
-    units = [0] if every else parse_units(args.units)
+    every = _every_unit(args)
+    units, target = _target_fields(args)
     if args.batch < 1:
         raise InvalidInput(f"--batch must be ≥ 1, got {args.batch}")
     if args.workers is not None and (args.workers < 1 or not args.ray):
@@ -137,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         "preset": args.preset,
         "steps": args.steps,
         "seed": args.seed,
-        "objective": args.objective,
+        **target,
     }
     recipes_from_request(fields, units)  # every value checked before TensorFlow starts
     executor = None
@@ -170,11 +233,11 @@ def run(args: argparse.Namespace) -> int:
         loaded,
         recipes,
         args.out,
-        file_name=lambda recipe: output_name(recipe.layer, recipe.unit),
+        file_name=file_name,
         progress=not args.no_progress,
     )
     for recipe in recipes:
-        print(args.out / output_name(recipe.layer, recipe.unit))
+        print(args.out / file_name(recipe))
     return 0
 
 
@@ -203,7 +266,7 @@ def _bulk(
         loaded,
         recipes,
         args.out,
-        file_name=lambda recipe: output_name(recipe.layer, recipe.unit),
+        file_name=file_name,
         cache_dir=cache,
         batch=args.batch,
         workers=args.workers,
