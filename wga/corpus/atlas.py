@@ -16,7 +16,8 @@ The pipeline (Carter et al., 2019, for the user's own corpus and model):
 Output folder::
 
     DIR/atlas.json      the atlas: parameters, and per level the cells (i, j, count, icon,
-                        members [file, y, x], direction)
+                        members [file, y, x], member_ids [image id, grid y, grid x] in the
+                        probe index, direction)
     DIR/atlas.png       the chosen grid's icons, tiled
     DIR/layout.npz      the UMAP layout of the sample (reused by a rerun with the same sample/seed)
     DIR/vectors/        the cells' directions, <sha256>.npy
@@ -246,6 +247,10 @@ def _level_json(
                 "icon": icons[position] if icons is not None else None,
                 "direction": directions[position],
                 "members": _members(cell.members, sample, files),
+                "member_ids": [
+                    [int(sample.where[m][0]), int(sample.where[m][1]), int(sample.where[m][2])]
+                    for m in cell.members
+                ],
             }
         )
     return {"grid": level.grid, "cells": cells, "dropped": level.dropped}

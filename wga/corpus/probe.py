@@ -269,6 +269,7 @@ class ProbeJob:
     layers: tuple[str, ...]
     k: int
     batch_size: int
+    rule: FeedRule | None = None  # how workers decode the corpus (the driver's prober.rule)
 
     def prober(self) -> Prober:
         from wga.models import default_registry
@@ -344,7 +345,12 @@ def run_probe(
     )
     todo = writer.todo_chunks()
     job = ProbeJob(
-        model_reference(loaded), str(corpus.root), tuple(prober.layers), k, writer.batch_size
+        model_reference(loaded),
+        str(corpus.root),
+        tuple(prober.layers),
+        k,
+        writer.batch_size,
+        prober.rule,
     )
     executor = executor or LocalExecutor(prober, corpus)
     done_before = writer.done_count()

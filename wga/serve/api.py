@@ -346,8 +346,9 @@ def build_service(
     registry = ModelRegistry(runs_dir)
     queue = RenderQueue(Path(static_dir) / "renders", registry.load, **queue_options).start()
     service = RenderService(registry, queue)
-    service.routes.update(ProbeService(static_dir, service.loader).routes)  # wga.serve.probes
-    service.routes.update(AtlasService(service).routes)  # wga.serve.atlases
+    probes = ProbeService(static_dir, service.loader)
+    service.routes.update(probes.routes)  # wga.serve.probes
+    service.routes.update(AtlasService(service, probes=probes).routes)  # wga.serve.atlases
     if preload:  # the default model is ready by the time the page asks for its layers
         service.loader.start(registry.default_name())
     return service
