@@ -18,7 +18,7 @@ from wga.models import DEFAULT_MODEL, default_registry
 from wga.quiet import quiet_keras
 from wga.vis.objective_table import AUTO, OBJECTIVES, objective_names
 from wga.vis.presets import DEFAULT_PRESET, PRESETS
-from wga.vis.recipe import check_recipes, recipes_from_request
+from wga.vis.recipe import check_recipes, recipe_file_name, recipes_from_request
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,6 @@ def parse_units(text: str) -> list[int]:
             raise InvalidInput(f"at most {MAX_UNITS_PER_COMMAND} units per command")
         units.update(range(low, high + 1))
     return sorted(units)
-
-
-def output_name(layer: str, unit: int) -> str:
-    """``<layer>-<unit>.png``, with path separators in a layer name made harmless."""
-    return f"{re.sub(r'[^A-Za-z0-9_.+=-]', '_', layer)}-{unit}.png"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -115,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
         loaded,
         recipes,
         args.out,
-        file_name=lambda recipe: output_name(recipe.layer, recipe.unit),
+        file_name=recipe_file_name,
         progress=not args.no_progress,
     )
     for recipe in recipes:
-        print(args.out / output_name(recipe.layer, recipe.unit))
+        print(args.out / recipe_file_name(recipe))
     return 0
