@@ -4,10 +4,15 @@ it, and front ends validate a render without TensorFlow.
 Imports are read with ``ast`` from every module of ``wga/``, function-level ones included (a
 cycle hidden in a function is still a cycle); imports under ``if TYPE_CHECKING:`` are left out,
 as they never run. ``import a.b.c`` depends on ``a.b.c``; ``from a.b import c`` on ``a.b.c``
-when that is a module, else on ``a.b``. Python also runs each parent package's ``__init__``,
-but that implicit step is not an edge here: it would make every package whose ``__init__``
-re-exports a submodule look circular. A module that names its package explicitly
-(``import wga`` for ``wga.__version__``) does depend on that ``__init__``.
+when that is a module, else on ``a.b``.
+
+A package's ``__init__``: Python runs it before any of its submodules, so a submodule that
+imports from its own package (``from wga.executors import WorkerSpec`` in
+``wga.executors.local``) only states a dependency that the layout already has, pointing one way
+(the package is initialised first); such edges to a module's own ancestors are left out, and a
+package ``__init__`` that hands out its submodules lazily (a factory) is not a cycle. An import
+of any other package's ``__init__`` (``import wga`` for ``wga.__version__`` from ``wga.vis``)
+is an edge like any other.
 """
 
 from __future__ import annotations
@@ -61,9 +66,8 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
             for alias in node.names:
                 candidate = f"{base}.{alias.name}"
                 found.add(candidate if candidate in modules else _known(base, modules))
-    found.discard(module)
-    found.discard("")
-    return found
+    ancestors = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)}
+    return found - ancestors - {module, ""}
 
 
 def _known(name: str, modules: dict[str, Path]) -> str:
@@ -125,6 +129,21 @@ def test_the_cycle_finder_sees_a_cycle_through_a_function_level_import(tmp_path)
     assert graph == {"a": {"b"}, "b": {"a"}}
     assert cycles(graph) == [["a", "b"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_a_submodule_importing_its_own_package_is_no_cycle(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("def make():\n    from pkg.impl import X\n")
+    (tmp_path / "pkg" / "impl.py").write_text("from pkg import make\nimport other\n")
+    (tmp_path / "other.py").write_text("import pkg.impl\n")
+    modules = {
+        "pkg": tmp_path / "pkg" / "__init__.py",
+        "pkg.impl": tmp_path / "pkg" / "impl.py",
+        "other": tmp_path / "other.py",
+    }
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert graph == {"pkg": {"pkg.impl"}, "pkg.impl": {"other"}, "other": {"pkg.impl"}}
+    assert cycles(graph) == [["other", "pkg.impl"]]
 
 
 def test_no_module_of_wga_takes_part_in_an_import_cycle():
