@@ -238,10 +238,11 @@ class IndexWriter:
         write_json_atomic(self.root / DESCRIPTION_NAME, self._described())
 
     def _described(self) -> dict[str, Any]:
-        files = json.loads((self.root / IMAGES_NAME).read_text(encoding="utf-8"))
-        self.description["skipped"] = [
-            {"file": files[i]["file"], "error": self.skipped[i]} for i in sorted(self.skipped)
-        ]
+        if self.skipped:
+            files = json.loads((self.root / IMAGES_NAME).read_text(encoding="utf-8"))
+            self.description["skipped"] = [
+                {"file": files[i]["file"], "error": self.skipped[i]} for i in sorted(self.skipped)
+            ]
         return self.description
 
     def finish(self) -> None:

@@ -227,7 +227,9 @@ class Prober:
                     ]
             return reduced
 
-        self._reduce = tf.function(reduce, reduce_retracing=True)
+        # As model.predict does ("auto"): XLA where there is an accelerator, not on CPUs.
+        accelerated = any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+        self._reduce = tf.function(reduce, reduce_retracing=True, jit_compile=accelerated)
 
     @property
     def layers(self) -> list[str]:
