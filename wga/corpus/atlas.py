@@ -54,13 +54,14 @@ from wga.corpus.atlas_layout import (
     normalise,
 )
 from wga.corpus.atlas_sample import CAP, PER_IMAGE, Sample, sample_layer
-from wga.corpus.index import ProbeIndex
+from wga.corpus.index import Example, ProbeIndex, original_position
 from wga.corpus.probe import model_reference
 from wga.errors import InvalidInput
 from wga.vis.objective_table import COSINE_POWER
 from wga.vis.vectors import VectorStore, unit, whiten, whitening_matrix
 
 if TYPE_CHECKING:
+    from wga.executors import Executor
     from wga.models import LoadedModel
 
 ATLAS_VERSION = 1
@@ -215,6 +216,53 @@ def queue_renderer(
             return results
         finally:
             queue.stop()
+
+    return render
+
+
+def executor_renderer(
+    executor: Executor,
+    loaded: LoadedModel,
+    folder: Path,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+) -> IconRenderer:
+    """Icons on an executor (``--ray``: a Ray cluster) through the bulk renderer: the same
+    batches, files and records as :func:`queue_renderer` (``folder/icons/<render id>.png`` and
+    its record), so a rerun, the page and a local run all find them. Workers read the
+    directions from ``folder/vectors`` (``$WGA_VECTORS_DIR`` is forwarded to them: on a cluster,
+    the atlas folder must be on a file system every worker sees)."""
+
+    def render(recipes: Sequence[Any]) -> list[str | None]:
+        from wga.serve.jobs import render_id
+        from wga.vis.bulk import bulk_render
+
+        def name(recipe: Any) -> str:
+            return f"{render_id(recipe, loaded.fingerprint)}.png"
+
+        if not recipes:
+            return []
+        icons = folder / ICONS_DIR
+        previous = os.environ.get("WGA_VECTORS_DIR")
+        os.environ["WGA_VECTORS_DIR"] = str((folder / VECTORS_DIR).resolve())
+        try:
+            bulk_render(
+                executor,
+                loaded,
+                recipes,
+                icons,
+                file_name=name,
+                cache_dir=icons,
+                workers=workers,
+                progress=progress,
+            )
+        finally:
+            if previous is None:
+                os.environ.pop("WGA_VECTORS_DIR", None)
+            else:
+                os.environ["WGA_VECTORS_DIR"] = previous
+        return [f"{ICONS_DIR}/{name(recipe)}" for recipe in recipes]
 
     return render
 
@@ -380,6 +428,21 @@ def build_atlas(
         Image.fromarray(canvas).save(temp, format="PNG")
     write_json_atomic(folder / ATLAS_FILE, document)
     return document
+
+
+def member_examples(index: ProbeIndex, layer: str, cell: dict[str, Any]) -> list[Example]:
+    """A cell's member artworks as the probe's examples (position, receptive-field crop box in
+    the original image's pixels, catalog fields), for crops and thumbnails
+    (:func:`wga.corpus.views.crop_file`); the layer must be one the probe recorded."""
+    field = index.field(layer)
+    images = index.images()
+    examples = []
+    for image, gy, gx in cell.get("member_ids", []):
+        height, width = (int(v) for v in index.sizes()[image])
+        y, x, box = original_position(field, gy, gx, (height, width), index.side)
+        meta = {k: v for k, v in images[image].items() if k != "file"}
+        examples.append(Example(image, images[image]["file"], 0.0, y, x, box, (gy, gx), meta))
+    return examples
 
 
 def open_atlas(folder: str | os.PathLike[str]) -> dict[str, Any]:
