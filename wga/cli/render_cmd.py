@@ -32,7 +32,7 @@ from wga.quiet import quiet_keras
 from wga.vis.bulk import DEFAULT_BULK_BATCH
 from wga.vis.objective_table import AUTO, OBJECTIVES, objective_names
 from wga.vis.presets import DEFAULT_PRESET, PRESETS
-from wga.vis.recipe import check_recipes, recipes_from_request
+from wga.vis.recipe import check_recipes, recipe_file_name, recipes_from_request
 
 if TYPE_CHECKING:
     from wga.executors import Executor
@@ -60,11 +60,6 @@ def parse_units(text: str) -> list[int]:
             raise InvalidInput(f"at most {MAX_UNITS_PER_COMMAND} units per command")
         units.update(range(low, high + 1))
     return sorted(units)
-
-
-def output_name(layer: str, unit: int) -> str:
-    """``<layer>-<unit>.png``, with path separators in a layer name made harmless."""
-    return f"{re.sub(r'[^A-Za-z0-9_.+=-]', '_', layer)}-{unit}.png"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -177,15 +172,6 @@ def _target_fields(args: argparse.Namespace) -> tuple[list[int], dict[str, objec
     }
 
 
-def file_name(recipe) -> str:
-    """``<layer>-<unit>.png``, or ``<layer>-direction-<hash>.png`` for a direction."""
-    if recipe.vector is not None:
-        return output_name(recipe.layer, 0).replace(
-            "-0.png", f"-direction-{recipe.vector[:12]}.png"
-        )
-    return output_name(recipe.layer, recipe.unit)
-
-
 def run(args: argparse.Namespace) -> int:
     every = _every_unit(args)
     units, target = _target_fields(args)
@@ -233,11 +219,11 @@ def run(args: argparse.Namespace) -> int:
         loaded,
         recipes,
         args.out,
-        file_name=file_name,
+        file_name=recipe_file_name,
         progress=not args.no_progress,
     )
     for recipe in recipes:
-        print(args.out / file_name(recipe))
+        print(args.out / recipe_file_name(recipe))
     return 0
 
 
@@ -266,7 +252,7 @@ def _bulk(
         loaded,
         recipes,
         args.out,
-        file_name=file_name,
+        file_name=recipe_file_name,
         cache_dir=cache,
         batch=args.batch,
         workers=args.workers,
