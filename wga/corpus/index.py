@@ -38,6 +38,7 @@ from wga.corpus.feed import FeedRule, chunks, resized_shape
 from wga.corpus.receptive import Field
 from wga.corpus.topk import LayerTop, Partial, TopK, TopState, merge
 from wga.errors import InvalidInput, NotFound, closest_names
+from wga.models import model_reference
 
 if TYPE_CHECKING:
     from wga.corpus.probe import ProbeLayer
@@ -95,7 +96,6 @@ class IndexWriter:
         k: int,
         batch_size: int,
     ) -> IndexWriter:
-        from wga.corpus.probe import model_reference
         from wga.corpus.receptive import receptive_field
 
         root = Path(out)
