@@ -517,3 +517,18 @@ def test_eviction_takes_least_recently_used_and_survives_a_restart(make_queue, e
     assert not list(folder.glob("*.part-*"))
     listing = restarted.listing(model="fake", layer="conv", limit=2)
     assert [v["id"] for v in listing] == [views[5]["id"], views[4]["id"]]  # newest first
+
+
+def test_ended_jobs_leave_small_states_that_eviction_also_takes(make_queue, engine, tmp_path):
+    engine.gate.clear()
+    queue = make_queue()
+    views = queue.submit_many([FakeRecipe(unit=u) for u in range(5)], FINGERPRINT, 0, "A")
+    queue.cancel_matching("fake", None, "A")
+    usage = queue.cache.usage()
+    assert usage["cache_entries"] == 0 and usage["cache_bytes"] > 0
+    assert state_file(queue, views[0]["id"])["status"] == "cancelled"
+    engine.gate.set()
+    queue.stop()
+    restarted = make_queue(cache_max=1, grace_s=0)  # a hostile client's leftovers do not pile up
+    assert restarted.cache.usage()["cache_bytes"] == 0
+    assert not any((tmp_path / "renders").glob("*.png"))
