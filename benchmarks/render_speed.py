@@ -88,12 +88,13 @@ def time_wga(loaded, case: Case) -> tuple[float, float, object]:
     step, chunk = batch._step, batch.chunks[0]
     params, state = chunk.params, chunk.state
     seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
+    targets = (units, tf.constant(chunk.positions), tf.constant(chunk.vectors))
     plain = step.step[False]
 
     def one(i: int) -> None:
         nonlocal params, state
         k = tf.constant(16 + i, tf.int64)
-        params, state, scores = plain(params, state, seeds, units, k)
+        params, state, scores = plain(params, state, seeds, *targets, k)
         scores.numpy()
 
     one(0)  # traces the plain step
@@ -114,12 +115,13 @@ def time_eager(loaded, case: Case, steps: int) -> float:
     chunk = batch.chunks[0]
     params, state = chunk.params, step.optimiser.init(chunk.params)
     seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
+    targets = (units, tf.constant(chunk.positions), tf.constant(chunk.vectors))
     n = len(chunk.indices)
 
     def one(i: int) -> None:
         nonlocal params, state
         k = tf.constant(16 + i, tf.int64)
-        params, state, _ = step._step(params, state, seeds, units, k, warm=False)
+        params, state, _ = step._step(params, state, seeds, *targets, k, warm=False)
 
     one(0)
     started = time.perf_counter()

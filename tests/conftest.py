@@ -46,3 +46,31 @@ def gateway(static_dir, tmp_path_factory):
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One small local Ray cluster for every Ray test of the session (started on first use).
+
+    Ray is in the ``test`` extra, so a missing Ray fails here rather than skipping silently.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no auth token written under ~/.ray
+    import ray
+
+    for attempt in range(3):  # Ray gives its raylet a fixed 30 s to start: a busy CI may not
+        try:
+            ray.init(
+                num_cpus=2,
+                include_dashboard=False,
+                object_store_memory=200 * 1024 * 1024,
+                log_to_driver=False,
+            )
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -113,9 +113,12 @@ def test_every_objective_in_the_table_has_a_scoring_function_and_no_other_does()
     assert set(SCORES) == set(OBJECTIVES)
     assert objective_names()[0] == "auto"
     features = tf.random.uniform((2, 5, 5, 4))
+    vectors = tf.math.l2_normalize(tf.random.uniform((2, 4)), axis=1)
+    positions = tf.constant([[0.5, 0.5], [0.1, 0.9]])
     for name, spec in OBJECTIVES.items():
         if "spatial" in spec.layers:
-            assert SCORES[name](features, Target(tf.constant([0, 3]))).shape == (2,)
+            target = Target(tf.constant([0, 3]), 0, positions, vectors)
+            assert SCORES[name](features, target).shape == (2,)
 
 
 def test_auto_resolves_by_layer_kind_and_an_objective_that_misfits_its_layer_is_refused():
@@ -143,7 +146,9 @@ def test_recipe_carries_a_position_and_vector_only_for_objectives_that_read_them
     at = Recipe("vgg16-hed", "block3_conv3", 1, size=96, objective="probe", position=[2, 3])
     elsewhere = Recipe("vgg16-hed", "block3_conv3", 1, size=96, objective="probe", position=(3, 2))
     assert at.position == (2, 3) and at.as_dict()["position"] == [2, 3]
-    assert at.batch_key() != elsewhere.batch_key() and hash(at) != hash(elsewhere)
+    # one batch, one trace: each element has its own position (and vector)
+    assert at.batch_key() == elsewhere.batch_key() and hash(at) != hash(elsewhere)
+    assert at.as_dict() != elsewhere.as_dict()
 
 
 def test_diversity_is_high_for_equal_images_and_lower_for_different_ones():

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "wga.cli.serve_cmd",
     "wga.cli.probe_cmd",
     "wga.cli.examples_cmd",
+    "wga.cli.atlas_cmd",
 )
 
 

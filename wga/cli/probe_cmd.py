@@ -4,14 +4,14 @@
         --out probes/hed-wga
 
 Resumable: run the same command again after an interruption and it continues from the last
-checkpoint. ``--ray ADDRESS`` hands the chunks to a Ray cluster when the Ray executor is
-installed (``wga[ray]``); the index is the same either way.
+checkpoint. ``--ray ADDRESS`` hands the chunks to a Ray cluster (Ray Data, through the executor
+seam :mod:`wga.executors`; needs the extra ``wga[ray]``); the index is the same either way.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import contextlib
 import logging
 from pathlib import Path
 
@@ -39,7 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--top", type=int, default=DEFAULT_TOP, help="artworks kept per unit and sign"
     )
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="images per batch")
-    parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (needs wga[ray])")
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="probe on a Ray cluster: local (start one here), auto (the one in RAY_ADDRESS), "
+        "or HOST:PORT / ray://HOST:PORT (needs the extra: pip install 'wga[ray]')",
+    )
+    parser.add_argument(
+        "--workers", type=int, help="model workers on Ray (default: one per GPU, else per CPU)"
+    )
     parser.add_argument(
         "--checkpoint",
         type=float,
@@ -52,43 +60,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _ray_executor(address: str) -> object:
-    """The Ray executor, if the Ray adapter is installed here (it is optional)."""
-    try:
-        module = importlib.import_module("wga.corpus.ray_probe")
-    except ImportError as error:
-        raise InvalidInput(
-            f"--ray needs the Ray executor ({error}); install it with pip install 'wga[ray]'"
-        ) from error
-    return module.RayExecutor(address)
-
-
 def run(args: argparse.Namespace) -> int:
     layers = [name.strip() for name in args.layers.split(",") if name.strip()]
     if not layers:
         raise InvalidInput("--layers is empty: name at least one layer (wga models --layers M)")
+    if args.workers is not None and (args.workers < 1 or not args.ray):
+        raise InvalidInput("--workers N (≥ 1) applies to Ray: add --ray local or --ray ADDRESS")
     from wga.corpus.corpus import open_corpus
     from wga.corpus.probe import run_probe
     from wga.models import default_registry
     from wga.quiet import quiet_keras
 
     corpus = open_corpus(args.corpus)  # before TensorFlow: a wrong folder fails fast
-    quiet_keras()
-    registry = default_registry()
-    loaded = registry.load(args.model or registry.default_name())
-    executor = _ray_executor(args.ray) if args.ray else None
-    log.info("probing %s over %d images (%s) → %s", loaded.name, len(corpus), corpus.kind, args.out)
-    index = run_probe(
-        loaded,
-        corpus,
-        layers,
-        args.out,
-        k=args.top,
-        batch_size=args.batch,
-        executor=executor,  # type: ignore[arg-type]
-        progress=not args.no_progress,
-        checkpoint_seconds=args.checkpoint,
-    )
+    cluster = None
+    if args.ray:
+        from wga.executors import open_executor
+
+        cluster = open_executor(args.ray)  # a missing extra fails here, in one line
+    with contextlib.closing(cluster) if cluster is not None else contextlib.nullcontext():
+        quiet_keras()
+        registry = default_registry()
+        loaded = registry.load(args.model or registry.default_name())
+        executor = None
+        if cluster is not None:
+            from wga.corpus.probe_executor import ExecutorProbe
+
+            executor = ExecutorProbe(cluster, args.workers)
+        log.info(
+            "probing %s over %d images (%s) → %s", loaded.name, len(corpus), corpus.kind, args.out
+        )
+        index = run_probe(
+            loaded,
+            corpus,
+            layers,
+            args.out,
+            k=args.top,
+            batch_size=args.batch,
+            executor=executor,
+            progress=not args.no_progress,
+            checkpoint_seconds=args.checkpoint,
+        )
     described = index.description
     print(
         f"{index.root}: {described['done'] - len(described['skipped'])} images, "

@@ -84,32 +84,36 @@ def _is_relu(function: Any) -> bool:
     return getattr(function, "__name__", None) == "relu"
 
 
-def _linear_twin(layer: keras.layers.Layer) -> Any:
-    """``layer`` rebuilt without its activation, applied to the same input (weights copied)."""
+def _linear_twin(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> Any:
+    """``layer`` rebuilt without its activation and called on ``args`` (weights copied)."""
     config = layer.get_config()
     config["activation"] = "linear"
     config["name"] = f"{layer.name}_preactivation"
     twin = type(layer).from_config(config)
-    output = twin(layer.input)
+    output = twin(*args, **kwargs)
     twin.set_weights(layer.get_weights())
     return output
 
 
-def _probe_output(layer: keras.layers.Layer, kind: str) -> tuple[Any, ValueKind]:
+Source = Literal["input", "twin", "output"]
+
+
+def _value_source(layer: keras.layers.Layer, kind: str) -> tuple[ValueKind, Source]:
+    """What the probe records for ``layer`` and where it comes from (see the module docstring)."""
     import keras
 
     activation = getattr(layer, "activation", None)
     if isinstance(layer, keras.layers.ReLU) and not layer.get_config().get("max_value"):
-        return layer.input, "pre-activation"
+        return "pre-activation", "input"
     if isinstance(layer, keras.layers.Activation):
-        return (layer.input, "pre-activation") if _is_relu(activation) else (layer.output, "output")
+        return ("pre-activation", "input") if _is_relu(activation) else ("output", "output")
     if kind == "class":
         if getattr(activation, "__name__", "linear") == "linear":
-            return layer.output, "logits"
-        return _linear_twin(layer), "logits"
+            return "logits", "output"
+        return "logits", "twin"
     if _is_relu(activation):
-        return _linear_twin(layer), "pre-activation"
-    return layer.output, "output"
+        return "pre-activation", "twin"
+    return "output", "output"
 
 
 def feed_rule(loaded: LoadedModel) -> FeedRule:
@@ -122,7 +126,12 @@ def feed_rule(loaded: LoadedModel) -> FeedRule:
 def build_probe_model(
     loaded: LoadedModel, layers: Sequence[str]
 ) -> tuple[keras.Model, list[ProbeLayer]]:
-    """A model from the input to the recorded values of ``layers`` (in that order), and their plan."""
+    """A model from the input to the recorded values of ``layers`` (in that order), and their plan.
+
+    The graph is cloned (sharing every weight) with each recorded layer that has its activation
+    built in replaced by its linear twin followed by the activation, so the pre-activation is
+    computed once and feeds both the record and the rest of the network.
+    """
     import keras
 
     if not layers:
@@ -130,18 +139,34 @@ def build_probe_model(
     if len(set(layers)) != len(layers):
         raise InvalidInput(f"a layer is named twice in {','.join(layers)}")
     side = feed_rule(loaded).side
-    model = loaded.model
-    outputs, plan = [], []
-    for name in layers:
-        info = loaded.layer(name)  # NotFound with the closest names
-        output, values = _probe_output(model.get_layer(name), info.kind)
-        outputs.append(output)
+    infos = {name: loaded.layer(name) for name in layers}  # NotFound with the closest names
+    recorded: dict[str, Any] = {}
+    values: dict[str, ValueKind] = {}
+
+    def call(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
+        if layer.name not in infos:
+            return layer(*args, **kwargs)
+        value, source = _value_source(layer, infos[layer.name].kind)
+        values[layer.name] = value
+        if source == "input":
+            recorded[layer.name] = args[0]
+            return layer(*args, **kwargs)
+        if source == "twin":
+            recorded[layer.name] = _linear_twin(layer, args, kwargs)
+            return keras.activations.get(layer.activation)(recorded[layer.name])
+        recorded[layer.name] = layer(*args, **kwargs)
+        return recorded[layer.name]
+
+    cloned = keras.models.clone_model(
+        loaded.model, clone_function=lambda layer: layer, call_function=call
+    )
+    outputs = [recorded[name] for name in layers]
+    plan = []
+    for name, output in zip(layers, outputs, strict=True):
         shape = tuple(output.shape)
-        grid = (1, 1)
-        if len(shape) == 4:
-            grid = (int(shape[1] or 0), int(shape[2] or 0))
-        plan.append(ProbeLayer(name, info.units, info.kind, values, grid))
-    probe_model = keras.Model(model.inputs[0], outputs)
+        grid = (int(shape[1] or 0), int(shape[2] or 0)) if len(shape) == 4 else (1, 1)
+        plan.append(ProbeLayer(name, infos[name].units, infos[name].kind, values[name], grid))
+    probe_model = keras.Model(cloned.inputs[0], outputs)
     if any(0 in p.grid for p in plan):  # a free-size model: learn the grids from one call
         results = probe_model(np.zeros((1, side, side, 3), np.float32))
         results = results if isinstance(results, list | tuple) else [results]
@@ -244,6 +269,7 @@ class ProbeJob:
     layers: tuple[str, ...]
     k: int
     batch_size: int
+    rule: FeedRule | None = None  # how workers decode the corpus (the driver's prober.rule)
 
     def prober(self) -> Prober:
         from wga.models import default_registry
@@ -319,7 +345,12 @@ def run_probe(
     )
     todo = writer.todo_chunks()
     job = ProbeJob(
-        model_reference(loaded), str(corpus.root), tuple(prober.layers), k, writer.batch_size
+        model_reference(loaded),
+        str(corpus.root),
+        tuple(prober.layers),
+        k,
+        writer.batch_size,
+        prober.rule,
     )
     executor = executor or LocalExecutor(prober, corpus)
     done_before = writer.done_count()

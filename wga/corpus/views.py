@@ -156,7 +156,6 @@ def grad_cam(
     import tensorflow as tf
 
     from wga.corpus.feed import valid_grid
-    from wga.corpus.probe import build_probe_model
 
     index.check_unit(layer, unit)
     model = loaded.model
@@ -164,14 +163,14 @@ def grad_cam(
     spatial = [la for la in model.layers[: names.index(layer)] if len(tuple(la.output.shape)) == 4]
     if not spatial:
         raise NotFound(f"layer {layer!r} has no spatial layer before it for Grad-CAM")
-    last = spatial[-1]
-    logits_model, _ = build_probe_model(loaded, [layer])
-    both = keras.Model(logits_model.inputs, [last.output, logits_model.outputs[0]])
+    last, dense = spatial[-1], model.get_layer(layer)
+    # The logit is the Dense layer's affine part (its softmax, if any, is left out).
+    both = keras.Model(model.inputs[0], [last.output, dense.input])
     rule = FeedRule(index.side, index.description["feed"]["preprocessing"])
     batch, shape, _ = model_input(image_path(index, image_id), rule)
     with tf.GradientTape() as tape:
-        features, logits = both(tf.convert_to_tensor(batch), training=False)
-        score = logits[:, unit]
+        features, pooled = both(tf.convert_to_tensor(batch), training=False)
+        score = tf.linalg.matvec(pooled, dense.kernel[:, unit]) + dense.bias[unit]
     gradient = tape.gradient(score, features)
     weights = tf.reduce_mean(gradient, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[0].numpy()

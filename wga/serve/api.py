@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import wga
 from wga.errors import InvalidInput, NotFound, Unavailable, WgaError, closest_names
 from wga.models import ModelRegistry
+from wga.serve.atlases import AtlasService
 from wga.serve.cache import parse_size
 from wga.serve.gateway import STATIC_DIR
 from wga.serve.http import (
@@ -61,6 +62,7 @@ from wga.serve.loading import ModelLoader
 from wga.serve.probes import ProbeService
 from wga.serve.queue import RenderQueue
 from wga.vis.recipe import DEFAULT_SIZE, REQUEST_FIELDS, check_recipes, recipes_from_request
+from wga.vis.vectors import VectorStore, check_direction
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
@@ -84,10 +86,12 @@ class RenderService:
         registry: ModelRegistry,
         queue: RenderQueue,
         loader: ModelLoader | None = None,
+        vectors: VectorStore | None = None,
     ) -> None:
         self.registry = registry
         self.queue = queue
         self.loader = loader or ModelLoader(registry)
+        self.vectors = vectors or VectorStore()  # where the queue's renders find directions
         queue.status_extra = self._status_extra  # the status file carries them too
         self.routes: dict[str, Callable[[dict[str, Any]], Response]] = {
             "GET /api/models": self.list_models,
@@ -207,10 +211,15 @@ class RenderService:
     def _recipes(self, fields: dict[str, Any], unit: int | None) -> tuple[list[Any], str]:
         """Validated recipes (``unit``, or the request's own) and the weights' fingerprint."""
         units = None if unit is None else [unit]
+        if isinstance(fields.get("vector"), list):  # a direction sent inline: stored by its hash
+            fields = {**fields, "vector": self.vectors.put(fields["vector"])}
         recipes = recipes_from_request(fields, units)  # 400 for any bad value, before loading
         model = self._model_name(recipes[0].model)  # a registry name, never a path
         loaded = self._loaded(model)
         check_recipes(recipes, loaded)  # layer, unit range and objective against the model
+        for recipe in recipes:
+            if recipe.vector is not None:
+                check_direction(self.vectors, recipe.vector, loaded.layer(recipe.layer).units)
         return recipes, loaded.fingerprint
 
     def _priority(self, body: dict[str, Any]) -> int:
@@ -338,7 +347,9 @@ def build_service(
     registry = ModelRegistry(runs_dir)
     queue = RenderQueue(Path(static_dir) / "renders", registry.load, **queue_options).start()
     service = RenderService(registry, queue)
-    service.routes.update(ProbeService(static_dir, service.loader).routes)  # wga.serve.probes
+    probes = ProbeService(static_dir, service.loader)
+    service.routes.update(probes.routes)  # wga.serve.probes
+    service.routes.update(AtlasService(service, probes=probes).routes)  # wga.serve.atlases
     if preload:  # the default model is ready by the time the page asks for its layers
         service.loader.start(registry.default_name())
     return service

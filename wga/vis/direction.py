@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-COSINE_POWER = 2.0  # the Activation Atlas article
+from wga.vis.objective_table import COSINE_POWER
+
 COSINE_FLOOR = 0.1  # Lucid's atlas notebook: tf.maximum(0.1, cossim)
 NORM_EPSILON = 1e-4  # Lucid: dot / (1e-4 + mag)
 
 
-def at_positions(features: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
-    """The activation vector ``(B, C)`` of each element at its fractional ``(y, x)``."""
+def at_positions(features: tf.Tensor, positions: tf.Tensor | None) -> tf.Tensor:
+    """The activation vector ``(B, C)`` of each element at its fractional ``(y, x)``
+    (``None``: the centre, ``[H // 2, W // 2]``)."""
     shape = tf.shape(features)
+    if positions is None:
+        return features[:, shape[1] // 2, shape[2] // 2, :]
     size = tf.cast(shape[1:3], tf.float32)
     cells = tf.cast(tf.floor(positions * size), tf.int32)
     cells = tf.minimum(tf.maximum(cells, 0), shape[1:3] - 1)
@@ -58,7 +62,10 @@ def cosine_weighted_dot(
 
 
 def direction_at(
-    features: tf.Tensor, vectors: tf.Tensor, positions: tf.Tensor, power: float = COSINE_POWER
+    features: tf.Tensor,
+    vectors: tf.Tensor,
+    positions: tf.Tensor | None,
+    power: float = COSINE_POWER,
 ) -> tf.Tensor:
     """Each element's direction score at its position (Lucid's ``direction_neuron``)."""
     return cosine_weighted_dot(at_positions(features, positions), vectors, power)
@@ -72,6 +79,6 @@ def direction_map(
     return tf.reduce_mean(crop_border(per_position, border), axis=[1, 2])
 
 
-def neuron_at(features: tf.Tensor, units: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+def neuron_at(features: tf.Tensor, units: tf.Tensor, positions: tf.Tensor | None) -> tf.Tensor:
     """Each element's unit at its position."""
     return tf.gather(at_positions(features, positions), units, axis=1, batch_dims=1)

@@ -31,6 +31,13 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from wga.vis.direction import (
+    COSINE_POWER,
+    crop_border,
+    direction_at,
+    direction_map,
+    neuron_at,
+)
 from wga.vis.objective_table import OBJECTIVES
 
 RELU_WARMUP_STEPS = 16  # Lucid render_vis: relu_gradient_override for the first 16 steps
@@ -89,18 +96,22 @@ class RedirectedReLU(keras.layers.Layer):
 
 @dataclass(frozen=True)
 class Target:
-    """What a scoring function reads besides the layer's output.
+    """What a scoring function reads besides the layer's output, per batch element.
 
     ``units``: ``(B,)`` int32, each element's unit; ``border``: pixels of the feature map a
-    channel mean leaves out (the 2018 recipe's 2); ``position``: a ``(y, x)`` in the feature map;
-    ``vector``: a direction in channel space, ``(C,)`` — the last two for the objectives whose
-    row in :data:`~wga.vis.objective_table.OBJECTIVES` asks for them.
+    channel mean leaves out (the 2018 recipe's 2); ``positions``: ``(B, 2)`` float32, each
+    element's ``(y, x)`` as fractions of the map's height and width (``None``: the centre, see
+    :func:`wga.vis.direction.at_positions`); ``vectors``: ``(B, C)`` float32 unit directions in
+    channel space, one per element (for the objectives whose row in
+    :data:`~wga.vis.objective_table.OBJECTIVES` reads a vector); ``cos_power``: the cosine's
+    exponent of the direction objectives.
     """
 
     units: tf.Tensor
     border: int = 0
-    position: tuple[int, int] | None = None
-    vector: tf.Tensor | None = None
+    positions: tf.Tensor | None = None
+    vectors: tf.Tensor | None = None
+    cos_power: float = COSINE_POWER
 
 
 ScoreFunction = Callable[[tf.Tensor, Target], tf.Tensor]
@@ -131,22 +142,24 @@ def layer(features: tf.Tensor, target: Target) -> tf.Tensor:
 
 @scores("neuron")
 def neuron(features: tf.Tensor, target: Target) -> tf.Tensor:
-    height, width = tf.shape(features)[1], tf.shape(features)[2]
-    centre = features[:, height // 2, width // 2, :]
-    return tf.gather(centre, target.units, axis=1, batch_dims=1)
+    return neuron_at(features, target.units, target.positions)
+
+
+@scores("direction")
+def direction(features: tf.Tensor, target: Target) -> tf.Tensor:
+    return direction_at(features, target.vectors, target.positions, target.cos_power)
+
+
+@scores("direction_map")
+def direction_over_map(features: tf.Tensor, target: Target) -> tf.Tensor:
+    return direction_map(features, target.vectors, target.cos_power, target.border)
 
 
 @scores("channel")
 def channel(features: tf.Tensor, target: Target) -> tf.Tensor:
     channels = tf.transpose(features, [0, 3, 1, 2])  # (B, C, H, W)
     chosen = tf.gather(channels, target.units, axis=1, batch_dims=1)  # (B, H, W)
-    border = target.border
-    if border:
-        height, width = tf.shape(chosen)[1], tf.shape(chosen)[2]
-        inner = chosen[:, border : height - border, border : width - border]
-        # a layer smaller than twice the border keeps all of it rather than nothing
-        chosen = tf.cond(tf.size(inner) > 0, lambda: inner, lambda: chosen)
-    return tf.reduce_mean(chosen, axis=[1, 2])
+    return tf.reduce_mean(crop_border(chosen, target.border), axis=[1, 2])
 
 
 def score(name: str, features: tf.Tensor, units: tf.Tensor, border: int = 0) -> tf.Tensor:

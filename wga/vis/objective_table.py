@@ -19,6 +19,7 @@ from wga.errors import InvalidInput, closest_names
 LayerKind = Literal["spatial", "dense"]
 Need = Literal["no", "optional", "required"]
 AUTO = "auto"  # channel for feature maps, logit for Dense layers
+COSINE_POWER = 2.0  # the direction objectives' default: the Activation Atlas article's dot × cos²
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,31 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
     spec.name: spec
     for spec in (
         ObjectiveSpec("channel", "spatial mean of the unit's channel (Lucid's channel)", _SPATIAL),
-        ObjectiveSpec("neuron", "the unit's channel at the centre position only", _SPATIAL),
+        ObjectiveSpec(
+            "neuron",
+            "the unit's channel at one position: the centre, or the given [y, x]",
+            _SPATIAL,
+            position="optional",
+        ),
         ObjectiveSpec("logit", "a class unit of a Dense layer, before its softmax", _DENSE),
         ObjectiveSpec(
             "layer", "DeepDream: mean squared activation of the whole layer", _SPATIAL, unit=False
+        ),
+        ObjectiveSpec(
+            "direction",
+            "dot × cos^p with a direction in channel space, at the centre or the given [y, x] "
+            "(the Activation Atlas's icons)",
+            _SPATIAL,
+            unit=False,
+            position="optional",
+            vector="required",
+        ),
+        ObjectiveSpec(
+            "direction_map",
+            "dot × cos^p with a direction in channel space, averaged over the feature map",
+            _SPATIAL,
+            unit=False,
+            vector="required",
         ),
     )
 }

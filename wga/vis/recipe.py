@@ -17,6 +17,7 @@ import numpy as np
 from wga.errors import InvalidInput
 from wga.vis.objective_table import AUTO, check_needs, objective_spec, resolve_objective
 from wga.vis.presets import DEFAULT_PRESET, Preset, get_preset
+from wga.vis.vectors import check_hash
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
@@ -25,7 +26,6 @@ MIN_SIZE = 64
 MAX_SIZE = 1024
 MAX_STEPS = 10_000
 MAX_SEED = 2**31 - 1
-MAX_VECTOR_REF = 200  # characters of a vector reference (a hash or a name)
 DEFAULT_SIZE = 224
 REQUEST_FIELDS = (
     "model",
@@ -38,7 +38,9 @@ REQUEST_FIELDS = (
     "objective",
     "position",
     "vector",
+    "cos_power",
 )
+MAX_COS_POWER = 16.0
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,10 @@ class Recipe:
 
     ``objective``: ``auto`` (channel mean for feature maps, logit for Dense layers) or a row of
     :data:`wga.vis.objective_table.OBJECTIVES`. ``position`` (``(y, x)`` in the layer's feature
-    map) and ``vector`` (a reference to a direction in channel space) are for the objectives that
-    read them; both are part of the recipe's identity and batch key.
+    map at this size) and ``vector`` (the sha256 of a direction in channel space, kept in a
+    :class:`~wga.vis.vectors.VectorStore`) are for the objectives that read them, and
+    ``cos_power`` (default 2) for the direction objectives. All three are part of the recipe's
+    identity but not of its batch key: every batch element has its own position and vector.
     """
 
     model: str
@@ -61,6 +65,7 @@ class Recipe:
     objective: str = AUTO
     position: tuple[int, int] | None = None
     vector: str | None = None
+    cos_power: float | None = None
 
     def __post_init__(self) -> None:
         for name, hint in (
@@ -79,10 +84,10 @@ class Recipe:
         if self.position is not None:
             object.__setattr__(self, "position", _position(self.position))
         if self.vector is not None:
-            check_string("vector", self.vector, "a reference: the name or hash of a direction")
-            if len(self.vector) > MAX_VECTOR_REF:
-                raise InvalidInput(f"vector must be at most {MAX_VECTOR_REF} characters long")
+            check_hash(self.vector)
         check_needs(self.objective, self.position, self.vector)
+        if self.cos_power is not None:
+            object.__setattr__(self, "cos_power", _cos_power(self.cos_power, self.objective))
         get_preset(self.preset)  # raises InvalidInput with suggestions
 
     @property
@@ -103,20 +108,19 @@ class Recipe:
             self.preset,
             self.total_steps,
             self.objective,
-            self.position,
-            self.vector,
+            self.cos_power,
         )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able; ``steps`` resolved, so recipes that render alike have equal dicts.
 
-        ``position`` and ``vector`` appear only when given, so the content ids of recipes
-        without them stay what they were before the fields existed.
+        ``position``, ``vector`` and ``cos_power`` appear only when given, so the content ids
+        of recipes without them stay what they were before the fields existed.
         """
         out = asdict(self)
         out["steps"] = self.total_steps
         out["unit"], out["size"], out["seed"] = int(self.unit), int(self.size), int(self.seed)
-        for optional in ("position", "vector"):
+        for optional in ("position", "vector", "cos_power"):
             if out[optional] is None:
                 del out[optional]
         if self.position is not None:
@@ -193,6 +197,22 @@ def _shown(value: Any) -> str:
     return (
         f"{text[:80]} ({'null' if value is None else kind.get(type(value), type(value).__name__)})"
     )
+
+
+def _cos_power(value: Any, objective: str) -> float:
+    """The cosine exponent of a direction objective: a number from 0 to MAX_COS_POWER."""
+    spec = objective_spec(objective)
+    if spec is None or spec.vector == "no":
+        raise InvalidInput(
+            f"cos_power is for the direction objectives only, not {objective!r}: leave it out"
+        )
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.integer | np.floating)
+        or not 0 <= float(value) <= MAX_COS_POWER
+    ):
+        raise InvalidInput(f"cos_power must be a number from 0 to {MAX_COS_POWER:g}, got {value!r}")
+    return float(value)
 
 
 def _position(value: Any) -> tuple[int, int]:

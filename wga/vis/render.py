@@ -35,6 +35,7 @@ import tensorflow as tf
 import wga
 from wga.errors import InvalidInput
 from wga.models import preprocess
+from wga.vis.direction import COSINE_POWER
 from wga.vis.features import FeatureGraph, ModelScopedCache, feature_graph
 from wga.vis.hooks import Hook, hooks_for
 from wga.vis.objective import SCORES, Target, diversity, redirect_relu_gradients
@@ -42,10 +43,12 @@ from wga.vis.optim import Optimiser, State, optimiser
 from wga.vis.param import ImageParam, resize_params
 from wga.vis.presets import Preset
 from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, Recipe, check_recipes
+from wga.vis.targets import element_positions, element_vectors
 from wga.vis.transform import MAX_MODEL_SIDE, TransformStack
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
+    from wga.vis.vectors import VectorStore
 
 __all__ = [
     "MAX_BATCH_PIXELS",
@@ -86,8 +89,7 @@ class _CompiledStep:
     kind: str  # a row of wga.vis.objective_table.OBJECTIVES
     preset: Preset
     diversity_weight: float
-    position: tuple[int, int] | None = None
-    vector: tuple[float, ...] | None = None
+    cos_power: float = COSINE_POWER
     optimiser: Optimiser = field(init=False)
     step: dict[bool, Callable[..., Any]] = field(init=False)
     to_rgb: Callable[..., Any] = field(init=False)
@@ -97,8 +99,11 @@ class _CompiledStep:
         shape = tf.TensorSpec([None, *self.param.shape(1)[1:]], tf.float32)
         seeds = tf.TensorSpec([None], tf.int64)
         units = tf.TensorSpec([None], tf.int32)
+        positions = tf.TensorSpec([None, 2], tf.float32)  # fractions of the map (y, x)
+        vectors = tf.TensorSpec([None, None], tf.float32)  # one direction per element
         scalar_i = tf.TensorSpec([], tf.int64)
-        signature = [shape, self.optimiser.state_spec(shape), seeds, units, scalar_i]
+        state = self.optimiser.state_spec(shape)
+        signature = [shape, state, seeds, units, positions, vectors, scalar_i]
         # Two traces: with redirected ReLU gradients (warm-up) and plain. The plain one keeps no
         # pre-activations for the custom gradient: less memory and time for the (many more)
         # steps after the warm-up, and for octaves that never warm up.
@@ -109,7 +114,7 @@ class _CompiledStep:
         self.to_rgb = tf.function(self.param.to_rgb, input_signature=[shape])
 
     def _gradient(
-        self, params: tf.Tensor, seeds: tf.Tensor, units: tf.Tensor, step: tf.Tensor, warm: bool
+        self, params: tf.Tensor, seeds: tf.Tensor, target: Target, step: tf.Tensor, warm: bool
     ) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(params)
@@ -122,19 +127,16 @@ class _CompiledStep:
             inputs = preprocess(images, self.preprocessing)
             with redirect_relu_gradients(tf.constant(True) if warm else None):
                 features = self.graph.model(inputs, training=False)
-            scores = SCORES[self.kind](features, self._target(units))
+            scores = SCORES[self.kind](features, target)
             total = tf.reduce_sum(scores)
             if self.diversity_weight:
                 total -= self.diversity_weight * diversity(features)
         return tape.gradient(total, params), scores
 
-    def _target(self, units: tf.Tensor) -> Target:
-        vector = None if self.vector is None else tf.constant(self.vector, tf.float32)
-        return Target(units, self.preset.border, self.position, vector)
-
-    def _step(self, params, state, seeds, units, step, *, warm: bool):
+    def _step(self, params, state, seeds, units, positions, vectors, step, *, warm: bool):
         """One ascent step of the whole batch: new parameters, optimiser state, scores."""
-        gradient, scores = self._gradient(params, seeds, units, step, warm)
+        target = Target(units, self.preset.border, positions, vectors, self.cos_power)
+        gradient, scores = self._gradient(params, seeds, target, step, warm)
         params, state = self.optimiser.update(params, gradient, state)
         return params, state, scores
 
@@ -173,15 +175,14 @@ def compiled_step(
     preset: Preset,
     kind: str,
     diversity_weight: float = 0.0,
-    position: tuple[int, int] | None = None,
-    vector: tuple[float, ...] | None = None,
+    cos_power: float = COSINE_POWER,
 ) -> _CompiledStep:
     """The cached compiled step; built (and later traced) once per key, reused by every batch.
 
-    ``position`` and ``vector`` (values, not a reference) are constants of the step, for the
-    objectives that read them."""
+    Positions and direction vectors are inputs of the step, one per batch element, so a batch
+    of atlas icons (each its own direction) is one trace and one pass."""
     param = _image_param(loaded, preset, side)
-    key = ("step", layer, side, preset, kind, float(diversity_weight), param, position, vector)
+    key = ("step", layer, side, preset, kind, float(diversity_weight), param, float(cos_power))
 
     def build() -> _CompiledStep:
         return _CompiledStep(
@@ -192,8 +193,7 @@ def compiled_step(
             kind=kind,
             preset=preset,
             diversity_weight=float(diversity_weight),
-            position=position,
-            vector=vector,
+            cos_power=float(cos_power),
         )
 
     return _steps.get(loaded, key, build)
@@ -209,6 +209,8 @@ class _Chunk:
     indices: list[int]
     seeds: np.ndarray
     units: np.ndarray
+    positions: np.ndarray  # (k, 2) float32 fractions of the feature map
+    vectors: np.ndarray  # (k, C) float32 unit directions; (k, 1) zeros when none are read
     params: tf.Tensor
     state: State | None = None  # None: fresh (a render's start, or a new octave)
     scores: np.ndarray | None = None
@@ -224,7 +226,12 @@ class BatchRender:
     """
 
     def __init__(
-        self, loaded: LoadedModel, recipes: Sequence[Recipe], *, diversity: float = 0.0
+        self,
+        loaded: LoadedModel,
+        recipes: Sequence[Recipe],
+        *,
+        diversity: float = 0.0,
+        vectors: VectorStore | None = None,
     ) -> None:
         if not recipes:
             raise InvalidInput("a batch needs at least one recipe")
@@ -243,22 +250,27 @@ class BatchRender:
         self.octave = 0  # index into schedule
         self.octave_step = 0  # steps done in this octave
         self.hooks: list[Hook] = hooks_for(self.preset)
-        self.chunks: list[_Chunk] = self._start_chunks()
+        self.chunks: list[_Chunk] = self._start_chunks(vectors)
         for hook in self.hooks:
             hook.start(self)
         self._step = self._compiled(self.schedule[0][0])
 
-    def _start_chunks(self) -> list[_Chunk]:
-        """The micro-batches, each element's start noise drawn from its own seed."""
+    def _start_chunks(self, vectors: VectorStore | None) -> list[_Chunk]:
+        """The micro-batches, each element's start noise drawn from its own seed, with its
+        position and direction (from ``vectors``, default the shared store)."""
         per_call = len(self.recipes) if self.diversity else max_batch_size(self.schedule[-1][0])
         seeds = np.array([recipe.seed for recipe in self.recipes], dtype="int64")
         units = np.array([recipe.unit for recipe in self.recipes], dtype="int32")
+        positions = element_positions(self.loaded, self.recipes)
+        directions = element_vectors(self.loaded, self.recipes, vectors)
         param = self.image_param(self.schedule[0][0])
         chunks = []
         for start in range(0, len(self.recipes), per_call):
             idx = list(range(start, min(start + per_call, len(self.recipes))))
             params = tf.constant(param.init(seeds[idx], salt=0))
-            chunks.append(_Chunk(idx, seeds[idx], units[idx], params))
+            chunks.append(
+                _Chunk(idx, seeds[idx], units[idx], positions[idx], directions[idx], params)
+            )
         return chunks
 
     # -- public state ---------------------------------------------------------------------------
@@ -298,7 +310,7 @@ class BatchRender:
             self.preset,
             self.kind,
             self.diversity,
-            position=first.position,
+            cos_power=COSINE_POWER if first.cos_power is None else first.cos_power,
         )
 
     def run(self, steps: int = 1) -> None:
@@ -316,7 +328,13 @@ class BatchRender:
             if chunk.state is None:
                 chunk.state = self._step.optimiser.init(chunk.params)
             chunk.params, chunk.state, scores = self._step.step[warm](
-                chunk.params, chunk.state, tf.constant(chunk.seeds), tf.constant(chunk.units), step
+                chunk.params,
+                chunk.state,
+                tf.constant(chunk.seeds),
+                tf.constant(chunk.units),
+                tf.constant(chunk.positions),
+                tf.constant(chunk.vectors),
+                step,
             )
             chunk.scores = scores.numpy()
         self.steps_done += 1

@@ -92,6 +92,18 @@ def whiten(vector: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return unit(np.asarray(matrix, dtype="float64") @ np.asarray(vector, dtype="float64"))
 
 
+def check_direction(store: VectorStore, reference: str, channels: int) -> np.ndarray:
+    """The stored direction ``reference``, if it has one value per channel of the layer;
+    NotFound / InvalidInput otherwise (so a request fails at once, not in the render queue)."""
+    vector = store.get(reference)
+    if vector.shape != (channels,):
+        raise InvalidInput(
+            f"direction {reference} has {vector.size} values but the layer has {channels} "
+            "channels: give one value per channel"
+        )
+    return vector
+
+
 class VectorStore:
     """A folder of directions named by their hash; writes are atomic, reads are checked."""
 

@@ -1,0 +1,396 @@
+"""An activation atlas of one layer over a probed corpus: sample → layout → cells → icons → files.
+
+The pipeline (Carter et al., 2019, for the user's own corpus and model):
+
+1. **sample** the layer at random positions of every artwork (:mod:`wga.corpus.atlas_sample`,
+   stored inside the probe index);
+2. **lay out** the vectors with UMAP and bin them into grids of 20, 40 and 80 cells a side
+   (:mod:`wga.corpus.atlas_layout`);
+3. give every kept cell a **direction**: its mean activation, whitened by the layer's inverse
+   activation correlation, stored by hash (:mod:`wga.vis.vectors`);
+4. render the icons of the chosen grid with the ``direction`` objective (dot × cos², at the
+   centre position) **through the render queue** (batched, content-addressed: a rerun finds its
+   icons done); the finer levels' icons are rendered on demand, by the page;
+5. write ``atlas.json`` (atomic) and ``atlas.png``.
+
+Output folder::
+
+    DIR/atlas.json      the atlas: parameters, and per level the cells (i, j, count, icon,
+                        members [file, y, x], member_ids [image id, grid y, grid x] in the
+                        probe index, direction)
+    DIR/atlas.png       the chosen grid's icons, tiled
+    DIR/layout.npz      the UMAP layout of the sample (reused by a rerun with the same sample/seed)
+    DIR/vectors/        the cells' directions, <sha256>.npy
+    DIR/icons/          the icons, <render id>.png with their recipe (and the queue's records)
+
+``atlas.json`` holds nothing that changes between runs (no time stamps), so the same seed gives
+the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from wga.atomic import atomic_path, write_json_atomic
+from wga.corpus.atlas_layout import (
+    GRIDS,
+    MARGIN,
+    MIN_MEMBERS,
+    PERCENTILES,
+    UMAP_METRIC,
+    UMAP_MIN_DIST,
+    UMAP_NEIGHBORS,
+    Level,
+    embed,
+    grid_level,
+    normalise,
+)
+from wga.corpus.atlas_sample import CAP, PER_IMAGE, Sample, sample_layer
+from wga.corpus.index import ProbeIndex
+from wga.corpus.probe import model_reference
+from wga.errors import InvalidInput
+from wga.vis.objective_table import COSINE_POWER
+from wga.vis.vectors import VectorStore, unit, whiten, whitening_matrix
+
+if TYPE_CHECKING:
+    from wga.models import LoadedModel
+
+ATLAS_VERSION = 1
+ATLAS_FILE = "atlas.json"
+ATLAS_IMAGE = "atlas.png"
+LAYOUT_FILE = "layout.npz"
+ICONS_DIR = "icons"
+VECTORS_DIR = "vectors"
+ICON_SIZE = 80  # the article's icons: 80–96 px
+ICON_STEPS = 128  # the article: 128–1024 steps; 128 keeps a CPU atlas of 400 icons in minutes
+ICON_PRIORITY = -1  # below a person's own renders: the page stays responsive
+MAX_GRID = 200
+
+
+@dataclass(frozen=True)
+class AtlasOptions:
+    """Everything that decides an atlas (with the probe index and the model's weights)."""
+
+    layer: str
+    grid: int = GRIDS[0]
+    icon: int = ICON_SIZE
+    steps: int = ICON_STEPS
+    seed: int = 0
+    preset: str | None = None  # None: the render default
+    per_image: int = PER_IMAGE
+    cap: int = CAP
+    whiten: bool = True
+    cos_power: float = COSINE_POWER
+    levels: tuple[int, ...] = field(default=GRIDS)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.grid <= MAX_GRID:
+            raise InvalidInput(f"--grid must be 1 … {MAX_GRID} cells a side, got {self.grid}")
+        if self.steps < 1:
+            raise InvalidInput(f"--steps must be at least 1, got {self.steps}")
+
+    @property
+    def grids(self) -> list[int]:
+        """Every level the atlas keeps: the standard ones and the chosen grid."""
+        return sorted({*self.levels, self.grid})
+
+
+# -- layout ------------------------------------------------------------------------------------
+
+
+def _layout_key(sample: Sample, seed: int) -> str:
+    return json.dumps(
+        {
+            "sample": sample.fingerprint(),
+            "seed": int(seed),
+            "umap": [UMAP_NEIGHBORS, UMAP_MIN_DIST, UMAP_METRIC],
+        },
+        sort_keys=True,
+    )
+
+
+def layout_for(sample: Sample, seed: int, out: Path) -> np.ndarray:
+    """The sample's raw UMAP layout, from ``out/layout.npz`` when it was made for this sample
+    and seed, else computed and stored there."""
+    path = out / LAYOUT_FILE
+    key = _layout_key(sample, seed)
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored["key"]) == key and len(stored["layout"]) == len(sample.vectors):
+                return stored["layout"]
+    except (OSError, ValueError, KeyError):
+        pass
+    layout = embed(np.asarray(sample.vectors), seed)
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
+        np.savez(handle, layout=layout, key=np.array(key))
+    return layout
+
+
+# -- directions and icons ------------------------------------------------------------------------
+
+
+def cell_directions(
+    levels: dict[int, Level], sample: Sample, store: VectorStore, whitened: bool
+) -> dict[int, list[str | None]]:
+    """Per level and cell, the hash of the direction its icon maximises (``None`` for a cell
+    whose mean is zero: nothing to point at)."""
+    matrix = whitening_matrix(np.asarray(sample.vectors)) if whitened else None
+    out: dict[int, list[str | None]] = {}
+    for grid, level in levels.items():
+        hashes: list[str | None] = []
+        for cell in level.cells:
+            if not np.any(cell.mean):
+                hashes.append(None)
+                continue
+            vector = whiten(cell.mean, matrix) if matrix is not None else unit(cell.mean)
+            hashes.append(store.put(vector))
+        out[grid] = hashes
+    return out
+
+
+def icon_recipe(model: str, options: AtlasOptions, direction: str) -> Any:
+    """The render recipe of one icon: the direction objective at the centre position."""
+    from wga.vis.recipe import Recipe
+
+    extra = {} if options.preset is None else {"preset": options.preset}
+    return Recipe(
+        model=model,
+        layer=options.layer,
+        unit=0,
+        size=options.icon,
+        steps=options.steps,
+        seed=options.seed,
+        objective="direction",
+        vector=direction,
+        cos_power=float(options.cos_power),
+        **extra,
+    )
+
+
+IconRenderer = Callable[[Sequence[Any]], list[str | None]]
+
+
+def queue_renderer(
+    loaded: LoadedModel, icons_dir: Path, store: VectorStore, *, progress: bool = True
+) -> IconRenderer:
+    """Icons through an in-process render queue whose cache is ``icons_dir``: batched, and
+    content-addressed (a rerun finds every icon done). Returns each recipe's PNG path relative
+    to the atlas folder (``None`` if it failed)."""
+
+    def render(recipes: Sequence[Any]) -> list[str | None]:
+        from tqdm.auto import tqdm
+
+        from wga.serve.queue import RenderQueue
+        from wga.vis.render import BatchRender
+
+        if not recipes:
+            return []
+        queue = RenderQueue(
+            icons_dir,
+            loader=lambda name: loaded,
+            batch_factory=lambda model, group: BatchRender(model, group, vectors=store),
+            max_pending=max(len(recipes), 1),
+            max_per_client=max(len(recipes), 1),
+            snapshot_interval_s=3600.0,  # nobody watches these: no snapshots
+            chunk_steps=max(1, recipes[0].steps or 1),
+        )
+        queue.start()
+        try:
+            views = queue.submit_many(list(recipes), loaded.fingerprint, ICON_PRIORITY)
+            results: list[str | None] = []
+            with tqdm(total=len(views), unit="icon", disable=not progress, desc="icons") as bar:
+                for view in views:
+                    final = queue.wait(view["id"], timeout=7 * 24 * 3600.0)
+                    ok = final["status"] == "done"
+                    results.append(f"{ICONS_DIR}/{view['id']}.png" if ok else None)
+                    bar.update(1)
+            return results
+        finally:
+            queue.stop()
+
+    return render
+
+
+# -- the atlas -----------------------------------------------------------------------------------
+
+
+def _members(cell_members: Sequence[int], sample: Sample, files: list[str]) -> list[list[Any]]:
+    rows = []
+    for index in cell_members:
+        image, _, _, y, x = (int(v) for v in sample.where[index])
+        rows.append([files[image], y, x])
+    return rows
+
+
+def _level_json(
+    level: Level,
+    directions: list[str | None],
+    icons: list[str | None] | None,
+    sample: Sample,
+    files: list[str],
+) -> dict[str, Any]:
+    cells = []
+    for position, cell in enumerate(level.cells):
+        cells.append(
+            {
+                "i": cell.i,
+                "j": cell.j,
+                "count": cell.count,
+                "icon": icons[position] if icons is not None else None,
+                "direction": directions[position],
+                "members": _members(cell.members, sample, files),
+                "member_ids": [
+                    [int(sample.where[m][0]), int(sample.where[m][1]), int(sample.where[m][2])]
+                    for m in cell.members
+                ],
+            }
+        )
+    return {"grid": level.grid, "cells": cells, "dropped": level.dropped}
+
+
+def tile(out: Path, level: dict[str, Any], icon: int) -> np.ndarray:
+    """The level's icons tiled on a white square (an empty cell stays white)."""
+    from PIL import Image
+
+    grid = int(level["grid"])
+    canvas = np.full((grid * icon, grid * icon, 3), 255, dtype="uint8")
+    for cell in level["cells"]:
+        if not cell["icon"]:
+            continue
+        with Image.open(out / cell["icon"]) as image:
+            pixels = np.asarray(image.convert("RGB").resize((icon, icon)))
+        top, left = cell["i"] * icon, cell["j"] * icon
+        canvas[top : top + icon, left : left + icon] = pixels
+    return canvas
+
+
+def build_atlas(
+    index: ProbeIndex | str | os.PathLike[str],
+    loaded: LoadedModel,
+    options: AtlasOptions,
+    out: str | os.PathLike[str],
+    *,
+    renderer: IconRenderer | None = None,
+    progress: bool = True,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Build (or finish) the atlas in ``out``; returns the ``atlas.json`` document.
+
+    ``renderer`` renders icon recipes (default: :func:`queue_renderer` into ``out/icons``).
+    ``timings`` (if given) receives the seconds spent sampling, laying out and rendering.
+    """
+    from PIL import Image
+
+    index = index if isinstance(index, ProbeIndex) else ProbeIndex.open(index)
+    if index.description.get("model_fingerprint") not in (None, loaded.fingerprint):
+        raise InvalidInput(
+            f"the probe {index.root} was made with other weights than {loaded.name!r}: "
+            "use the model it was made with, or probe the corpus again"
+        )
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    clock = timings if timings is not None else {}
+    started = time.perf_counter()
+    sample = sample_layer(
+        index,
+        loaded,
+        options.layer,
+        per_image=options.per_image,
+        cap=options.cap,
+        seed=options.seed,
+        progress=progress,
+    )
+    clock["sampling"] = time.perf_counter() - started
+    started = time.perf_counter()
+    unit_layout = normalise(layout_for(sample, options.seed, folder))
+    images = sample.images
+    vectors = np.asarray(sample.vectors)
+    levels = {grid: grid_level(unit_layout, vectors, images, grid) for grid in options.grids}
+    clock["layout"] = time.perf_counter() - started
+    store = VectorStore(folder / VECTORS_DIR)
+    directions = cell_directions(levels, sample, store, options.whiten)
+    started = time.perf_counter()
+    chosen = levels[options.grid]
+    wanted = [(k, d) for k, d in enumerate(directions[options.grid]) if d is not None]
+    recipes = [icon_recipe(model_reference(loaded), options, d) for _, d in wanted]
+    render = renderer or queue_renderer(loaded, folder / ICONS_DIR, store, progress=progress)
+    rendered = render(recipes)
+    icons: list[str | None] = [None] * len(chosen.cells)
+    for (position, _), path in zip(wanted, rendered, strict=True):
+        icons[position] = path
+    clock["icons"] = time.perf_counter() - started
+    files = [image["file"] for image in index.images()]
+    document = {
+        "version": ATLAS_VERSION,
+        "model": index.description.get("model", loaded.name),
+        "model_fingerprint": loaded.fingerprint,
+        "layer": options.layer,
+        "probe": index.name,
+        "index": str(index.root.resolve()),
+        "corpus": index.description.get("corpus"),
+        "seed": options.seed,
+        "grid": options.grid,
+        "grids": options.grids,
+        "icon_size": options.icon,
+        "steps": options.steps,
+        "preset": recipes[0].preset if recipes else options.preset,
+        "objective": {
+            "name": "direction",
+            "cos_power": options.cos_power,
+            "whiten": options.whiten,
+        },
+        "samples": {
+            "count": len(vectors),
+            "per_image": options.per_image,
+            "cap": options.cap,
+            "images": len(np.unique(images)),
+            "channels": int(vectors.shape[1]),
+        },
+        "layout": {
+            "umap": {
+                "n_neighbors": UMAP_NEIGHBORS,
+                "min_dist": UMAP_MIN_DIST,
+                "metric": UMAP_METRIC,
+            },
+            "percentiles": list(PERCENTILES),
+            "margin": MARGIN,
+            "min_members": MIN_MEMBERS,
+        },
+        "image": ATLAS_IMAGE,
+        "levels": {
+            str(grid): _level_json(
+                level, directions[grid], icons if grid == options.grid else None, sample, files
+            )
+            for grid, level in levels.items()
+        },
+    }
+    chosen_json = document["levels"][str(options.grid)]
+    document["cells"] = chosen_json["cells"]
+    document["dropped"] = chosen_json["dropped"]
+    canvas = tile(folder, chosen_json, options.icon)
+    with atomic_path(folder / ATLAS_IMAGE) as temp:
+        Image.fromarray(canvas).save(temp, format="PNG")
+    write_json_atomic(folder / ATLAS_FILE, document)
+    return document
+
+
+def open_atlas(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``atlas.json`` of an atlas folder."""
+    from wga.errors import NotFound
+
+    path = Path(folder) / ATLAS_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotFound(
+            f"no atlas at {str(folder)!r} (no {ATLAS_FILE}): build one with "
+            "`python -m wga atlas --index INDEX --layer L --out DIR`"
+        ) from None

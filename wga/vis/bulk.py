@@ -1,0 +1,232 @@
+"""Bulk rendering: every unit of a layer to PNG files, resumable, in-process or on a Ray cluster.
+
+``python -m wga render --units all`` comes here. The units are cut into tasks of ``batch`` recipes
+(one :class:`~wga.vis.render.BatchRender` each, the same cut whatever runs them, so a Ray run and
+a local run compute every image in the same batch and write the same bytes). Workers — one in
+this process, or one Ray actor per GPU / CPU slot — load the model once and keep its compiled
+steps (the engine caches them per loaded model); they send images back and the driver writes:
+
+* ``OUT/<layer>-<unit>.png`` with the recipe in its text chunks (what ``render`` always wrote);
+* the same image into the server's content-addressed render cache under the id the queue
+  computes (:func:`wga.serve.queue.render_id`), so the explorer shows bulk renders at once.
+
+Resumable: a unit whose PNG in ``OUT`` already carries this recipe and these weights is skipped;
+one the cache already holds is copied from there instead of rendered again.
+
+The cache entries are written as the server's :class:`~wga.serve.cache.RenderCache` writes a
+finished job (image first, then its record ``<id>.json``: :meth:`wga.serve.jobs.Job.record`),
+but without opening a ``RenderCache`` here: its start-up sweep (temporary files, unfinished
+jobs) would race a server running on the same folder. A running server finds the entries on
+lookup (``POST /api/renders`` answers 200 at once) and indexes them at its next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from wga.atomic import atomic_path, write_text_atomic
+from wga.executors import Executor, WorkerSpec
+from wga.serve.jobs import Job, render_id
+from wga.vis.recipe import Recipe, check_recipes, recipes_from_request
+
+if TYPE_CHECKING:
+    from wga.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BULK_BATCH = 16  # units per task: on a CPU larger batches are no faster per unit
+
+Rendered = tuple[Recipe, np.ndarray, dict[str, Any]]
+
+
+class RendererWorker:
+    """One renderer: the model loaded once, then any number of same-key recipe batches.
+
+    Built inside each worker (a Ray actor, or this process) from picklable arguments: a model
+    name (registry name, run name, or a ``.keras`` path every worker can read).
+    """
+
+    def __init__(self, model: str) -> None:
+        from wga.models import default_registry
+
+        self.loaded = default_registry().load(model)
+
+    def __call__(self, recipes: Sequence[Recipe]) -> list[Rendered]:
+        from wga.vis.render import BatchRender
+
+        batch = BatchRender(self.loaded, list(recipes))
+        batch.run(batch.total_steps)
+        images = batch.images()
+        return [(recipe, images[i], batch.metadata(i)) for i, recipe in enumerate(batch.recipes)]
+
+
+def renderer_spec(model: str) -> WorkerSpec:
+    """The :class:`WorkerSpec` of a renderer (also what atlas icons run on)."""
+    return WorkerSpec(RendererWorker, (model,), gpu=True)
+
+
+def tasks(recipes: Sequence[Recipe], batch: int) -> list[tuple[Recipe, ...]]:
+    """``recipes`` cut into same-batch-key tasks of at most ``batch``, in a fixed order."""
+    from wga.vis.render import group_by_batch, max_batch_size
+
+    out: list[tuple[Recipe, ...]] = []
+    for group in group_by_batch(recipes):
+        step = max(1, min(int(batch), max_batch_size(group[0].size)))
+        out.extend(tuple(group[i : i + step]) for i in range(0, len(group), step))
+    return out
+
+
+def render_batches(
+    executor: Executor,
+    model: str,
+    recipes: Sequence[Recipe],
+    *,
+    batch: int = DEFAULT_BULK_BATCH,
+    workers: int | None = None,
+) -> Iterator[list[Rendered]]:
+    """Render ``recipes`` on ``executor``; yields each task's images as it finishes (any order).
+
+    The seam for every caller that renders many recipes of one model (bulk render, atlas icons).
+    """
+    yield from executor.map_unordered(renderer_spec(model), tasks(recipes, batch), workers=workers)
+
+
+@dataclass
+class BulkResult:
+    """What a bulk render did: files in ``OUT`` by unit order, and how each was obtained."""
+
+    files: list[Path] = field(default_factory=list)
+    rendered: int = 0
+    skipped: int = 0
+    from_cache: int = 0
+    seconds: float = 0.0
+
+    @property
+    def units_per_second(self) -> float:
+        return self.rendered / self.seconds if self.seconds > 0 else 0.0
+
+
+def layer_recipes(
+    loaded: LoadedModel, fields: dict[str, Any], units: Sequence[int] | None = None
+) -> list[Recipe]:
+    """Recipes for ``units`` (default: every unit) of ``fields["layer"]``, from request-style
+    ``fields`` (:func:`wga.vis.recipe.recipes_from_request`), checked against the model."""
+    info = loaded.layer(fields["layer"])  # NotFound with the closest names
+    chosen = list(range(info.units)) if units is None else list(units)
+    recipes = recipes_from_request(fields, chosen)
+    check_recipes(recipes, loaded)
+    return recipes
+
+
+def _matches(path: Path, recipe: Recipe, fingerprint: str) -> bool:
+    """Whether ``path`` is a finished render of ``recipe`` on these weights."""
+    from wga.vis.png import read_png_metadata
+
+    try:
+        stored = read_png_metadata(path)
+    except (OSError, ValueError, SyntaxError):
+        return False
+    if stored.get("weights") != fingerprint or "snapshot_step" in stored:
+        return False
+    wanted = recipe.as_dict()
+    if wanted["objective"] == "auto":  # the metadata records the objective it resolved to
+        del wanted["objective"]
+    return all(stored.get(key) == value for key, value in wanted.items())
+
+
+class _CacheFolder:
+    """The server's render cache folder, seen from a bulk render (see the module docstring)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def finished_png(self, render: str) -> Path | None:
+        """The image of a finished render with this id, or ``None``."""
+        png = self.directory / f"{render}.png"
+        try:
+            record = json.loads((self.directory / f"{render}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return png if record.get("status") == "done" and png.exists() else None
+
+    def add(
+        self, recipe: Recipe, fingerprint: str, image: np.ndarray, metadata: dict, started: float
+    ) -> None:
+        from wga.vis.png import save_png
+
+        render = render_id(recipe, fingerprint)
+        job = Job(render, recipe, fingerprint, priority=0, seq=0, client="bulk", created=started)
+        job.status, job.progress, job.started, job.finished = "done", 1.0, started, time.time()
+        save_png(self.directory / f"{render}.png", image, metadata)
+        write_text_atomic(self.directory / f"{render}.json", json.dumps(job.record(), default=str))
+
+
+def _copy(source: Path, target: Path) -> None:
+    with atomic_path(target) as temp:
+        shutil.copyfile(source, temp)
+
+
+def bulk_render(
+    executor: Executor,
+    loaded: LoadedModel,
+    recipes: Sequence[Recipe],
+    out_dir: str | Path,
+    *,
+    file_name: Callable[[Recipe], str],
+    cache_dir: str | Path | None = None,
+    batch: int = DEFAULT_BULK_BATCH,
+    workers: int | None = None,
+    progress: bool = False,
+) -> BulkResult:
+    """Render what is missing of ``recipes`` into ``out_dir`` (and the render cache); see the
+    module docstring. ``loaded`` is the driver's copy of the model: its fingerprint names the
+    weights in ids and metadata (workers load the model by ``recipes[0].model`` themselves)."""
+    from tqdm.auto import tqdm
+
+    from wga.vis.png import save_png
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    cache = _CacheFolder(Path(cache_dir)) if cache_dir is not None else None
+    fingerprint = loaded.fingerprint
+    result = BulkResult(files=[folder / file_name(recipe) for recipe in recipes])
+    todo: list[Recipe] = []
+    for recipe, path in zip(recipes, result.files, strict=True):
+        if path.exists() and _matches(path, recipe, fingerprint):
+            result.skipped += 1
+            continue
+        cached = cache.finished_png(render_id(recipe, fingerprint)) if cache else None
+        if cached is not None:
+            _copy(cached, path)
+            result.from_cache += 1
+            continue
+        todo.append(recipe)
+    if not todo:
+        return result
+    model = todo[0].model
+    started, wall_started = time.monotonic(), time.time()
+    with tqdm(
+        total=len(todo),
+        unit="unit",
+        disable=not progress,
+        desc=f"{todo[0].layer} on {executor.name}",
+    ) as bar:
+        for finished in render_batches(executor, model, todo, batch=batch, workers=workers):
+            for recipe, image, metadata in finished:
+                save_png(folder / file_name(recipe), image, metadata)
+                if cache is not None:
+                    cache.add(recipe, fingerprint, image, metadata, started=wall_started)
+            result.rendered += len(finished)
+            bar.update(len(finished))
+    result.seconds = time.monotonic() - started
+    return result
