@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from wga.cli import main
-from wga.cli.render_cmd import output_name
 from wga.corpus.corpus import open_corpus
 from wga.corpus.index import ProbeIndex
 from wga.corpus.probe import run_probe
@@ -31,6 +30,7 @@ from wga.serve.cache import RenderCache
 from wga.serve.jobs import render_id
 from wga.vis.bulk import bulk_render, layer_recipes
 from wga.vis.png import read_png_metadata
+from wga.vis.recipe import recipe_file_name
 
 LAYER = "block2_conv1"
 UNITS = list(range(8))
@@ -43,7 +43,7 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 
 
 def _file_name(recipe) -> str:
-    return output_name(recipe.layer, recipe.unit)
+    return recipe_file_name(recipe)
 
 
 @pytest.fixture(scope="module")

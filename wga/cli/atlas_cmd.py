@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from wga.errors import InvalidInput
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from wga.corpus.atlas import ICON_SIZE, ICON_STEPS
@@ -42,14 +44,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-whiten", action="store_true", help="optimise the raw mean, not the whitened one"
     )
     parser.add_argument("--model", help="the probe's model (default: the one the index names)")
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="render the icons on a Ray cluster: local, auto, HOST:PORT or ray://HOST:PORT "
+        "(needs the extra: pip install 'wga[ray]'; the atlas folder must be shared)",
+    )
+    parser.add_argument("--workers", type=int, help="Ray workers for the icons")
     parser.add_argument("--out", required=True, type=Path, help="atlas folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from wga.corpus.atlas import AtlasOptions, build_atlas
+    from wga.corpus.atlas import AtlasOptions, build_atlas, executor_renderer
     from wga.corpus.index import ProbeIndex
+    from wga.executors import open_executor
     from wga.models import default_registry
     from wga.quiet import quiet_keras
     from wga.vis.presets import get_preset
@@ -67,10 +77,24 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.preset is not None:
         get_preset(args.preset)  # a wrong name fails before any model loads
+    if args.workers is not None and (args.workers < 1 or not args.ray):
+        raise InvalidInput("--workers N (≥ 1) applies to Ray: add --ray local or --ray ADDRESS")
     index = ProbeIndex.open(args.index)
+    executor = open_executor(args.ray) if args.ray else None  # a missing extra fails at once
     quiet_keras()
     loaded = default_registry().load(args.model or index.description["model"])
-    document = build_atlas(index, loaded, options, args.out, progress=not args.no_progress)
+    renderer = None
+    if executor is not None:
+        renderer = executor_renderer(
+            executor, loaded, args.out, workers=args.workers, progress=not args.no_progress
+        )
+    try:
+        document = build_atlas(
+            index, loaded, options, args.out, renderer=renderer, progress=not args.no_progress
+        )
+    finally:
+        if executor is not None:
+            executor.close()
     icons = sum(1 for cell in document["cells"] if cell["icon"])
     print(
         f"{args.out}: {len(document['cells'])} cells of {options.grid}×{options.grid} "

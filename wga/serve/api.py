@@ -134,21 +134,8 @@ class RenderService:
         return name
 
     def list_models(self, request: dict[str, Any]) -> Response:
-        default = self.registry.default_name()
-        models = []
-        for spec in self.registry.specs():
-            availability = self.registry.availability(spec.name)
-            models.append(
-                {
-                    "name": spec.name,
-                    "title": spec.title,
-                    "available": availability.available,
-                    "reason": availability.reason,
-                    "default": spec.name == default,
-                    "description": spec.description,
-                    "input_size": spec.input_size,
-                }
-            )
+        models = self.registry.listing()
+        default = next(model["name"] for model in models if model["default"])
         return Response(200, {"models": models, "default": default})
 
     def _loaded(self, name: str) -> LoadedModel:

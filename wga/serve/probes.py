@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wga.corpus.index import DESCRIPTION_NAME, Example, ProbeIndex, original_position, probes_dir
+from wga.corpus.atlas import member_examples
+from wga.corpus.index import DESCRIPTION_NAME, Example, ProbeIndex, probes_dir
 from wga.corpus.views import crop_file, overlay_file, overlay_name, thumbnail_file
 from wga.errors import InvalidInput, NotFound, WgaError, closest_names
 from wga.serve.http import Response
@@ -191,9 +192,8 @@ class ProbeService:
                 url + thumbnail_file(index, image, cache).relative_to(cache).as_posix()
             )
             if layer in index.layer_names():  # the crop needs the layer's receptive field
-                size = (int(index.sizes()[image][0]), int(index.sizes()[image][1]))
-                y, x, box = original_position(index.field(layer), *grid, size, index.side)
-                example = Example(image, "", 0.0, y, x, box, grid, {})
+                cell = {"member_ids": [[image, *grid]]}
+                (example,) = member_examples(index, layer, cell)
                 entry["crop_url"] = (
                     url + crop_file(index, layer, example, cache).relative_to(cache).as_posix()
                 )
