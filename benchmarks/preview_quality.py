@@ -23,6 +23,7 @@ import argparse
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -54,6 +55,13 @@ VARIANTS = {
     "oct-lr0.2": {
         **BEFORE,
         "learning_rate": 0.2,
+        "default_steps": 96,
+        "octaves": DoublingOctaves(64),
+    },
+    "lr0.3": {**BEFORE, "learning_rate": 0.3},
+    "oct-lr0.3": {
+        **BEFORE,
+        "learning_rate": 0.3,
         "default_steps": 96,
         "octaves": DoublingOctaves(64),
     },
@@ -132,6 +140,7 @@ def main() -> None:
     parser.add_argument("--full-steps", type=int, default=512)
     parser.add_argument("--variants", default="", help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--sheet", help="write a before / preview / full contact sheet here")
+    parser.add_argument("--cache", help="keep the full renders here (.npz) for the next run")
     args = parser.parse_args()
 
     from wga.quiet import quiet_keras, silence_tensorflow
@@ -149,7 +158,17 @@ def main() -> None:
         presets[name] = replace(preview, name=f"pq-{name}", **VARIANTS[name])
     full = replace(PRESETS["lucid"], name="pq-full", default_steps=args.full_steps)
 
-    full_images, full_cpu = render_timed(loaded, args.layer, units, size, full)
+    cached = None
+    if args.cache:
+        cached = Path(args.cache) / f"full-{args.layer}-{size}-{args.full_steps}.npz"
+    if cached is not None and cached.exists():
+        stored = np.load(cached)
+        full_images, full_cpu = stored["images"], float(stored["cpu"])
+    else:
+        full_images, full_cpu = render_timed(loaded, args.layer, units, size, full)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cached, images=full_images, cpu=full_cpu)
     full_act = own_activation(loaded, args.layer, full_images, units)
     full_sd = full_images.reshape(len(units), -1).std(axis=1)
     print(f"preview quality — vgg16-hed {args.layer}, units {units}, {size} px")

@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--full-steps", type=int, default=128, help="full-size steps after S1")
     parser.add_argument("--every", type=int, default=32, help="checkpoint spacing")
     parser.add_argument("--crop", action="store_true", help="padding seen vs cropped away")
+    parser.add_argument("--rates", default="", help="comma list: lucid at these Adam rates")
     args = parser.parse_args()
 
     from wga.quiet import quiet_keras, silence_tensorflow
@@ -178,7 +179,13 @@ def main() -> None:
             f"{fraction.mean():9.2f} {fraction.min():6.2f} {selective:7.0%} {spread.mean():8.1f}",
             flush=True,
         )
-    for first in [int(s) for s in args.first_octave.split(",")]:
+    for rate in [float(r) for r in filter(None, args.rates.split(","))]:
+        faster = replace(lucid, name="ttq-rate", default_steps=args.full_steps, learning_rate=rate)
+        trial = Trial(loaded, args.layer, units, size, faster)
+        for mark in range(args.every, args.full_steps + 1, args.every):
+            trial.run_to(mark)
+            report(f"lucid {size} px, rate {rate}", trial, mark, reference)
+    for first in [int(s) for s in filter(None, args.first_octave.split(","))]:
         schedule = [(half, first), (size, args.full_steps)]
         name = f"{half}→{size} px, {first} at {half}"
         steps = first + args.full_steps
