@@ -1,13 +1,15 @@
 """How close a render step comes to what this CPU can do: achieved FLOP/s ÷ a large matmul's.
 
 For each case (model, layer, size, 8 units) and each variant of the engine ("before": no
-BatchNormalization folding, the step as it was; "after": today's defaults), it times the plain
+BatchNormalization folding, Lucid's padding seen by the model — the step as it was; "after":
+today's defaults), it times the plain
 (post warm-up) compiled step the way ``BatchRender`` runs it, in wall time and in process CPU
 time, and divides the step's useful FLOPs by both. Useful FLOPs = 2 × the forward FLOPs of the
 unfolded truncated model at the size the model sees (TF profiler's float-op count; forward plus
 the gradient with respect to the input, which costs what the forward pass does — no weight
-gradients are computed). The same FLOPs count for every variant, so folding shows as speed, not
-as less work. Right before each variant, a 2048² float32 matmul is timed on the same threads:
+gradients are computed). Folding shows as speed, not as less work (the unfolded count is used);
+the padding crop does less work (the model sees fewer pixels), so it shows in s/step. Right
+before each variant, a 2048² float32 matmul is timed on the same threads:
 
     of peak (wall) = (step FLOPs / step wall s) ÷ (matmul FLOPs / matmul wall s)
     of peak (cpu)  = (step FLOPs / step CPU s)  ÷ (matmul FLOPs / matmul CPU s)
@@ -40,7 +42,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 # name → environment read when a step is built (see wga.vis.features / wga.vis.render)
 VARIANTS: dict[str, dict[str, str]] = {
-    "before": {"WGA_FOLD_BN": "0"},
+    "before": {"WGA_FOLD_BN": "0", "WGA_CROP_PAD": "0"},
     "after": {},
 }
 SWEEP: list[tuple[str, dict[str, str]]] = [

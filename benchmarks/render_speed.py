@@ -19,7 +19,7 @@ Other processes share the CPUs, so absolute numbers are noisy; the ratios are th
 
 ``--steady`` is the side-by-side of issue 16: steady state, the difference between a run of
 ``--long`` (112) and one of ``--short`` (16) steps, so start-up and tracing cancel, 8 units at
-once, for ``wga`` before the speed work (``WGA_FOLD_BN=0``), ``wga`` now and tf-keras-vis, in
+once, for ``wga`` before the speed work (``WGA_FOLD_BN=0 WGA_CROP_PAD=0``), ``wga`` now and tf-keras-vis, in
 wall time and in process CPU time (other processes' load does not count against CPU time).
 
     PYTHONPATH=. python benchmarks/render_speed.py            # ~5 minutes on 2 busy cores
@@ -216,7 +216,7 @@ STEADY_CASES = [
     Case("vgg16-hed", "block4_conv2", 96, 8, 0),
     Case("resnet50-random", "conv4_block6_out", 128, 8, 0),
 ]
-BEFORE = {"WGA_FOLD_BN": "0"}  # the engine before issue 16's changes
+BEFORE = {"WGA_FOLD_BN": "0", "WGA_CROP_PAD": "0"}  # the engine before issue 16
 
 
 def timed(run) -> tuple[float, float]:
