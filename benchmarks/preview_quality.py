@@ -156,7 +156,9 @@ def main() -> None:
     presets = {"before": replace(preview, name="pq-before", **BEFORE), "preview": preview}
     for name in filter(None, args.variants.split(",")):
         presets[name] = replace(preview, name=f"pq-{name}", **VARIANTS[name])
-    full = replace(PRESETS["lucid"], name="pq-full", default_steps=args.full_steps)
+    full = replace(  # Lucid's own rate and steps
+        PRESETS["lucid"], name="pq-full", default_steps=args.full_steps, learning_rate=0.05
+    )
 
     cached = None
     if args.cache:

@@ -133,7 +133,7 @@ def main() -> None:
     loaded = ModelRegistry(None).load("vgg16-hed")
     units = LIVE_UNITS[args.layer][: args.units]
     size, half = args.size, args.size // 2
-    lucid = PRESETS["lucid"]
+    lucid = replace(PRESETS["lucid"], learning_rate=0.05)  # octave and crop trials: Lucid's rate
     print(
         f"time to quality — vgg16-hed {args.layer}, units {units}, {size} px, "
         f"{os.cpu_count()} CPUs (shared); time per unit = batch time / {len(units)}"
@@ -162,7 +162,9 @@ def main() -> None:
         compare_crop(loaded, args.layer, units, size, args.reference_steps)
         return
     # the reference first: its checkpoints are "lucid with N steps", its end is the yardstick
-    single = replace(lucid, name="ttq-single", default_steps=args.reference_steps)
+    single = replace(  # Lucid's own rate
+        lucid, name="ttq-single", default_steps=args.reference_steps, learning_rate=0.05
+    )
     trial = Trial(loaded, args.layer, units, size, single)
     marks = list(range(args.every, args.reference_steps + 1, args.every))
     snapshots = []

@@ -185,7 +185,7 @@ def test_lucid_renders_large_images_in_octaves_with_most_steps_small():
     assert [side for side, _ in schedule] == [256, 512, 1024]
     assert sum(steps for _, steps in schedule) == 512
     assert schedule[0][1] > schedule[1][1] > schedule[2][1]
-    assert PRESETS["lucid"].schedule(128, None) == [(128, 512)]
+    assert PRESETS["lucid"].schedule(128, None) == [(128, 192)]
 
 
 @pytest.mark.parametrize(
