@@ -18,11 +18,12 @@ import tensorflow as tf
 from PIL import Image
 
 from wga.cli import main as cli_main
-from wga.corpus.atlas import AtlasOptions, build_atlas
+from wga.corpus.atlas import AtlasOptions, build_atlas, executor_renderer
 from wga.corpus.atlas_sample import sample_layer
 from wga.corpus.corpus import open_corpus
 from wga.corpus.probe import run_probe
 from wga.data.synthetic import make_synthetic_dataset
+from wga.executors.local import LocalExecutor
 from wga.models import preprocess
 from wga.vis.direction import cosine_weighted_dot
 from wga.vis.features import feature_graph
@@ -101,32 +102,22 @@ def test_same_seed_same_layout_and_atlas_json(hed, index, atlas_dir, atlas, tmp_
         index, hed, AtlasOptions(**OPTIONS), atlas_dir, renderer=_cached(atlas_dir), progress=False
     )
     assert again == atlas
-    # from scratch in a new folder: the same layout and cells (icons left out)
-    fresh = build_atlas(
-        index, hed, AtlasOptions(**OPTIONS), tmp_path, renderer=_none, progress=False
-    )
+    # from scratch in a new folder, icons on the executor seam (what --ray uses): the same
+    # layout, the same atlas.json (icons under the same content ids), the same pictures
+    renderer = executor_renderer(LocalExecutor(), hed, tmp_path, progress=False)
+    options = AtlasOptions(**OPTIONS)
+    fresh = build_atlas(index, hed, options, tmp_path, renderer=renderer, progress=False)
     np.testing.assert_array_equal(
         np.load(tmp_path / "layout.npz")["layout"], np.load(atlas_dir / "layout.npz")["layout"]
     )
-    strip = lambda doc: json.dumps(  # noqa: E731
-        {
-            **doc,
-            "cells": [{**c, "icon": None} for c in doc["cells"]],
-            "levels": {
-                g: {**lv, "cells": [{**c, "icon": None} for c in lv["cells"]]}
-                for g, lv in doc["levels"].items()
-            },
-        },
-        sort_keys=True,
-    )
-    assert strip(fresh) == strip(atlas)
+    assert fresh == atlas
+    for cell in atlas["cells"]:
+        ours = np.asarray(Image.open(tmp_path / cell["icon"]), dtype=int)
+        theirs = np.asarray(Image.open(atlas_dir / cell["icon"]), dtype=int)
+        assert np.abs(ours - theirs).max() <= 2
     other = sample_layer(index, hed, LAYER, per_image=PER_IMAGE, seed=6, progress=False)
     same = sample_layer(index, hed, LAYER, per_image=PER_IMAGE, seed=5, progress=False)
     assert not np.array_equal(other.where, same.where)
-
-
-def _none(recipes):
-    return [None] * len(recipes)
 
 
 def _cached(folder: Path):
@@ -183,3 +174,87 @@ def test_each_icon_activates_its_own_direction_more_than_the_others(hed, atlas_d
     own = np.diag(matrix)
     assert np.all(own > np.where(off, -np.inf, matrix).max(axis=0)), matrix  # per direction
     assert np.all(own > np.where(off, -np.inf, matrix).max(axis=1)), matrix  # per icon
+
+
+# -- the REST API over the same atlas -------------------------------------------------------------
+
+
+def call(service, route: str, body=None, path=None):
+    request = {"body": body if body is not None else "", "args": {}, "path": path or {}}
+    request["headers"] = {}
+    response = service.handle(route, json.dumps(request))
+    json.loads(response.body_json())  # always valid JSON
+    return response
+
+
+@pytest.fixture(scope="module")
+def api(registry, hed, index, atlas_dir, tmp_path_factory):
+    """A backend over the atlas's folder and the probe's, with its own cache and vector store."""
+    from wga.serve.api import RenderService
+    from wga.serve.atlases import AtlasService
+    from wga.serve.loading import ModelLoader
+    from wga.serve.probes import ProbeService
+    from wga.serve.queue import RenderQueue
+
+    static = tmp_path_factory.mktemp("static")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WGA_VECTORS_DIR", str(static / "vectors"))  # the queue's renders read it
+        queue = RenderQueue(static / "renders", registry.load, devices=["/CPU:0"]).start()
+        service = RenderService(registry, queue)
+        probes = ProbeService(static, ModelLoader(registry), index.root.parent)
+        service.routes.update(probes.routes)
+        service.routes.update(AtlasService(service, atlas_dir.parent, probes=probes).routes)
+        yield service
+        queue.stop()
+
+
+def test_api_lists_the_atlas_and_serves_its_levels_with_the_cli_icons(api, atlas_dir, atlas):
+    listed = call(api, "GET /api/atlases").body["atlases"]
+    assert [a["name"] for a in listed] == [atlas_dir.name]
+    assert listed[0]["layer"] == LAYER and listed[0]["cells"] == len(atlas["cells"])
+    about = call(api, "GET /api/atlases/:atlas", path={"atlas": atlas_dir.name}).body
+    assert [level["grid"] for level in about["levels"]] == sorted(int(g) for g in atlas["levels"])
+    path = {"atlas": atlas_dir.name, "grid": str(GRID)}
+    level = call(api, "GET /api/atlases/:atlas/levels/:grid", path=path).body
+    cached = api.queue.cache.directory
+    for cell, original in zip(level["cells"], atlas["cells"], strict=True):
+        assert cell["icon"] == Path(original["icon"]).stem  # the CLI's id: nothing re-rendered
+        assert cell["icon_url"].endswith(f"{cell['icon']}.png")
+        assert (cached / f"{cell['icon']}.png").is_file()
+    again = call(api, "POST /api/atlases/:atlas/levels/:grid/icons", body={}, path=path)
+    assert again.status == 200 and {r["status"] for r in again.body["renders"]} == {"done"}
+    cell = level["cells"][0]
+    one = call(
+        api,
+        "GET /api/atlases/:atlas/levels/:grid/cells/:cell",
+        path={**path, "cell": f"{cell['i']}-{cell['j']}"},
+    ).body
+    assert one["count"] == cell["count"] and one["members"]
+    for member in one["members"]:
+        for key in ("image_url", "crop_url"):
+            assert member[key].startswith("/public/probes/"), member
+    for route, bad in (
+        ("GET /api/atlases/:atlas", {"atlas": "../etc"}),
+        ("GET /api/atlases/:atlas/levels/:grid", {"atlas": atlas_dir.name, "grid": "7"}),
+        ("GET /api/atlases/:atlas/levels/:grid/cells/:cell", {**path, "cell": "9-9"}),
+    ):
+        assert call(api, route, path=bad).status == 404
+
+
+def test_api_renders_a_direction_sent_inline_or_by_hash(api):
+    direction = np.random.default_rng(0).uniform(0, 1, 128).round(4).tolist()
+    body = {"model": "vgg16-hed", "layer": LAYER, "unit": 0, "size": 64, "steps": 4}
+    body["objective"] = "direction"
+    first = call(api, "POST /api/renders", body={**body, "vector": direction})
+    assert first.status == 202, first.body
+    reference = first.body["params"]["vector"]
+    assert len(reference) == 64 and reference in VectorStore()
+    assert api.queue.wait(first.body["id"], timeout=300)["status"] == "done"
+    by_hash = call(api, "POST /api/renders", body={**body, "vector": reference})
+    assert by_hash.status == 200 and by_hash.body["id"] == first.body["id"]
+    short = call(api, "POST /api/renders", body={**body, "vector": direction[:-1]})
+    assert short.status == 400 and "128 channels" in short.body["error"]
+    unknown = call(api, "POST /api/renders", body={**body, "vector": "0" * 64})
+    assert unknown.status == 404 and "inline" in unknown.body["error"]
+    for bad in ({**body, "vector": 5}, {**body, "vector": [1, "a"]}, {**body, "cos_power": -1}):
+        assert call(api, "POST /api/renders", body=bad).status == 400

@@ -104,3 +104,19 @@ def test_vector_store_is_content_addressed(tmp_path):
             as_direction(bad)
     with pytest.raises(InvalidInput, match="hex"):
         store.get("../etc/passwd")
+
+
+def test_render_cli_takes_a_direction_or_units_never_both(tmp_path, capsys):
+    from wga.cli import main
+
+    np.save(tmp_path / "v.npy", np.ones(3, "float32"))
+    base = ["render", "--model", "vgg16-hed", "--layer", "block1_conv1", "--out", str(tmp_path)]
+    assert main([*base, "--units", "0", "--direction", str(tmp_path / "v.npy")]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(base) == 2
+    assert "--direction FILE.npy" in capsys.readouterr().err
+    assert main([*base, "--units", "0", "--position", "3;4"]) == 2
+    assert "Y,X" in capsys.readouterr().err
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    assert main([*base, "--direction", str(tmp_path / "bad.npy")]) == 2
+    assert "cannot read the direction file" in capsys.readouterr().err

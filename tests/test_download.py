@@ -17,7 +17,6 @@ from wga_server import Art, FakeWga, catalog_csv, generate_artworks
 
 from wga.data.catalog import Selection, decode_catalog, parse_catalog, select
 from wga.data.download import (
-    MANIFEST_NAME,
     TEMP_MARK,
     DownloadConfig,
     RateLimiter,
@@ -25,6 +24,7 @@ from wga.data.download import (
     read_manifest,
     verify_file,
 )
+from wga.data.layout import MANIFEST_FILE
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def fast_config(out: Path, server: FakeWga, **overrides) -> DownloadConfig:
 
 
 def manifest_by_key(out: Path) -> dict[str, dict[str, str]]:
-    return {row["key"]: row for row in read_manifest(out / MANIFEST_NAME)}
+    return {row["key"]: row for row in read_manifest(out / MANIFEST_FILE)}
 
 
 def assert_no_corrupt_or_temporary_files(out: Path) -> None:
@@ -311,7 +311,7 @@ def test_a_download_killed_mid_run_leaves_no_corrupt_file_and_a_rerun_completes(
         process.wait(timeout=10)
         done_before = {p.name for p in images.glob("*.jpg")}
         assert 0 < len(done_before) < len(arts), "the kill should land mid-run"
-        assert not (tmp_path / MANIFEST_NAME).exists()  # it really died before the end
+        assert not (tmp_path / MANIFEST_FILE).exists()  # it really died before the end
         for path in images.glob("*.jpg"):
             assert verify_file(path), f"{path.name} is corrupt after the kill"
 
@@ -327,7 +327,7 @@ def test_a_download_killed_mid_run_leaves_no_corrupt_file_and_a_rerun_completes(
         ]
         assert refetched == []
     assert_no_corrupt_or_temporary_files(tmp_path)
-    with open(tmp_path / MANIFEST_NAME, newline="", encoding="utf-8") as handle:
+    with open(tmp_path / MANIFEST_FILE, newline="", encoding="utf-8") as handle:
         assert {row["status"] for row in csv.DictReader(handle)} == {"ok"}
 
 
@@ -365,7 +365,22 @@ def test_ctrl_c_stops_waiting_workers_at_once_and_still_writes_the_manifest(tmp_
         # Slots reserved 8 s ahead are abandoned; 30 s leaves room for a busy machine.
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
-    statuses = [row["status"] for row in read_manifest(tmp_path / MANIFEST_NAME)]
+    statuses = [row["status"] for row in read_manifest(tmp_path / MANIFEST_FILE)]
     assert len(statuses) == len(arts)
     assert "ok" in statuses and "pending" in statuses
     assert_no_corrupt_or_temporary_files(tmp_path)
+
+
+def test_a_host_that_does_not_resolve_stops_the_run_after_a_few_images(tmp_path):
+    from wga.data.download import MAX_UNRESOLVED
+
+    arts = generate_artworks(12, seed=5)
+    config = DownloadConfig(
+        tmp_path, base_url="http://images.invalid", workers=2, rate=None, backoff=0.02,
+        backoff_max=0.1, progress=False, timeout=(2.0, 5.0),
+    )  # fmt: skip
+    summary = download(records_of(arts), config)
+    assert "images.invalid does not resolve" in summary.stopped
+    assert summary.requests <= MAX_UNRESOLVED + config.workers  # no image asked twice
+    assert summary.ok == 0 and summary.pending >= len(arts) - MAX_UNRESOLVED - config.workers
+    assert sum(1 for line in summary.lines() if "does not resolve" in line) == 1

@@ -50,6 +50,51 @@ def test_read_dataset_trusts_the_files_and_says_what_is_missing(tmp_path):
         read_dataset(root)
 
 
+def test_a_plain_train_val_tree_reads_with_sorted_folder_classes_and_is_left_untouched(tmp_path):
+    from wga.train.pipeline import read_dataset
+
+    root = make_synthetic_dataset(tmp_path / "ds", per_class={"train": 2, "val": 1}, side=40)
+    for name in ("classes.json", "counts.json", "manifest.csv"):
+        (root / name).unlink(missing_ok=True)
+    before = sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+    dataset = read_dataset(root)
+    assert dataset.classes == ["blobs", "checkerboard", "stripes"]  # sorted, as Keras does
+    assert dataset.class_counts("train").tolist() == [2, 2, 2]
+    assert [Path(p).parent.name for p in dataset.files("val")[0]] == dataset.classes
+    assert sorted(str(path.relative_to(root)) for path in root.rglob("*")) == before
+    (root / "val" / "dogs").mkdir()
+    with pytest.raises(InvalidInput, match="lacks: dogs"):
+        read_dataset(root)
+
+
+def test_keras_progress_bars_only_on_a_terminal_else_one_log_line_per_epoch(caplog, capsys):
+    import io
+
+    import keras
+
+    from wga.train.finetune import _epoch_logger, fit_verbosity
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert fit_verbosity(True, Terminal()) == 1
+    assert fit_verbosity(False, Terminal()) == 0
+    verbose = fit_verbosity(True)  # pytest captures stdout: not a terminal
+    assert verbose == 0
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.zeros((4, 2), "float32")
+    with caplog.at_level("INFO", logger="wga.train.finetune"):
+        model.fit(x, x[:, :1], epochs=3, verbose=verbose, callbacks=[_epoch_logger()])
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "epoch 1",
+        "epoch 2",
+        "epoch 3",
+    ]
+    assert capsys.readouterr().out == ""
+
+
 def _png_dataset(tmp_path: Path, size: int) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
     """Lossless wide images whose shorter side is already ``size``: exact centre crops known."""
     from PIL import Image

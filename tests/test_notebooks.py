@@ -202,3 +202,37 @@ def test_probe_notebook_downloads_a_fake_wga_and_shows_a_units_artworks(tmp_path
     classes = json.loads((tmp_path / "probes" / "classes" / "probe.json").read_text())
     assert classes["layers"][0]["values"] == "logits"
     assert list((tmp_path / "probes" / "classes" / "cache" / "overlays").glob("*.jpg"))
+
+
+def test_atlas_notebook_maps_a_layer_of_a_fake_wga_and_shows_cells_artworks(tmp_path):
+    from wga_server import FakeWga, generate_artworks
+
+    with FakeWga(generate_artworks(12, seed=7, size=(64, 48))) as server:
+        notebook = execute(
+            "atlas.ipynb",
+            tmp_path,
+            corpus_dir=str(tmp_path / "wga"),
+            catalog_url=server.catalog_url,
+            base_url=server.base_url,
+            download_limit=12,
+            model="vgg16-hed",
+            layer="block2_conv2",
+            probe_dir=str(tmp_path / "probes" / "wga"),
+            atlas_dir=str(tmp_path / "atlases" / "wga"),
+            grid=2,
+            icon=64,
+            steps=4,
+            per_image=12,
+            cells_shown=2,
+        )
+    text = outputs_text(notebook)
+    assert "activations of block2_conv2" in text and "Traceback" not in text
+    atlas = json.loads((tmp_path / "atlases" / "wga" / "atlas.json").read_text())
+    assert atlas["cells"] and all(cell["icon"] for cell in atlas["cells"])
+    images = [
+        output
+        for cell in notebook["cells"]
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(images) >= 1 + min(2, len(atlas["cells"]))  # the atlas and the cells shown

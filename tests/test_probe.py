@@ -343,3 +343,25 @@ def test_feed_keeps_aspect_longer_side_and_marks_failures(download_corpus):
     first = int(np.argmax(ok))
     rows, cols = shapes[first]
     assert (images[first, rows:] == 0).all() and (images[first, :, cols:] == 0).all()
+
+
+def test_cli_errors_name_the_problem_and_the_fix(hed_index, download_corpus, tmp_path, capsys):
+    from wga.cli import main
+
+    missing = ["probe", "--corpus", str(tmp_path / "nowhere"), "--layers", "block1_conv1"]
+    assert main([*missing, "--model", "vgg16-hed", "--out", str(tmp_path / "a")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    wrong = ["probe", "--model", "vgg16-hed", "--corpus", str(download_corpus), "--no-progress"]
+    assert main([*wrong, "--layers", "block2_pol", "--out", str(tmp_path / "b")]) == 2
+    assert "block2_pool" in capsys.readouterr().err  # the closest names
+    # Resuming an index with other settings is refused, not mixed.
+    other = [*wrong, "--layers", "block1_conv2", "--top", "5", "--out", str(hed_index.root)]
+    assert main(other) == 2
+    assert "another" in capsys.readouterr().err
+    assert (
+        main(
+            ["examples", "--index", str(hed_index.root), "--layer", "block2_pool", "--unit", "9999"]
+        )
+        == 2
+    )
+    assert "out of range" in capsys.readouterr().err

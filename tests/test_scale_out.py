@@ -19,9 +19,14 @@ import numpy as np
 import pytest
 
 from wga.cli import main
-from wga.cli.render_cmd import output_name
-from wga.corpus.atlas import ICONS_DIR, AtlasOptions, icon_recipe, queue_renderer
-from wga.corpus.atlas_executor import executor_renderer
+from wga.corpus.atlas import (
+    ICONS_DIR,
+    VECTORS_DIR,
+    AtlasOptions,
+    executor_renderer,
+    icon_recipe,
+    queue_renderer,
+)
 from wga.corpus.corpus import open_corpus
 from wga.corpus.index import ProbeIndex
 from wga.corpus.probe import run_probe
@@ -33,6 +38,7 @@ from wga.serve.cache import RenderCache
 from wga.serve.jobs import render_id
 from wga.vis.bulk import bulk_render, layer_recipes
 from wga.vis.png import read_png_metadata
+from wga.vis.recipe import recipe_file_name
 from wga.vis.vectors import VectorStore
 
 LAYER = "block2_conv1"
@@ -46,7 +52,7 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 
 
 def _file_name(recipe) -> str:
-    return output_name(recipe.layer, recipe.unit)
+    return recipe_file_name(recipe)
 
 
 @pytest.fixture(scope="module")
@@ -177,18 +183,16 @@ def test_probe_on_ray_data_writes_the_local_index(ray_cluster, hed, small_corpus
 @pytest.mark.slow
 def test_atlas_icons_on_ray_equal_the_queue_rendered_icons(ray_cluster, hed, tmp_path):
     """Directions travel with the tasks; icons land under the queue's ids, with its bytes."""
-    store = VectorStore(tmp_path / "vectors")
+    local_dir, ray_dir = tmp_path / "local", tmp_path / "ray"
+    store = VectorStore(ray_dir / VECTORS_DIR)  # the workers never see this folder
     rng = np.random.default_rng(0)
     options = AtlasOptions(layer=LAYER, icon=64, steps=4)
     channels = hed.layer(LAYER).units
     recipes = [
         icon_recipe("vgg16-hed", options, store.put(rng.normal(size=channels))) for _ in range(2)
     ]
-    local_dir, ray_dir = tmp_path / "local", tmp_path / "ray"
     local = queue_renderer(hed, local_dir / ICONS_DIR, store, progress=False)(recipes)
-    on_ray = executor_renderer(  # the workers never see the store's folder
-        RayExecutor("auto"), hed, ray_dir / ICONS_DIR, store, workers=1, progress=False
-    )
+    on_ray = executor_renderer(RayExecutor("auto"), hed, ray_dir, workers=1, progress=False)
     assert on_ray(recipes) == local and all(local)
     for path in local:
         assert (ray_dir / path).read_bytes() == (local_dir / path).read_bytes()

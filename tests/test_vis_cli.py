@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from wga.cli.render_cmd import output_name, parse_units
+from wga.cli.render_cmd import parse_units
 from wga.errors import InvalidInput
 from wga.vis.png import read_png_metadata
+from wga.vis.recipe import Recipe, recipe_file_name
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -32,8 +33,10 @@ def test_unit_lists_accept_ranges_and_commas():
 
 
 def test_output_names_follow_the_contract():
-    assert output_name("mixed5", 66) == "mixed5-66.png"
-    assert output_name("a/b", 1) == "a_b-1.png"
+    assert recipe_file_name(Recipe("m", "mixed5", 66)) == "mixed5-66.png"
+    assert recipe_file_name(Recipe("m", "a/b", 1)) == "a_b-1.png"
+    full = recipe_file_name(Recipe("m", "a/b", 1, size=96, seed=3), full=True)
+    assert full == "a_b-1-lucid-96px-seed3.png"
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 from wga.errors import InvalidInput, NotFound, Unavailable, closest_names
+from wga.run import MODEL_FILE, RunFolder, RunInfo
 
 if TYPE_CHECKING:
     import keras
@@ -47,10 +48,6 @@ Preprocessing = Literal["caffe", "tf", "torch", "raw"]
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, mode "caffe"
 TORCH_RGB_MEAN = (0.485, 0.456, 0.406)  # keras.applications.imagenet_utils, mode "torch"
 TORCH_RGB_STD = (0.229, 0.224, 0.225)
-
-RUN_MODEL_FILE = "model.keras"
-RUN_INFO_FILE = "model.json"
-RUN_CLASSES_FILE = "classes.json"
 
 NETWORK_PROBE_TIMEOUT_S = 2.0
 NETWORK_PROBE_TTL_S = 60.0
@@ -349,6 +346,11 @@ class LoadedModel:
             return self._spatial
 
 
+def model_reference(loaded: LoadedModel) -> str:
+    """How a worker finds the same model: the file of a file model, else its registry name."""
+    return str(loaded.spec.path) if loaded.spec.path is not None else loaded.spec.name
+
+
 def list_layers(model: keras.Model) -> list[LayerInfo]:
     """The layers of ``model`` worth rendering; the last Dense layer is the class layer."""
     infos: list[LayerInfo] = []
@@ -451,21 +453,34 @@ def _free_input_size(loaded: LoadedModel) -> keras.Model | None:
     import keras
 
     spec, model = loaded.spec, loaded.model
-    shape = tuple(model.inputs[0].shape)
-    if shape[1] is None and shape[2] is None:
-        return model
     try:
-        if spec.source == "keras-applications":
-            constructor = getattr(keras.applications, spec.application or "")
-            free = constructor(weights=None, include_top=False, input_shape=(None, None, 3))
-        else:
-            config = model.get_config()
-            config["layers"][0]["config"]["batch_shape"] = [None, None, None, shape[-1]]
-            free = keras.Model.from_config(config)
+        if spec.source != "keras-applications":
+            return free_input_size_copy(model)
+        shape = tuple(model.inputs[0].shape)
+        if shape[1] is None and shape[2] is None:
+            return model
+        constructor = getattr(keras.applications, spec.application or "")
+        free = constructor(weights=None, include_top=False, input_shape=(None, None, 3))
     except Exception as error:
         log.info("%s cannot take free input sizes (%s); renderers will resize", spec.name, error)
         return None
-    _copy_weights(model, free, by_position=spec.source == "keras-applications")
+    _copy_weights(model, free, by_position=True)
+    return free
+
+
+def free_input_size_copy(model: keras.Model) -> keras.Model:
+    """``model`` itself if its input side is free, else the same graph and weights rebuilt with
+    a ``(None, None, C)`` input. Raises when the graph cannot be rebuilt so; a graph with a
+    Flatten → Dense may rebuild and still fail at another size (call it to find out)."""
+    import keras
+
+    shape = tuple(model.inputs[0].shape)
+    if shape[1] is None and shape[2] is None:
+        return model
+    config = model.get_config()
+    config["layers"][0]["config"]["batch_shape"] = [None, None, None, shape[-1]]
+    free = keras.Model.from_config(config)
+    free.set_weights(model.get_weights())
     return free
 
 
@@ -519,7 +534,7 @@ class ModelRegistry:
     def _run_specs(self) -> list[ModelSpec]:
         if self.runs_dir is None or not self.runs_dir.is_dir():
             return []
-        return [spec_for_file(path) for path in sorted(self.runs_dir.glob(f"*/{RUN_MODEL_FILE}"))]
+        return [spec_for_file(path) for path in sorted(self.runs_dir.glob(f"*/{MODEL_FILE}"))]
 
     def spec(self, name_or_path: str) -> ModelSpec:
         """The spec for a registry name, a run name, or a path to a ``.keras`` file / run folder."""
@@ -527,13 +542,13 @@ class ModelRegistry:
             if spec.name == name_or_path:
                 return spec
         candidate = Path(name_or_path).expanduser()
-        if candidate.is_dir() and (candidate / RUN_MODEL_FILE).exists():
-            candidate = candidate / RUN_MODEL_FILE
+        if candidate.is_dir() and (candidate / MODEL_FILE).exists():
+            candidate = candidate / MODEL_FILE
         if candidate.suffix == ".keras":
             if not candidate.exists():
                 raise NotFound(
                     f"no model file at {candidate}: check the path "
-                    f"(a fine-tuned run keeps it as RUN/{RUN_MODEL_FILE})"
+                    f"(a fine-tuned run keeps it as RUN/{MODEL_FILE})"
                 )
             return spec_for_file(candidate)
         raise NotFound(
@@ -541,6 +556,25 @@ class ModelRegistry:
             f"{closest_names(name_or_path, self.names())}, "
             "or give the path of a .keras file"
         )
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every model with its availability, as ``wga models`` and ``GET /api/models`` show it."""
+        default = self.default_name()
+        rows = []
+        for spec in self.specs():
+            availability = self.availability(spec.name)
+            rows.append(
+                {
+                    "name": spec.name,
+                    "title": spec.title,
+                    "available": availability.available,
+                    "reason": availability.reason,
+                    "default": spec.name == default,
+                    "description": spec.description,
+                    "input_size": spec.input_size,
+                }
+            )
+        return rows
 
     def default_name(self) -> str:
         """InceptionV3 when its weights can be had, else the offline model."""
@@ -593,31 +627,24 @@ class ModelRegistry:
 def spec_for_file(path: Path) -> ModelSpec:
     """A spec for a ``.keras`` file; a fine-tuned run's ``model.json`` says how to feed it."""
     path = path.resolve()
-    info = _read_run_info(path)
-    is_run = path.name == RUN_MODEL_FILE
-    name = path.parent.name if is_run else path.stem
-    base = info.get("base_model", "")
+    info = _run_info(path)
+    name = path.parent.name if RunFolder.of_model(path) else path.stem
+    base = info.base_model
     return ModelSpec(
         name=name,
-        title=info.get("title") or (f"{name} (fine-tuned {base})" if base else name),
-        preprocessing=info.get("preprocessing", "tf"),
-        input_size=int(info.get("input_size", 299)),
+        title=info.title or (f"{name} (fine-tuned {base})" if base else name),
+        preprocessing=info.preprocessing,  # type: ignore[arg-type]
+        input_size=int(info.input_size),
         source="file",
         path=path,
-        description=info.get("description", f"Keras model file {path}"),
+        description=info.description or f"Keras model file {path}",
     )
 
 
-def _read_run_info(model_path: Path) -> dict[str, Any]:
-    info_path = model_path.parent / RUN_INFO_FILE
-    if model_path.name == RUN_MODEL_FILE and info_path.exists():
-        try:
-            return json.loads(info_path.read_text())
-        except json.JSONDecodeError as error:
-            raise InvalidInput(
-                f"{info_path} is not valid JSON ({error}); re-save it or delete it to use defaults"
-            ) from error
-    return {}
+def _run_info(model_path: Path) -> RunInfo:
+    """The run's ``model.json`` if ``model_path`` is a run's model, else the defaults."""
+    run = RunFolder.of_model(model_path)
+    return (run.read_info() if run else None) or RunInfo()
 
 
 def load_spec(spec: ModelSpec) -> LoadedModel:
@@ -642,12 +669,8 @@ def load_spec(spec: ModelSpec) -> LoadedModel:
         model = keras.saving.load_model(spec.path, compile=False)
     except Exception as error:
         raise InvalidInput(f"could not load Keras model {spec.path}: {error}") from error
-    info = _read_run_info(spec.path)
-    classes = info.get("classes")
-    classes_path = spec.path.parent / RUN_CLASSES_FILE
-    if classes is None and classes_path.exists():
-        classes = json.loads(classes_path.read_text())
-    correlation = info.get("color_correlation")
+    info = _run_info(spec.path)
+    classes, correlation = info.classes, info.color_correlation
     return LoadedModel(
         spec,
         model,

@@ -149,6 +149,7 @@
   });
 
   wga.artworks.attach({ api, grid: $("#grid"), onError: showError });
+  wga.atlas.attach({ api, state, onError: showError }); // atlas.js: the atlas view
 
   const detail = new wga.detail.DetailView({
     dialog: $("#detail"),

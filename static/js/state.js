@@ -20,6 +20,9 @@
     cpreset: "string", // compare: preset B
     psize: "int", // preview tile size
     psteps: "int", // preview steps
+    atlas: "string", // the open atlas (atlas.js), its level and cell
+    alevel: "int",
+    acell: "string",
   };
 
   function parse(hash) {

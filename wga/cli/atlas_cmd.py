@@ -5,14 +5,12 @@
 
 Writes ``DIR/atlas.png``, ``DIR/atlas.json`` (cells: ``i``, ``j``, ``count``, ``icon``,
 ``members``) and the icons as PNGs carrying their recipe. Run it again and it reuses the sample,
-the layout and every icon already rendered. ``--ray ADDRESS`` renders the icons on a Ray cluster
-(:mod:`wga.corpus.atlas_executor`); the icons are the same either way.
+the layout and every icon already rendered.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 
 from wga.errors import InvalidInput
@@ -49,20 +47,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--ray",
         metavar="ADDRESS",
-        help="render the icons on a Ray cluster: local (start one here), auto (the one in "
-        "RAY_ADDRESS), or HOST:PORT / ray://HOST:PORT (needs the extra: pip install 'wga[ray]')",
+        help="render the icons on a Ray cluster: local, auto, HOST:PORT or ray://HOST:PORT "
+        "(needs the extra: pip install 'wga[ray]')",
     )
-    parser.add_argument(
-        "--workers", type=int, help="icon renderers on Ray (default: one per GPU, else per CPU)"
-    )
+    parser.add_argument("--workers", type=int, help="Ray workers for the icons")
     parser.add_argument("--out", required=True, type=Path, help="atlas folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from wga.corpus.atlas import AtlasOptions, build_atlas
+    from wga.corpus.atlas import AtlasOptions, build_atlas, executor_renderer
     from wga.corpus.index import ProbeIndex
+    from wga.executors import open_executor
     from wga.models import default_registry
     from wga.quiet import quiet_keras
     from wga.vis.presets import get_preset
@@ -83,31 +80,21 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and (args.workers < 1 or not args.ray):
         raise InvalidInput("--workers N (≥ 1) applies to Ray: add --ray local or --ray ADDRESS")
     index = ProbeIndex.open(args.index)
-    cluster = None
-    if args.ray:
-        from wga.executors import open_executor
-
-        cluster = open_executor(args.ray)  # a missing extra fails here, in one line
-    with contextlib.closing(cluster) if cluster is not None else contextlib.nullcontext():
-        quiet_keras()
-        loaded = default_registry().load(args.model or index.description["model"])
-        renderer = None
-        if cluster is not None:
-            from wga.corpus.atlas import ICONS_DIR, VECTORS_DIR
-            from wga.corpus.atlas_executor import executor_renderer
-            from wga.vis.vectors import VectorStore
-
-            renderer = executor_renderer(
-                cluster,
-                loaded,
-                args.out / ICONS_DIR,
-                VectorStore(args.out / VECTORS_DIR),
-                workers=args.workers,
-                progress=not args.no_progress,
-            )
+    executor = open_executor(args.ray) if args.ray else None  # a missing extra fails at once
+    quiet_keras()
+    loaded = default_registry().load(args.model or index.description["model"])
+    renderer = None
+    if executor is not None:
+        renderer = executor_renderer(
+            executor, loaded, args.out, workers=args.workers, progress=not args.no_progress
+        )
+    try:
         document = build_atlas(
             index, loaded, options, args.out, renderer=renderer, progress=not args.no_progress
         )
+    finally:
+        if executor is not None:
+            executor.close()
     icons = sum(1 for cell in document["cells"] if cell["icon"])
     print(
         f"{args.out}: {len(document['cells'])} cells of {options.grid}×{options.grid} "

@@ -21,14 +21,19 @@ from wga.train.finetune import (
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "finetune",
-        help="fine-tune a model on a dataset made by `wga dataset`, then evaluate it",
+        help="fine-tune a model on a dataset (`wga dataset`, or train/ + val/ class folders)",
         description=(
             "Put a new head on a registry model, train the head, then fine-tune from a named "
             "layer; checkpoint every epoch; evaluate on val and test. RUN becomes a model of the "
             "registry (place it under ./runs or $WGA_RUNS_DIR to render it by name)."
         ),
     )
-    parser.add_argument("--data", required=True, metavar="DS", help="dataset folder")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="DS",
+        help="dataset folder: made by `wga dataset`, or any train/<class>/ + val/<class>/ tree",
+    )
     parser.add_argument(
         "--model", default="inceptionv3", help="base: a registry name (default inceptionv3)"
     )
@@ -51,6 +56,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch", type=int, default=PAPER_BATCH, help=f"batch size (default {PAPER_BATCH})"
     )
+    _add_training_options(parser)
+    parser.add_argument("--title", help="the model's title in the explorer")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its last epoch"
+    )
+    parser.add_argument(
+        "--runs", help="folder of fine-tuned runs, for a run as base (default $WGA_RUNS_DIR)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run)
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The optimisation options (the paper's values as defaults)."""
     parser.add_argument(
         "--unfreeze-from",
         metavar="LAYER",
@@ -80,15 +99,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--title", help="the model's title in the explorer")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from its last epoch"
-    )
-    parser.add_argument(
-        "--runs", help="folder of fine-tuned runs, for a run as base (default $WGA_RUNS_DIR)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

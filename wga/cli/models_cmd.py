@@ -35,19 +35,7 @@ def run(args: argparse.Namespace) -> int:
             for info in layers:
                 print(f"{info['name']:<28} {info['kind']:<10} {info['units']:>5} units")
         return 0
-    default = registry.default_name()
-    rows = []
-    for spec in registry.specs():
-        availability = registry.availability(spec.name)
-        rows.append(
-            {
-                "name": spec.name,
-                "title": spec.title,
-                "available": availability.available,
-                "reason": availability.reason,
-                "default": spec.name == default,
-            }
-        )
+    rows = registry.listing()
     if args.json:
         print(json.dumps({"models": rows}, indent=2))
         return 0

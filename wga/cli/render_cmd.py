@@ -32,7 +32,7 @@ from wga.quiet import quiet_keras
 from wga.vis.bulk import DEFAULT_BULK_BATCH
 from wga.vis.objective_table import AUTO, OBJECTIVES, objective_names
 from wga.vis.presets import DEFAULT_PRESET, PRESETS
-from wga.vis.recipe import check_recipes, recipes_from_request
+from wga.vis.recipe import check_recipes, recipe_file_name, recipes_from_request
 
 if TYPE_CHECKING:
     from wga.executors import Executor
@@ -62,13 +62,7 @@ def parse_units(text: str) -> list[int]:
     return sorted(units)
 
 
-def output_name(layer: str, unit: int) -> str:
-    """``<layer>-<unit>.png``, with path separators in a layer name made harmless."""
-    return f"{re.sub(r'[^A-Za-z0-9_.+=-]', '_', layer)}-{unit}.png"
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-
     parser = subparsers.add_parser(
         "render",
         help="render feature visualisations of units to PNG files",
@@ -79,6 +73,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model", help="registry name or .keras path (default: inceptionv3, or vgg16-hed offline)"
     )
     parser.add_argument("--layer", required=True, help="layer name (see: wga models --layers M)")
+    _add_target_options(parser)
+    parser.add_argument("--size", type=int, default=224, help="image side in px, 64 … 1024")
+    parser.add_argument("--steps", type=int, help="optimisation steps (default: the preset's)")
+    parser.add_argument(
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same image)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_bulk_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def _add_target_options(parser: argparse.ArgumentParser) -> None:
+    """What to render: units, or a direction; the objective and what it reads."""
     parser.add_argument(
         "--units",
         help="units: 0-7, 3,5,9, 0-3,8, or all (every unit, resumable); not with --direction",
@@ -93,14 +104,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--position", help="Y,X: the feature-map cell for neuron and direction (default centre)"
     )
     parser.add_argument("--cos-power", type=float, help="the direction objectives' cosine power")
-    parser.add_argument("--size", type=int, default=224, help="image side in px, 64 … 1024")
-    parser.add_argument("--steps", type=int, help="optimisation steps (default: the preset's)")
-    parser.add_argument(
-        "--preset",
-        default=DEFAULT_PRESET,
-        help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same image)")
     parser.add_argument(
         "--objective",
         default=AUTO,
@@ -108,8 +111,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="what to maximise: auto (channel; logit for the class layer) or "
         + "; ".join(f"{spec.name}: {spec.description}" for spec in OBJECTIVES.values()),
     )
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_bulk_options(parser: argparse.ArgumentParser) -> None:
+    """``--units all`` and ``--ray``: resumable renders of many units."""
     bulk = parser.add_argument_group(
         "bulk rendering (--units all, or any units with --ray)",
         "Resumable: PNGs already in --out with the same recipe are skipped. Each image also "
@@ -137,7 +142,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="render cache folder (default: the explorer's static/renders, as `wga serve` uses)",
     )
     cache.add_argument("--no-cache", action="store_true", help="write only to --out")
-    parser.set_defaults(handler=run)
 
 
 def _position(text: str | None) -> list[int] | None:
@@ -175,15 +179,6 @@ def _target_fields(args: argparse.Namespace) -> tuple[list[int], dict[str, objec
         "objective": objective,
         **extra,
     }
-
-
-def file_name(recipe) -> str:
-    """``<layer>-<unit>.png``, or ``<layer>-direction-<hash>.png`` for a direction."""
-    if recipe.vector is not None:
-        return output_name(recipe.layer, 0).replace(
-            "-0.png", f"-direction-{recipe.vector[:12]}.png"
-        )
-    return output_name(recipe.layer, recipe.unit)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -233,11 +228,11 @@ def run(args: argparse.Namespace) -> int:
         loaded,
         recipes,
         args.out,
-        file_name=file_name,
+        file_name=recipe_file_name,
         progress=not args.no_progress,
     )
     for recipe in recipes:
-        print(args.out / file_name(recipe))
+        print(args.out / recipe_file_name(recipe))
     return 0
 
 
@@ -266,7 +261,7 @@ def _bulk(
         loaded,
         recipes,
         args.out,
-        file_name=file_name,
+        file_name=recipe_file_name,
         cache_dir=cache,
         batch=args.batch,
         workers=args.workers,

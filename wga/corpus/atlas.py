@@ -16,7 +16,8 @@ The pipeline (Carter et al., 2019, for the user's own corpus and model):
 Output folder::
 
     DIR/atlas.json      the atlas: parameters, and per level the cells (i, j, count, icon,
-                        members [file, y, x], direction)
+                        members [file, y, x], member_ids [image id, grid y, grid x] in the
+                        probe index, direction)
     DIR/atlas.png       the chosen grid's icons, tiled
     DIR/layout.npz      the UMAP layout of the sample (reused by a rerun with the same sample/seed)
     DIR/vectors/        the cells' directions, <sha256>.npy
@@ -53,13 +54,15 @@ from wga.corpus.atlas_layout import (
     normalise,
 )
 from wga.corpus.atlas_sample import CAP, PER_IMAGE, Sample, sample_layer
-from wga.corpus.index import ProbeIndex
+from wga.corpus.index import Example, ProbeIndex, original_position
 from wga.corpus.probe import model_reference
 from wga.errors import InvalidInput
 from wga.vis.objective_table import COSINE_POWER
+from wga.vis.presets import DEFAULT_PRESET
 from wga.vis.vectors import VectorStore, unit, whiten, whitening_matrix
 
 if TYPE_CHECKING:
+    from wga.executors import Executor
     from wga.models import LoadedModel
 
 ATLAS_VERSION = 1
@@ -218,6 +221,45 @@ def queue_renderer(
     return render
 
 
+def executor_renderer(
+    executor: Executor,
+    loaded: LoadedModel,
+    folder: Path,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+) -> IconRenderer:
+    """Icons on an executor (``--ray``: a Ray cluster) through the bulk renderer: the same
+    batches, files and records as :func:`queue_renderer` (``folder/icons/<render id>.png`` and
+    its record), so a rerun, the page and a local run all find them. The directions are read
+    from ``folder/vectors`` here and travel with the render tasks: workers need no shared disk."""
+
+    def render(recipes: Sequence[Any]) -> list[str | None]:
+        from wga.serve.jobs import render_id
+        from wga.vis.bulk import bulk_render
+
+        def name(recipe: Any) -> str:
+            return f"{render_id(recipe, loaded.fingerprint)}.png"
+
+        if not recipes:
+            return []
+        icons = folder / ICONS_DIR
+        bulk_render(
+            executor,
+            loaded,
+            recipes,
+            icons,
+            file_name=name,
+            cache_dir=icons,
+            workers=workers,
+            progress=progress,
+            vectors=VectorStore(folder / VECTORS_DIR),
+        )
+        return [f"{ICONS_DIR}/{name(recipe)}" for recipe in recipes]
+
+    return render
+
+
 # -- the atlas -----------------------------------------------------------------------------------
 
 
@@ -246,6 +288,10 @@ def _level_json(
                 "icon": icons[position] if icons is not None else None,
                 "direction": directions[position],
                 "members": _members(cell.members, sample, files),
+                "member_ids": [
+                    [int(sample.where[m][0]), int(sample.where[m][1]), int(sample.where[m][2])]
+                    for m in cell.members
+                ],
             }
         )
     return {"grid": level.grid, "cells": cells, "dropped": level.dropped}
@@ -282,8 +328,6 @@ def build_atlas(
     ``renderer`` renders icon recipes (default: :func:`queue_renderer` into ``out/icons``).
     ``timings`` (if given) receives the seconds spent sampling, laying out and rendering.
     """
-    from PIL import Image
-
     index = index if isinstance(index, ProbeIndex) else ProbeIndex.open(index)
     if index.description.get("model_fingerprint") not in (None, loaded.fingerprint):
         raise InvalidInput(
@@ -306,24 +350,49 @@ def build_atlas(
     clock["sampling"] = time.perf_counter() - started
     started = time.perf_counter()
     unit_layout = normalise(layout_for(sample, options.seed, folder))
-    images = sample.images
     vectors = np.asarray(sample.vectors)
-    levels = {grid: grid_level(unit_layout, vectors, images, grid) for grid in options.grids}
+    levels = {g: grid_level(unit_layout, vectors, sample.images, g) for g in options.grids}
     clock["layout"] = time.perf_counter() - started
     store = VectorStore(folder / VECTORS_DIR)
     directions = cell_directions(levels, sample, store, options.whiten)
     started = time.perf_counter()
-    chosen = levels[options.grid]
-    wanted = [(k, d) for k, d in enumerate(directions[options.grid]) if d is not None]
-    recipes = [icon_recipe(model_reference(loaded), options, d) for _, d in wanted]
     render = renderer or queue_renderer(loaded, folder / ICONS_DIR, store, progress=progress)
-    rendered = render(recipes)
-    icons: list[str | None] = [None] * len(chosen.cells)
-    for (position, _), path in zip(wanted, rendered, strict=True):
-        icons[position] = path
+    icons = _icons(render, model_reference(loaded), options, directions[options.grid])
     clock["icons"] = time.perf_counter() - started
     files = [image["file"] for image in index.images()]
-    document = {
+    document = _describe(index, loaded, options, sample)
+    document["levels"] = {
+        str(grid): _level_json(
+            level, directions[grid], icons if grid == options.grid else None, sample, files
+        )
+        for grid, level in levels.items()
+    }
+    chosen = document["levels"][str(options.grid)]
+    document["cells"] = chosen["cells"]
+    document["dropped"] = chosen["dropped"]
+    _write(folder, document, tile(folder, chosen, options.icon))
+    return document
+
+
+def _icons(
+    render: IconRenderer, model: str, options: AtlasOptions, directions: list[str | None]
+) -> list[str | None]:
+    """The icon file of every cell of the chosen grid (``None`` where there is no direction or
+    the render failed), rendered in one call so that the renderer can batch them."""
+    wanted = [(k, d) for k, d in enumerate(directions) if d is not None]
+    rendered = render([icon_recipe(model, options, d) for _, d in wanted])
+    icons: list[str | None] = [None] * len(directions)
+    for (position, _), path in zip(wanted, rendered, strict=True):
+        icons[position] = path
+    return icons
+
+
+def _describe(
+    index: ProbeIndex, loaded: LoadedModel, options: AtlasOptions, sample: Sample
+) -> dict[str, Any]:
+    """The atlas's parameters: everything that decided it (no time stamps: the same seed gives
+    the same file)."""
+    return {
         "version": ATLAS_VERSION,
         "model": index.description.get("model", loaded.name),
         "model_fingerprint": loaded.fingerprint,
@@ -336,18 +405,18 @@ def build_atlas(
         "grids": options.grids,
         "icon_size": options.icon,
         "steps": options.steps,
-        "preset": recipes[0].preset if recipes else options.preset,
+        "preset": options.preset or DEFAULT_PRESET,
         "objective": {
             "name": "direction",
             "cos_power": options.cos_power,
             "whiten": options.whiten,
         },
         "samples": {
-            "count": len(vectors),
+            "count": len(sample.where),
             "per_image": options.per_image,
             "cap": options.cap,
-            "images": len(np.unique(images)),
-            "channels": int(vectors.shape[1]),
+            "images": len(np.unique(sample.images)),
+            "channels": int(sample.vectors.shape[1]),
         },
         "layout": {
             "umap": {
@@ -360,21 +429,32 @@ def build_atlas(
             "min_members": MIN_MEMBERS,
         },
         "image": ATLAS_IMAGE,
-        "levels": {
-            str(grid): _level_json(
-                level, directions[grid], icons if grid == options.grid else None, sample, files
-            )
-            for grid, level in levels.items()
-        },
     }
-    chosen_json = document["levels"][str(options.grid)]
-    document["cells"] = chosen_json["cells"]
-    document["dropped"] = chosen_json["dropped"]
-    canvas = tile(folder, chosen_json, options.icon)
+
+
+def _write(folder: Path, document: dict[str, Any], canvas: np.ndarray) -> None:
+    """``atlas.png``, then ``atlas.json`` (both atomic): a reader never sees a json whose picture
+    is missing."""
+    from PIL import Image
+
     with atomic_path(folder / ATLAS_IMAGE) as temp:
         Image.fromarray(canvas).save(temp, format="PNG")
     write_json_atomic(folder / ATLAS_FILE, document)
-    return document
+
+
+def member_examples(index: ProbeIndex, layer: str, cell: dict[str, Any]) -> list[Example]:
+    """A cell's member artworks as the probe's examples (position, receptive-field crop box in
+    the original image's pixels, catalog fields), for crops and thumbnails
+    (:func:`wga.corpus.views.crop_file`); the layer must be one the probe recorded."""
+    field = index.field(layer)
+    images = index.images()
+    examples = []
+    for image, gy, gx in cell.get("member_ids", []):
+        height, width = (int(v) for v in index.sizes()[image])
+        y, x, box = original_position(field, gy, gx, (height, width), index.side)
+        meta = {k: v for k, v in images[image].items() if k != "file"}
+        examples.append(Example(image, images[image]["file"], 0.0, y, x, box, (gy, gx), meta))
+    return examples
 
 
 def open_atlas(folder: str | os.PathLike[str]) -> dict[str, Any]:

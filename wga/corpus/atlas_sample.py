@@ -118,6 +118,42 @@ def load_sample(folder: Path) -> Sample | None:
     return Sample(folder, vectors, where, description)
 
 
+def _sample_pass(
+    model: Any,
+    source: tuple[Any, FeedRule, np.ndarray],
+    field: Field,
+    *,
+    per_image: int,
+    cap: int,
+    seed: int,
+    batch_size: int,
+    label: str | None,
+) -> tuple[list[np.ndarray], list[tuple[int, int, int, int, int]]]:
+    """The pass itself: the feed's batches through ``model``, each image's positions kept."""
+    from tqdm.auto import tqdm
+
+    corpus, rule, ids = source
+    vectors: list[np.ndarray] = []
+    where: list[tuple[int, int, int, int, int]] = []
+    with tqdm(total=len(ids), unit="img", disable=label is None, desc=f"sample {label}") as bar:
+        for batch in feed(corpus, rule, ids, batch_size):
+            acts = np.asarray(model(batch["images"], training=False))
+            valid = valid_grid(batch["shapes"].numpy(), acts.shape[1:3], rule.side)
+            for row, image_id in enumerate(batch["ids"].numpy().tolist()):
+                if not bool(batch["ok"][row]):
+                    continue
+                size = (int(batch["sizes"][row][0]), int(batch["sizes"][row][1]))
+                rows, cols = (int(v) for v in valid[row])
+                for gy, gx in positions_for(image_id, rows, cols, per_image, seed):
+                    if len(where) >= cap:
+                        return vectors, where
+                    y, x, _ = original_position(field, gy, gx, size, rule.side)
+                    vectors.append(acts[row, gy, gx].astype("float16"))
+                    where.append((image_id, gy, gx, y, x))
+            bar.update(len(batch["ids"]))
+    return vectors, where
+
+
 def sample_layer(
     index: ProbeIndex,
     loaded: LoadedModel,
@@ -131,7 +167,6 @@ def sample_layer(
 ) -> Sample:
     """Sample ``layer`` over the probe's corpus (or reuse the stored sample)."""
     import keras
-    from tqdm.auto import tqdm
 
     if per_image < 1 or cap < 1:
         raise InvalidInput("sample at least 1 position per image and at least 1 vector")
@@ -156,27 +191,17 @@ def sample_layer(
         ok_ids = np.arange(len(corpus))
     ids = _chosen_images(ok_ids, per_image, cap, seed)
     rule = FeedRule(index.side, loaded.spec.preprocessing)
-    field = _field(index, loaded, layer)
     model = keras.Model(loaded.model.inputs[0], loaded.model.get_layer(layer).output)
-    vectors: list[np.ndarray] = []
-    where: list[tuple[int, int, int, int, int]] = []
-    with tqdm(total=len(ids), unit="img", disable=not progress, desc=f"sample {layer}") as bar:
-        for batch in feed(corpus, rule, ids, batch_size):
-            acts = np.asarray(model(batch["images"], training=False))
-            grid = (acts.shape[1], acts.shape[2])
-            valid = valid_grid(batch["shapes"].numpy(), grid, rule.side)
-            for row, image_id in enumerate(batch["ids"].numpy().tolist()):
-                if not bool(batch["ok"][row]) or len(where) >= cap:
-                    continue
-                size = tuple(int(v) for v in batch["sizes"][row].numpy())
-                rows, cols = (int(v) for v in valid[row])
-                for gy, gx in positions_for(image_id, rows, cols, per_image, seed):
-                    if len(where) >= cap:
-                        break
-                    y, x, _ = original_position(field, gy, gx, size, rule.side)
-                    vectors.append(acts[row, gy, gx].astype("float16"))
-                    where.append((image_id, gy, gx, y, x))
-            bar.update(len(batch["ids"]))
+    vectors, where = _sample_pass(
+        model,
+        (corpus, rule, ids),
+        _field(index, loaded, layer),
+        per_image=per_image,
+        cap=cap,
+        seed=seed,
+        batch_size=batch_size,
+        label=layer if progress else None,
+    )
     if not vectors:
         raise InvalidInput(
             f"no activations sampled from the corpus of {index.root}: are its images readable?"
@@ -198,6 +223,7 @@ def sample_layer(
         "border": "one cell (when the valid region is at least 3 x 3)",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    (folder / "samples.json").unlink(missing_ok=True)  # a stale description never covers new data
     for name, array in (("vectors.npy", stacked), ("where.npy", positions)):
         with atomic_path(folder / name) as temp, open(temp, "wb") as handle:
             np.save(handle, array, allow_pickle=False)

@@ -25,10 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wga.data.layout import CLASSES_FILE, MANIFEST_FILE  # a download and a dataset write these
 from wga.errors import InvalidInput, NotFound
 
-MANIFEST_NAME = "manifest.csv"  # both wga.data.download and wga.data.dataset write this name
-CLASSES_NAME = "classes.json"  # only a wga dataset folder has it
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 
 # Catalog column (wga.data.catalog.COLUMNS) → the field name used in the index, API and page.
@@ -83,7 +82,7 @@ def _catalog_fields(row: dict[str, str]) -> dict[str, str]:
 
 
 def _manifest_rows(root: Path) -> list[dict[str, str]] | None:
-    path = root / MANIFEST_NAME
+    path = root / MANIFEST_FILE
     if not path.is_file():
         return None
     with open(path, newline="", encoding="utf-8") as handle:
@@ -115,7 +114,7 @@ def open_corpus(root: str | os.PathLike[str]) -> Corpus:
     rows = _manifest_rows(folder)
     entries: dict[str, dict[str, str]] = {}
     if rows is not None:
-        kind = "dataset" if (folder / CLASSES_NAME).is_file() else "download"
+        kind = "dataset" if (folder / CLASSES_FILE).is_file() else "download"
         for row in rows:
             if row.get("status", "ok") != "ok" or not row.get("file"):
                 continue

@@ -38,6 +38,7 @@ from wga.corpus.feed import FeedRule, chunks, resized_shape
 from wga.corpus.receptive import Field
 from wga.corpus.topk import LayerTop, Partial, TopK, TopState, merge
 from wga.errors import InvalidInput, NotFound, closest_names
+from wga.models import model_reference
 
 if TYPE_CHECKING:
     from wga.corpus.probe import ProbeLayer
@@ -95,7 +96,6 @@ class IndexWriter:
         k: int,
         batch_size: int,
     ) -> IndexWriter:
-        from wga.corpus.probe import model_reference
         from wga.corpus.receptive import receptive_field
 
         root = Path(out)
@@ -238,10 +238,11 @@ class IndexWriter:
         write_json_atomic(self.root / DESCRIPTION_NAME, self._described())
 
     def _described(self) -> dict[str, Any]:
-        files = json.loads((self.root / IMAGES_NAME).read_text(encoding="utf-8"))
-        self.description["skipped"] = [
-            {"file": files[i]["file"], "error": self.skipped[i]} for i in sorted(self.skipped)
-        ]
+        if self.skipped:
+            files = json.loads((self.root / IMAGES_NAME).read_text(encoding="utf-8"))
+            self.description["skipped"] = [
+                {"file": files[i]["file"], "error": self.skipped[i]} for i in sorted(self.skipped)
+            ]
         return self.description
 
     def finish(self) -> None:

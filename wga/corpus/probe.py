@@ -39,6 +39,7 @@ from wga.corpus.corpus import Corpus, open_corpus
 from wga.corpus.feed import FeedRule, feed
 from wga.corpus.topk import Partial, Reduced, batch_partial
 from wga.errors import InvalidInput
+from wga.models import model_reference
 
 if TYPE_CHECKING:
     import keras
@@ -226,7 +227,9 @@ class Prober:
                     ]
             return reduced
 
-        self._reduce = tf.function(reduce, reduce_retracing=True)
+        # As model.predict does ("auto"): XLA where there is an accelerator, not on CPUs.
+        accelerated = any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+        self._reduce = tf.function(reduce, reduce_retracing=True, jit_compile=accelerated)
 
     @property
     def layers(self) -> list[str]:
@@ -302,11 +305,6 @@ class LocalExecutor:
         batch = len(ordered[0])
         for data in feed(corpus, prober.rule, np.concatenate(ordered), batch):
             yield prober(data)
-
-
-def model_reference(loaded: LoadedModel) -> str:
-    """How a worker finds the same model: the file of a file model, else its registry name."""
-    return str(loaded.spec.path) if loaded.spec.path is not None else loaded.spec.name
 
 
 def run_probe(

@@ -422,15 +422,15 @@ def load_catalog(
 # --------------------------------------------------------------------------- selection
 
 
-def _fold(text: str) -> str:
-    """Case- and accent-insensitive comparison key (``Köln`` ~ ``koln``)."""
-    decomposed = unicodedata.normalize("NFKD", text.strip().casefold())
+def fold(text: str) -> str:
+    """Case- and accent-insensitive comparison key (``Köln`` ~ ``koln``), for filters and classes."""
+    decomposed = unicodedata.normalize("NFKD", str(text).strip().casefold())
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
 def _timeframe_key(text: str) -> str:
     """``0751-0800`` and ``751-800`` mean the same bin."""
-    return "-".join(part.lstrip("0") or "0" for part in _fold(text).split("-"))
+    return "-".join(part.lstrip("0") or "0" for part in fold(text).split("-"))
 
 
 @dataclass(slots=True)
@@ -466,8 +466,8 @@ def _keys(column: str, value: str) -> set[str]:
     if column == "TIMEFRAME":
         return {_timeframe_key(value)}
     if column == "AUTHOR":
-        return {_fold(value), _fold(value.split(",", 1)[0])}
-    return {_fold(value)}
+        return {fold(value), fold(value.split(",", 1)[0])}
+    return {fold(value)}
 
 
 def select(catalog: Catalog, selection: Selection) -> list[Artwork]:
@@ -486,7 +486,7 @@ def select(catalog: Catalog, selection: Selection) -> list[Artwork]:
             present |= _keys(column, record.get(column))
         keys = set()
         for value in values:
-            key = _fold(value) if column != "TIMEFRAME" else _timeframe_key(value)
+            key = fold(value) if column != "TIMEFRAME" else _timeframe_key(value)
             if key not in present:
                 raise InvalidInput(
                     f"no catalog row has {column} = {value!r}; "

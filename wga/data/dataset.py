@@ -1,11 +1,7 @@
 """Build an image-classification dataset from a download: class folders and leak-free splits.
 
-Layout (the fine-tuning code relies on it)::
-
-    DS/train/<class>/<file>.jpg     DS/val/<class>/…     DS/test/<class>/… (absent with test=0)
-    DS/classes.json   JSON list of class names in label order (= the folder names)
-    DS/counts.json    {split: {class: n}}
-    DS/manifest.csv   one row per file: split, class, label, group, file, source file, catalog fields
+The layout is :mod:`wga.data.layout` (the fine-tuning code relies on it); ``manifest.csv`` has one
+row per file: split, class, label, group, file, source file, catalog fields.
 
 Classes come from one catalog column (``TYPE`` → portrait / landscape / still-life) or from a list
 of filter dicts, like the 2018 notebook's ``{FORM: painting, TYPE: portrait}``.
@@ -28,21 +24,17 @@ import random
 import re
 import shutil
 import tempfile
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wga.data.catalog import COLUMNS
+from wga.data.catalog import COLUMNS, fold
+from wga.data.layout import CLASSES_FILE, COUNTS_FILE, MANIFEST_FILE, SPLITS
 from wga.errors import InvalidInput, NotFound, closest_names
 
 log = logging.getLogger(__name__)
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-CLASSES_NAME = "classes.json"
-COUNTS_NAME = "counts.json"
-MANIFEST_NAME = "manifest.csv"
 DATASET_FIELDS: tuple[str, ...] = ("split", "class", "label", "group", "file", "source_file")
 
 # "(detail)", "(detail 2)", "(details)", "(detail of the left wing)", "detail:" …
@@ -143,11 +135,6 @@ def read_download_manifest(source: str | os.PathLike[str]) -> list[DatasetItem]:
 # --------------------------------------------------------------------------- classes
 
 
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", str(text).strip().casefold())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-
-
 def _column(name: str, available: Sequence[str]) -> str:
     """A column name as the manifest spells it (``type`` → ``TYPE``)."""
     for candidate in available:
@@ -159,7 +146,7 @@ def _column(name: str, available: Sequence[str]) -> str:
 
 
 def _values(spec: str | Sequence[str]) -> set[str]:
-    return {_fold(spec)} if isinstance(spec, str) else {_fold(v) for v in spec}
+    return {fold(spec)} if isinstance(spec, str) else {fold(v) for v in spec}
 
 
 def safe_class_name(name: str) -> str:
@@ -190,46 +177,66 @@ def assign_classes(
     pool = [
         item
         for item in items
-        if all(_fold(item.row.get(col, "")) in vals for col, vals in restrict.items())
+        if all(fold(item.row.get(col, "")) in vals for col, vals in restrict.items())
     ]
     if where and not pool:
         raise InvalidInput(f"no downloaded row matches {dict(where)}; check the values")
 
+    names, tests = _class_tests(pool, available, by, classes, class_filters)
+    if len(set(map(fold, names))) != len(names):
+        raise InvalidInput(f"class names repeat: {names}")
+    chosen, unmatched, ambiguous = _classify(pool, tests)
+    return chosen, names, unmatched, ambiguous
+
+
+ClassTest = tuple[str, dict[str, set[str]]]  # a class and the folded values its columns need
+
+
+def _class_tests(
+    pool: Sequence[DatasetItem],
+    available: list[str],
+    by: str | None,
+    classes: Sequence[str] | None,
+    class_filters: Mapping[str, Mapping[str, str | Sequence[str]]] | None,
+) -> tuple[list[str], list[ClassTest]]:
+    """The class names and, for each, the column values a row needs to belong to it."""
     if class_filters is not None:
-        names = list(class_filters)
         tests = [
             (name, {_column(col, available): _values(v) for col, v in spec.items()})
             for name, spec in class_filters.items()
         ]
-    else:
-        column = _column(str(by), available)
-        present = Counter(item.row.get(column, "") for item in pool)
-        if classes:
-            names = list(classes)
-            known = {_fold(value) for value in present}
-            for name in names:
-                if _fold(name) not in known:
-                    raise InvalidInput(
-                        f"no downloaded row has {column} = {name!r}: "
-                        + closest_names(name, sorted(v for v in present if v))
-                    )
-        else:  # every value, spelt as most rows spell it ("still-life" over "Still-life")
-            spelling: dict[str, str] = {}
-            for value, _ in present.most_common():
-                if value:
-                    spelling.setdefault(_fold(value), value)
-            names = sorted(spelling.values())
-        tests = [(name, {column: {_fold(name)}}) for name in names]
+        return list(class_filters), tests
+    column = _column(str(by), available)
+    present = Counter(item.row.get(column, "") for item in pool)
+    if classes:
+        names = list(classes)
+        known = {fold(value) for value in present}
+        for name in names:
+            if fold(name) not in known:
+                raise InvalidInput(
+                    f"no downloaded row has {column} = {name!r}: "
+                    + closest_names(name, sorted(v for v in present if v))
+                )
+    else:  # every value, spelt as most rows spell it ("still-life" over "Still-life")
+        spelling: dict[str, str] = {}
+        for value, _ in present.most_common():
+            if value:
+                spelling.setdefault(fold(value), value)
+        names = sorted(spelling.values())
+    return names, [(name, {column: {fold(name)}}) for name in names]
 
-    if len(set(map(_fold, names))) != len(names):
-        raise InvalidInput(f"class names repeat: {names}")
+
+def _classify(
+    pool: Sequence[DatasetItem], tests: list[ClassTest]
+) -> tuple[list[DatasetItem], int, int]:
+    """Items that match exactly one class (their ``cls`` set), unmatched and ambiguous counts."""
     chosen: list[DatasetItem] = []
     unmatched = ambiguous = 0
     for item in pool:
         hits = [
             name
             for name, spec in tests
-            if all(_fold(item.row.get(col, "")) in vals for col, vals in spec.items())
+            if all(fold(item.row.get(col, "")) in vals for col, vals in spec.items())
         ]
         if not hits:
             unmatched += 1
@@ -238,7 +245,7 @@ def assign_classes(
         else:
             item.cls = hits[0]
             chosen.append(item)
-    return chosen, names, unmatched, ambiguous
+    return chosen, unmatched, ambiguous
 
 
 # --------------------------------------------------------------------------- groups
@@ -260,8 +267,8 @@ def title_key(author: str, title: str) -> str:
     text = _DETAIL_PAREN.sub("", title)
     text = _DETAIL_TAIL.sub("", text)
     text = _DETAIL_HEAD.sub("", text)
-    words = re.findall(r"\w+", _fold(text))
-    return _fold(author) + "|" + " ".join(words)
+    words = re.findall(r"\w+", fold(text))
+    return fold(author) + "|" + " ".join(words)
 
 
 def assign_groups(items: Sequence[DatasetItem]) -> int:
@@ -380,6 +387,67 @@ def _place(source: Path, target: Path, link: bool) -> bool:
     return False
 
 
+def _split_fractions(val: float, test: float) -> dict[str, float]:
+    """``{split: share}``; test only when asked for."""
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise InvalidInput(
+            f"--val {val} and --test {test} must be fractions adding up to less than 1"
+        )
+    fractions = {"train": 1.0 - val - test, "val": val}
+    if test > 0:
+        fractions["test"] = test
+    return fractions
+
+
+def _write_dataset(
+    out_dir: Path,
+    chosen: Sequence[DatasetItem],
+    names: list[str],
+    folders: list[str],
+    columns: list[str],
+    link: bool,
+    summary: DatasetSummary,
+) -> None:
+    """Write the folder (files, manifest, classes, counts) into a temporary sibling, then rename
+    it onto ``out_dir``: ``out_dir`` is either the complete new dataset or untouched."""
+    counts = summary.counts
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for split in counts:
+            for folder in folders:
+                (staging / split / folder).mkdir(parents=True)
+        # Keep the artwork's identity and catalog fields, not the download's bookkeeping.
+        skip = {*DATASET_FIELDS, "status", "error", "source", "bytes"}
+        extra = [k for k in columns if k not in skip]
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=[*DATASET_FIELDS, *extra], lineterminator="\n")
+        writer.writeheader()
+        for item in sorted(chosen, key=lambda it: (it.split, names.index(it.cls), it.source.name)):
+            label = names.index(item.cls)
+            relative = f"{item.split}/{folders[label]}/{item.source.name}"
+            if _place(item.source, staging / relative, link):
+                summary.linked += 1
+            else:
+                summary.copied += 1
+            counts[item.split][folders[label]] += 1
+            row = {k: v for k, v in item.row.items() if k in extra}
+            row.update(split=item.split, label=str(label), group=item.group, file=relative)
+            row.update({"source_file": str(item.source), "class": folders[label]})
+            writer.writerow(row)
+        (staging / MANIFEST_FILE).write_text(text.getvalue(), encoding="utf-8")
+        for name, value in ((CLASSES_FILE, folders), (COUNTS_FILE, counts)):
+            (staging / name).write_text(
+                json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def build_dataset(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -400,10 +468,7 @@ def build_dataset(
     The dataset is written into a temporary sibling folder and renamed at the end, so ``out`` is
     either the complete new dataset or untouched. ``force`` replaces an existing ``out``.
     """
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise InvalidInput(
-            f"--val {val} and --test {test} must be fractions adding up to less than 1"
-        )
+    fractions = _split_fractions(val, test)
     out_dir = Path(out)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise InvalidInput(
@@ -418,75 +483,27 @@ def build_dataset(
     folders = [safe_class_name(name) for name in names]
     if len(set(folders)) != len(folders):
         raise InvalidInput(f"class names {names} give the same folder names {folders}; rename them")
-    folder_of = dict(zip(names, folders, strict=True))
     rng = random.Random(seed)
     assign_groups(chosen)
     before = len(chosen)
     if balance_classes:
         chosen = balance(chosen, names, rng)
-    fractions = {"train": 1.0 - val - test, "val": val}
-    if test > 0:
-        fractions["test"] = test
     split_groups(chosen, names, fractions, rng)
 
-    counts = {split: dict.fromkeys(folders, 0) for split in fractions}
     summary = DatasetSummary(
         out_dir=str(out_dir),
         classes=folders,
-        counts=counts,
+        counts={split: dict.fromkeys(folders, 0) for split in fractions},
         groups=len({item.group for item in chosen}),
         unmatched=unmatched,
         ambiguous=ambiguous,
         dropped_by_balance=before - len(chosen),
     )
-    for name, folder in folder_of.items():
+    for name, folder in zip(names, folders, strict=True):
         if folder != name:
             summary.warnings.append(f"class {name!r} is stored in folder {folder!r}")
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        for split in fractions:
-            for folder in folders:
-                (staging / split / folder).mkdir(parents=True)
-        # Keep the artwork's identity and catalog fields, not the download's bookkeeping.
-        skip = {*DATASET_FIELDS, "status", "error", "source", "bytes"}
-        extra = [k for k in items[0].row if k not in skip]
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=[*DATASET_FIELDS, *extra], lineterminator="\n")
-        writer.writeheader()
-        for item in sorted(chosen, key=lambda it: (it.split, names.index(it.cls), it.source.name)):
-            folder = folder_of[item.cls]
-            relative = f"{item.split}/{folder}/{item.source.name}"
-            if _place(item.source, staging / relative, link):
-                summary.linked += 1
-            else:
-                summary.copied += 1
-            counts[item.split][folder] += 1
-            row = {k: v for k, v in item.row.items() if k in extra}
-            row.update(
-                split=item.split,
-                label=str(names.index(item.cls)),
-                group=item.group,
-                file=relative,
-                source_file=str(item.source),
-            )
-            row["class"] = folder
-            writer.writerow(row)
-        (staging / MANIFEST_NAME).write_text(text.getvalue(), encoding="utf-8")
-        (staging / CLASSES_NAME).write_text(
-            json.dumps(folders, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        (staging / COUNTS_NAME).write_text(
-            json.dumps(counts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    for split, per_class in counts.items():
+    _write_dataset(out_dir, chosen, names, folders, list(items[0].row), link, summary)
+    for split, per_class in summary.counts.items():
         for folder, n in per_class.items():
             if n == 0 and fractions[split] > 0:
                 summary.warnings.append(f"{split} has no {folder!r} images (too few artworks)")

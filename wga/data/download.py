@@ -21,16 +21,21 @@ import io
 import json
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from PIL import Image, UnidentifiedImageError
 from requests.adapters import HTTPAdapter
+from tqdm import tqdm
+from urllib3.exceptions import MaxRetryError, NameResolutionError
 from urllib3.util.retry import Retry
 
 from wga.atomic import TEMP_MARK, write_bytes_atomic
@@ -43,12 +48,12 @@ from wga.data.catalog import (
     parse_retry_after,
     rebase_url,
 )
+from wga.data.layout import MANIFEST_FILE
 from wga.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
 IMAGES_DIR = "images"
-MANIFEST_NAME = "manifest.csv"
 JOURNAL_NAME = "journal.jsonl"
 SUMMARY_NAME = "summary.json"
 
@@ -59,6 +64,9 @@ DEFAULT_RATE = 2.0
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 # A request answered 429 this often in a row is given up (recorded as failed, retried next run).
 MAX_429_PER_REQUEST = 20
+# A host name that does not resolve is not transient (offline, or a typo in --base-url): after
+# this many images whose host did not resolve, the run stops instead of retrying every image.
+MAX_UNRESOLVED = 3
 
 STATUS_OK = "ok"
 STATUS_MISSING = "missing"
@@ -140,6 +148,20 @@ class PoliteRetry(Retry):
         if status_code == 429:
             return False
         return super().is_retry(method, status_code, has_retry_after)
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        """As urllib3's, except that a name that does not resolve is not retried (not transient)."""
+        if error is not None and is_unresolved_host(error):
+            raise MaxRetryError(_pool, url or "", error) from error  # type: ignore[arg-type]
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def sleep(self, response: object | None = None) -> None:
         retry_after = self.get_retry_after(response) if response is not None else None  # type: ignore[arg-type]
@@ -345,6 +367,8 @@ class _Fetcher:
         self.images = config.out_dir / IMAGES_DIR
         self._stop = threading.Event()
         self.stop_reason = ""
+        self._unresolved = 0
+        self._unresolved_lock = threading.Lock()
 
     def stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -401,10 +425,26 @@ class _Fetcher:
                     return 200, bytes(body), ""
             except requests.RequestException as error:
                 last_error = _short_error(error)
+                if is_unresolved_host(error):
+                    self._count_unresolved(url)
+                    return 0, b"", last_error
                 log.debug("attempt %d for %s failed: %s", failures + 1, url, last_error)
                 self._sleep_backoff(failures)
                 failures += 1
         return 0, b"", last_error
+
+    def _count_unresolved(self, url: str) -> None:
+        """One more image whose host did not resolve; the run stops at :data:`MAX_UNRESOLVED`."""
+        with self._unresolved_lock:
+            self._unresolved += 1
+            count = self._unresolved
+        if count >= MAX_UNRESOLVED:
+            host = urlsplit(url).hostname
+            self.stop(
+                f"the image host {host} does not resolve (offline, or a wrong --base-url?): "
+                f"stopped after {count} images; run the same command again once it resolves"
+            )
+            raise StopDownload(self.stop_reason)
 
     def fetch(self, record: Artwork) -> Outcome:
         if self.stopped:
@@ -463,6 +503,23 @@ class _Fetcher:
         return outcome
 
 
+def is_unresolved_host(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a host name that did not resolve (DNS)."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [error]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, NameResolutionError | socket.gaierror):
+            return True
+        linked = [getattr(current, "reason", None), current.__cause__, current.__context__]
+        linked.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        stack.extend(item for item in linked if isinstance(item, BaseException))
+    return False
+
+
 def _short_error(error: Exception) -> str:
     """A one-line reason without urllib3's nested reprs."""
     text = str(error)
@@ -498,7 +555,7 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, str]]:
 def _known_rows(out_dir: Path) -> dict[str, dict[str, str]]:
     """``artwork key → manifest row`` of earlier runs (manifest, then the journal of a killed run)."""
     known: dict[str, dict[str, str]] = {}
-    rows: Iterable[dict[str, str]] = read_manifest(out_dir / MANIFEST_NAME)
+    rows: Iterable[dict[str, str]] = read_manifest(out_dir / MANIFEST_FILE)
     for source in (
         rows,
         _read_jsonl(out_dir / JOURNAL_NAME) if (out_dir / JOURNAL_NAME).is_file() else [],
@@ -534,11 +591,7 @@ def download(
     """
     started = time.monotonic()
     out_dir = config.out_dir
-    images = out_dir / IMAGES_DIR
-    images.mkdir(parents=True, exist_ok=True)
-    if removed := _remove_temporaries(images):
-        log.info("removed %d temporary files left by an interrupted run", removed)
-
+    images = _images_folder(out_dir)
     known = _known_rows(out_dir)
     limiter = RateLimiter(config.rate)
     own_session = session is None
@@ -557,36 +610,7 @@ def download(
             if on_result is not None:
                 on_result(record, outcome)
 
-        to_fetch: list[Artwork] = []
-        for record in records:
-            previous = known.get(record.key)
-            if (
-                previous is not None
-                and previous.get("status") == STATUS_MISSING
-                and not config.retry_missing
-            ):
-                outcomes[record.key] = Outcome(
-                    STATUS_MISSING,
-                    previous.get("error") or "404 in an earlier run",
-                    "cached",
-                    previous.get("image_url") or "",
-                )
-                continue
-            path = images / record.file_name
-            cached = _cached_outcome(path, previous, config)
-            if cached is not None:
-                outcomes[record.key] = cached
-            else:
-                to_fetch.append(record)
-        if len(to_fetch) < len(records):
-            log.info(
-                "%d of %d rows need no request (already there, or 404 before)",
-                len(records) - len(to_fetch),
-                len(records),
-            )
-
-        from tqdm import tqdm
-
+        to_fetch = _to_fetch(records, known, images, config, outcomes)
         bar = tqdm(
             total=len(records),
             initial=len(records) - len(to_fetch),
@@ -605,20 +629,79 @@ def download(
             if own_session:
                 http.close()
 
-    for record in records:
-        outcome = outcomes.get(record.key) or Outcome(STATUS_PENDING, fetcher.stop_reason)
-        _count(summary, outcome)
-    summary.requests = limiter.requests
-    summary.stopped = fetcher.stop_reason
-    summary.seconds = time.monotonic() - started
-    summary.manifest = str(out_dir / MANIFEST_NAME)
-    write_manifest(out_dir / MANIFEST_NAME, records, outcomes)
-    write_atomic(out_dir / SUMMARY_NAME, json.dumps(summary.as_dict(), indent=2).encode())
+    _finish(summary, records, outcomes, out_dir, fetcher.stop_reason, limiter.requests, started)
     # The manifest now holds everything the journal knew.
     journal_path.unlink(missing_ok=True)
     if interrupted is not None:
         raise interrupted
     return summary
+
+
+def _finish(
+    summary: DownloadSummary,
+    records: Sequence[Artwork],
+    outcomes: dict[str, Outcome],
+    out_dir: Path,
+    stopped: str,
+    requests_made: int,
+    started: float,
+) -> None:
+    """Count the outcomes into ``summary``; write the manifest and ``summary.json``."""
+    for record in records:
+        _count(summary, outcomes.get(record.key) or Outcome(STATUS_PENDING, stopped))
+    summary.requests = requests_made
+    summary.stopped = stopped
+    summary.seconds = time.monotonic() - started
+    summary.manifest = str(out_dir / MANIFEST_FILE)
+    write_manifest(out_dir / MANIFEST_FILE, records, outcomes)
+    write_atomic(out_dir / SUMMARY_NAME, json.dumps(summary.as_dict(), indent=2).encode())
+
+
+def _to_fetch(
+    records: Sequence[Artwork],
+    known: dict[str, dict[str, str]],
+    images: Path,
+    config: DownloadConfig,
+    outcomes: dict[str, Outcome],
+) -> list[Artwork]:
+    """The records that need a request; the others' outcomes (there already, or 404 in an earlier
+    run) go into ``outcomes``."""
+    to_fetch: list[Artwork] = []
+    for record in records:
+        previous = known.get(record.key)
+        if (
+            previous is not None
+            and previous.get("status") == STATUS_MISSING
+            and not config.retry_missing
+        ):
+            outcomes[record.key] = Outcome(
+                STATUS_MISSING,
+                previous.get("error") or "404 in an earlier run",
+                "cached",
+                previous.get("image_url") or "",
+            )
+            continue
+        cached = _cached_outcome(images / record.file_name, previous, config)
+        if cached is not None:
+            outcomes[record.key] = cached
+        else:
+            to_fetch.append(record)
+    if len(to_fetch) < len(records):
+        log.info(
+            "%d of %d rows need no request (already there, or 404 before)",
+            len(records) - len(to_fetch),
+            len(records),
+        )
+    return to_fetch
+
+
+def _images_folder(out_dir: Path) -> Path:
+    """``out_dir/images``, made if needed, without the temporary files of a killed run."""
+    images = out_dir / IMAGES_DIR
+    images.mkdir(parents=True, exist_ok=True)
+    if removed := _remove_temporaries(images):
+        log.info("removed %d temporary files left by an interrupted run", removed)
+    return images
 
 
 def _cached_outcome(

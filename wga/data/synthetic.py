@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 SYNTHETIC_CLASSES = ("stripes", "checkerboard", "blobs", "rings")
 
@@ -67,7 +68,6 @@ def make_synthetic_dataset(
     ``per_class`` gives images per class and split, default ``{"train": 16, "val": 6,
     "test": 6}``; a split with 0 images is not created.
     """
-    from PIL import Image
 
     root = Path(root)
     per_class = per_class or {"train": 16, "val": 6, "test": 6}

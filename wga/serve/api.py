@@ -133,21 +133,8 @@ class RenderService:
         return name
 
     def list_models(self, request: dict[str, Any]) -> Response:
-        default = self.registry.default_name()
-        models = []
-        for spec in self.registry.specs():
-            availability = self.registry.availability(spec.name)
-            models.append(
-                {
-                    "name": spec.name,
-                    "title": spec.title,
-                    "available": availability.available,
-                    "reason": availability.reason,
-                    "default": spec.name == default,
-                    "description": spec.description,
-                    "input_size": spec.input_size,
-                }
-            )
+        models = self.registry.listing()
+        default = next(model["name"] for model in models if model["default"])
         return Response(200, {"models": models, "default": default})
 
     def _loaded(self, name: str) -> LoadedModel:
@@ -346,8 +333,9 @@ def build_service(
     registry = ModelRegistry(runs_dir)
     queue = RenderQueue(Path(static_dir) / "renders", registry.load, **queue_options).start()
     service = RenderService(registry, queue)
-    service.routes.update(ProbeService(static_dir, service.loader).routes)  # wga.serve.probes
-    service.routes.update(AtlasService(service).routes)  # wga.serve.atlases
+    probes = ProbeService(static_dir, service.loader)
+    service.routes.update(probes.routes)  # wga.serve.probes
+    service.routes.update(AtlasService(service, probes=probes).routes)  # wga.serve.atlases
     if preload:  # the default model is ready by the time the page asks for its layers
         service.loader.start(registry.default_name())
     return service

@@ -7,6 +7,10 @@
   ``direction`` (the hash of the vector its icon maximises), ``icon`` (render id), ``icon_url``
   (``null`` until rendered) and ``members`` (``file``, ``y``, ``x`` in the original image's
   pixels, best first).
+* ``GET /api/atlases/:atlas/levels/:grid/cells/:cell`` (``cell`` = ``i-j``) — one cell with its
+  icon and its member artworks as the probe shows a unit's: ``image_url`` (the whole artwork),
+  ``crop_url`` (the layer's receptive field around the sampled position), and the catalog's
+  ``author``, ``title``, ``date`` and ``page`` (when the atlas's probe is served here).
 * ``POST /api/atlases/:atlas/levels/:grid/icons`` ``{"cells": [[i, j], …]?, "priority"?}`` —
   renders the icons of those cells (default: every cell still without one) through the render
   queue, below a person's own renders (priority −1 by default), so the page stays responsive
@@ -45,6 +49,7 @@ from wga.vis.vectors import VectorStore
 
 if TYPE_CHECKING:
     from wga.serve.api import RenderService
+    from wga.serve.probes import ProbeService
 
 _NAME = re.compile(r"^[A-Za-z0-9_.+=-]{1,200}$")
 MAX_ICON_CELLS = 1024  # one request; a whole 80 × 80 level is asked for in pages of cells
@@ -79,8 +84,10 @@ class AtlasService:
         service: RenderService,
         folder: str | os.PathLike[str] | None = None,
         vectors: VectorStore | None = None,
+        probes: ProbeService | None = None,
     ) -> None:
         self.service = service
+        self.probes = probes
         self.folder = Path(folder) if folder is not None else atlases_dir()
         self.vectors = vectors or service.vectors
         self._imported: set[Path] = set()
@@ -92,6 +99,7 @@ class AtlasService:
             "GET /api/atlases": self.list_atlases,
             "GET /api/atlases/:atlas": self.get_atlas,
             "GET /api/atlases/:atlas/levels/:grid": self.get_level,
+            "GET /api/atlases/:atlas/levels/:grid/cells/:cell": self.get_cell,
             "POST /api/atlases/:atlas/levels/:grid/icons": self.render_icons,
         }
 
@@ -196,30 +204,29 @@ class AtlasService:
         shutil.copyfile(record, cache.state_path(render))
         return cache.lookup(render) is not None
 
+    def _cell_view(
+        self, folder: Path, atlas: dict[str, Any], options: AtlasOptions, cell: dict[str, Any]
+    ) -> dict[str, Any]:
+        render = url = None
+        if cell.get("direction"):
+            render = self._icon_id(atlas, options, cell["direction"])
+            if self._publish(folder, render):
+                url = f"{self.service.queue.public_url}{render}.png"
+        return {
+            "i": cell["i"],
+            "j": cell["j"],
+            "count": cell["count"],
+            "direction": cell.get("direction"),
+            "icon": render,
+            "icon_url": url,
+            "members": [{"file": f, "y": y, "x": x} for f, y, x in cell["members"]],
+        }
+
     def get_level(self, request: dict[str, Any]) -> Response:
         folder, atlas = self._open(request["path"].get("atlas"))
         level = self._level(atlas, request["path"].get("grid"))
         options = options_of(atlas)
-        public = self.service.queue.public_url
-        cells = []
-        for cell in level["cells"]:
-            render = None
-            url = None
-            if cell.get("direction"):
-                render = self._icon_id(atlas, options, cell["direction"])
-                if self._publish(folder, render):
-                    url = f"{public}{render}.png"
-            cells.append(
-                {
-                    "i": cell["i"],
-                    "j": cell["j"],
-                    "count": cell["count"],
-                    "direction": cell.get("direction"),
-                    "icon": render,
-                    "icon_url": url,
-                    "members": [{"file": f, "y": y, "x": x} for f, y, x in cell["members"]],
-                }
-            )
+        cells = [self._cell_view(folder, atlas, options, cell) for cell in level["cells"]]
         body = {
             "atlas": request["path"].get("atlas"),
             "model": atlas["model"],
@@ -230,6 +237,41 @@ class AtlasService:
             "cells": cells,
         }
         return Response(200, body)
+
+    def get_cell(self, request: dict[str, Any]) -> Response:
+        name = request["path"].get("atlas")
+        folder, atlas = self._open(name)
+        level = self._level(atlas, request["path"].get("grid"))
+        text = str(request["path"].get("cell"))
+        match = re.fullmatch(r"(\d{1,4})-(\d{1,4})", text)
+        found = [
+            c
+            for c in level["cells"]
+            if match and (c["i"], c["j"]) == tuple(map(int, match.groups()))
+        ]
+        if not found:
+            raise NotFound(
+                f"no cell {text[:20]!r} in level {level['grid']} of atlas {name!r}: cells are "
+                "named i-j (row-column), as listed by GET /api/atlases/:atlas/levels/:grid"
+            )
+        cell = found[0]
+        view = self._cell_view(folder, atlas, options_of(atlas), cell)
+        view["members"] = self._artworks(atlas, cell)
+        return Response(
+            200, {"atlas": name, "layer": atlas["layer"], "grid": level["grid"], **view}
+        )
+
+    def _artworks(self, atlas: dict[str, Any], cell: dict[str, Any]) -> list[dict[str, Any]]:
+        """The cell's members with the probe's thumbnail and crop URLs and catalog fields."""
+        members = [{"file": f, "y": y, "x": x} for f, y, x in cell["members"]]
+        probe = atlas.get("probe")
+        if self.probes is None or probe not in self.probes.names() or "member_ids" not in cell:
+            return members
+        index = self.probes.index(probe)
+        return [
+            {**member, **self.probes.artwork(index, atlas["layer"], image, (gy, gx))}
+            for member, (image, gy, gx) in zip(members, cell["member_ids"], strict=True)
+        ]
 
     def render_icons(self, request: dict[str, Any]) -> Response:
         name = request["path"].get("atlas")

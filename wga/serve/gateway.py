@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from wga.errors import Unavailable
+from wga.serve.http import TOKEN_ENV
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ PAGE_PATH = "/public/index.html"
 READY_PATH = "/api/status"
 START_TIMEOUT_S = 180.0  # TensorFlow start plus the seed cells, on a slow, busy machine
 STOP_TIMEOUT_S = 15.0
-TOKEN_ENV = "WGA_TOKEN"  # how the launcher hands the token to the gateway (never argv, never logs)
 
 
 def is_loopback(host: str) -> bool:

@@ -38,8 +38,7 @@ from urllib.parse import urlsplit
 
 from wga.errors import InvalidInput
 from wga.serve.cache import mark_used
-from wga.serve.gateway import TOKEN_ENV
-from wga.serve.http import MAX_BODY_BYTES, PEER_HEADER, parse_json_text
+from wga.serve.http import MAX_BODY_BYTES, PEER_HEADER, TOKEN_ENV, parse_json_text
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,8 @@ from typing import Any
 from wga.errors import InvalidInput, WgaError
 from wga.serve.jobs import DEFAULT_CLIENT
 
+TOKEN_ENV = "WGA_TOKEN"  # how the launcher hands the token to the gateway (never argv, never logs)
+
 MAX_BODY_BYTES = 1024 * 1024  # a documented cap: 1,024 render requests fit in ~150 KB
 MAX_JSON_DEPTH = 32  # nesting of a request body; ours are 3 deep
 MAX_INT_DIGITS = 20  # digits of any integer in a body (Python refuses ≥ 4,300 anyway)

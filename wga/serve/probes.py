@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wga.corpus.atlas import member_examples
 from wga.corpus.index import DESCRIPTION_NAME, Example, ProbeIndex, probes_dir
 from wga.corpus.views import crop_file, overlay_file, overlay_name, thumbnail_file
 from wga.errors import InvalidInput, NotFound, WgaError, closest_names
@@ -177,6 +178,29 @@ class ProbeService:
         document["probe"] = index.name
         document["images"] = index.description["images"]
         return Response(200, document)
+
+    def artwork(
+        self, index: ProbeIndex, layer: str, image: int, grid: tuple[int, int]
+    ) -> dict[str, Any]:
+        """One artwork at a position of ``layer``'s grid as the page shows it: the thumbnail's
+        and the receptive-field crop's URLs, and the catalog fields (an atlas cell's members)."""
+        cache, url = self._cache(index)
+        meta = {k: v for k, v in index.images()[image].items() if k != "file"}
+        entry: dict[str, Any] = {"image": image, "crop_url": None, **meta}
+        try:
+            entry["image_url"] = (
+                url + thumbnail_file(index, image, cache).relative_to(cache).as_posix()
+            )
+            if layer in index.layer_names():  # the crop needs the layer's receptive field
+                cell = {"member_ids": [[image, *grid]]}
+                (example,) = member_examples(index, layer, cell)
+                entry["crop_url"] = (
+                    url + crop_file(index, layer, example, cache).relative_to(cache).as_posix()
+                )
+        except (OSError, WgaError) as error:  # the artwork moved away: say so, keep the rest
+            entry["image_url"] = None
+            entry["missing"] = str(error)
+        return entry
 
     def get_overlay(self, request: dict[str, Any]) -> Response:
         index, layer, unit = self._unit(request)

@@ -18,16 +18,17 @@ Plots use Matplotlib's Agg canvas directly (no pyplot), so nothing changes a not
 from __future__ import annotations
 
 import csv
+import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageOps
 
-from wga.atomic import atomic_path, write_json_atomic
+from wga.atomic import atomic_path, write_json_atomic, write_text_atomic
 from wga.figures import new_figure, save_figure
+from wga.run import LOG_FILE, METRICS_FILE, MODEL_FILE
 from wga.train.pipeline import ImageDataset, make_dataset
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
 CONTACT_DIR = "contact"
 CONTACT_PER_ROW = 8  # images per row of a contact sheet
@@ -201,7 +201,6 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], out: Path, ti
 
 # -- contact sheets ----------------------------------------------------------------------------
 def _thumbnail(path: str, caption: str, correct: bool) -> Any:
-    from PIL import Image, ImageDraw, ImageOps
 
     tile = Image.new("RGB", (THUMB, THUMB + CAPTION), "white")
     with Image.open(path) as image:
@@ -232,7 +231,6 @@ def contact_sheet(
     red: not). Row 2: images predicted as the class that belong to another, most confident
     first. Returns the file names shown, for ``metrics.json``.
     """
-    from PIL import Image, ImageDraw
 
     name = classes[class_index]
     scores = probabilities[:, class_index]
@@ -265,44 +263,33 @@ def contact_sheet(
 def _write_predictions(
     path: Path, paths: list[str], labels: np.ndarray, probabilities: np.ndarray, classes: list[str]
 ) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "true", "predicted", "confidence", *classes])
-            for index, image_path in enumerate(paths):
-                row = probabilities[index]
-                writer.writerow(
-                    [
-                        image_path,
-                        classes[labels[index]],
-                        classes[int(row.argmax())],
-                        f"{row.max():.4f}",
-                        *(f"{value:.4f}" for value in row),
-                    ]
-                )
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["path", "true", "predicted", "confidence", *classes])
+    for index, image_path in enumerate(paths):
+        row = probabilities[index]
+        writer.writerow(
+            [
+                image_path,
+                classes[labels[index]],
+                classes[int(row.argmax())],
+                f"{row.max():.4f}",
+                *(f"{value:.4f}" for value in row),
+            ]
+        )
+    write_text_atomic(path, text.getvalue())
 
 
-def evaluate_run(
+def _evaluate_splits(
     model: keras.Model,
     dataset: ImageDataset,
     out: Path,
-    *,
     size: int,
     preprocessing: str,
     batch: int,
-    settings: dict[str, Any],
-    class_weights: dict[int, float],
-    training: dict[str, Any],
-) -> dict[str, Any]:
-    """Evaluate on val and test, write plots, contact sheets and ``metrics.json``; return it."""
-    from wga.train.finetune import LOG_FILE
-
-    out = Path(out)
+) -> tuple[dict[str, tuple[list[str], np.ndarray, np.ndarray]], dict[str, Any]]:
+    """Predictions (paths, labels, probabilities) and metrics of val and test; each split's
+    confusion plot and predictions CSV written into ``out``."""
     classes = dataset.classes
     majority = int(dataset.class_counts("train").argmax())
     splits: dict[str, Any] = {}
@@ -337,6 +324,25 @@ def evaluate_run(
             splits[split]["majority_baseline"]["accuracy"],
             len(paths),
         )
+    return results, splits
+
+
+def evaluate_run(
+    model: keras.Model,
+    dataset: ImageDataset,
+    out: Path,
+    *,
+    size: int,
+    preprocessing: str,
+    batch: int,
+    settings: dict[str, Any],
+    class_weights: dict[int, float],
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """Evaluate on val and test, write plots, contact sheets and ``metrics.json``; return it."""
+    out = Path(out)
+    classes = dataset.classes
+    results, splits = _evaluate_splits(model, dataset, out, size, preprocessing, batch)
     log_path = out / LOG_FILE
     if log_path.exists():
         plot_training_curves(
@@ -364,7 +370,7 @@ def evaluate_run(
         "settings": settings,
         "contact_sheets": {"split": sheet_split, "classes": sheets},
         "files": {
-            "model": "model.keras",
+            "model": MODEL_FILE,
             "log": LOG_FILE,
             "curves": CURVES_FILE if log_path.exists() else None,
             "confusion": {split: f"confusion-{split}.png" for split in splits},

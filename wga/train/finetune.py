@@ -14,8 +14,12 @@ what is plainly better:
   are kept; a CSV log of every epoch.
 * **evaluation** on val and test (:mod:`wga.train.evaluate`), never on augmented images.
 
-A run folder is a model of the registry (:mod:`wga.models`): ``model.keras`` (float32, free input
-size), ``model.json`` (base, preprocessing, size, classes, colour correlation), ``classes.json``.
+A run folder (:mod:`wga.run`) is a model of the registry (:mod:`wga.models`): ``model.keras``
+(float32, free input size), ``model.json`` (base, preprocessing, size, classes, colour
+correlation), ``classes.json``.
+
+TensorFlow and Keras are imported inside the functions that need them: the CLI reads this
+module's defaults to build ``wga finetune --help``, which must answer without starting TensorFlow.
 """
 
 from __future__ import annotations
@@ -27,24 +31,23 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from wga.atomic import atomic_path, write_json_atomic
 from wga.errors import InvalidInput, NotFound
-from wga.models import (
-    RUN_CLASSES_FILE,
-    RUN_INFO_FILE,
-    RUN_MODEL_FILE,
-    ModelRegistry,
-    default_registry,
-)
+from wga.models import ModelRegistry, ModelSpec, default_registry
+from wga.quiet import silence_tensorflow
+from wga.run import CHECKPOINT_DIR, RunFolder, RunInfo
+from wga.train.evaluate import evaluate_run
 from wga.train.pipeline import (
+    ImageDataset,
     choose_cache,
     class_weights,
     color_correlation,
@@ -86,11 +89,9 @@ DEFAULT_FREEZE_THROUGH: dict[str, str] = {
 FALLBACK_FROZEN_FRACTION = 0.7  # other bases (e.g. a fine-tuned run): freeze the first 70 %
 MIN_INPUT_SIZE = {"inceptionv3": 75, "xception": 71}
 
-CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.keras"
 BEST_CHECKPOINT = "best.keras"
 STATE_FILE = "state.json"
-LOG_FILE = "log.csv"
 HEAD_LAYERS = ("head_pool", "head_norm", "head_dense", "head_dropout", "predictions")
 
 
@@ -361,6 +362,17 @@ class _RunState:
         self.stopped_early = False
         self.settings: dict[str, Any] = {}
 
+    def summary(self, *, resumed: bool, seconds: float) -> dict[str, Any]:
+        """The ``training`` section of ``metrics.json``."""
+        return {
+            "epochs_run": self.completed_epochs,
+            "best_epoch": self.best_epoch + 1,
+            "best_val_loss": self.best_val_loss,
+            "stopped_early": self.stopped_early,
+            "resumed": resumed,
+            "seconds": round(seconds, 1),
+        }
+
     def load(self) -> None:
         values = json.loads(self.path.read_text())
         for key in ("completed_epochs", "phase", "best_epoch", "wait", "stopped_early", "settings"):
@@ -442,7 +454,17 @@ _COMPARED_ON_RESUME = (
 
 def has_checkpoint(run_dir: str | os.PathLike[str]) -> bool:
     """Whether ``run_dir`` holds an interrupted or finished run that ``resume`` can continue."""
-    return (Path(run_dir) / CHECKPOINT_DIR / STATE_FILE).exists()
+    return (RunFolder(Path(run_dir)).checkpoints / STATE_FILE).exists()
+
+
+@dataclass
+class _TrainingData:
+    """The two pipelines of a run and what they were made from."""
+
+    train: Any  # tf.data.Dataset
+    val: Any
+    train_paths: list[str]
+    class_weights: dict[int, float]
 
 
 def finetune(
@@ -454,197 +476,256 @@ def finetune(
 ) -> dict[str, Any]:
     """Train, evaluate and write a run folder; returns the contents of ``metrics.json``.
 
-    ``progress`` shows Keras' progress bars (the CLI); library and notebook callers get log
-    lines only. ``callbacks`` are extra Keras callbacks (e.g. to watch or interrupt training).
-    A ``KeyboardInterrupt`` leaves the last finished epoch in ``RUN/checkpoints``;
-    ``resume=True`` continues from there with the optimizer state.
+    ``progress`` shows Keras' progress bars on a terminal (the CLI); elsewhere, and for library
+    and notebook callers, each epoch is one log line. ``callbacks`` are extra Keras
+    callbacks (e.g. to watch or interrupt training). A ``KeyboardInterrupt`` leaves the last
+    finished epoch in ``RUN/checkpoints``; ``resume=True`` continues from there with the
+    optimizer state.
     """
     import keras
-    import tensorflow as tf
-
-    from wga.quiet import silence_tensorflow
-    from wga.train import evaluate
 
     silence_tensorflow()
     started = time.monotonic()
     registry = registry or default_registry()
-    out, checkpoints = config.out, config.out / CHECKPOINT_DIR
-    state = _RunState(checkpoints / STATE_FILE)
+    run = RunFolder(config.out)
+    state = _open_run(run, config)
+    dataset = _read_training_dataset(config, state)
+    spec = registry.spec(config.model)
+    size = _input_size(spec, config)
+    setup = training_setup(config.mixed_precision)
+    log.info(
+        "fine-tuning %s on %s (%s) at %d px, %s on %s",
+        *(spec.name, config.data, ", ".join(dataset.classes), size),
+        *(setup.dtype_policy, ", ".join(setup.devices)),
+    )
+    settings = {**config.as_dict(), "size": size, "classes": dataset.classes}
+    state.settings = settings
+    run.root.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    data = _training_data(dataset, run, config, spec.preprocessing, size)
+
+    with setup.strategy.scope(), dtype_policy(setup.dtype_policy):
+        model = _build_or_resume(registry, run, config, setup, len(dataset.classes), state)
+        first_trainable = freeze_index(model, spec.name, config.unfreeze_from)
+        settings["unfreeze_from"] = model.layers[first_trainable].name
+        settings["frozen_through"] = model.layers[first_trainable - 1].name
+        _train_phases(model, data, run, config, state, first_trainable, progress, callbacks)
+        if (run.checkpoints / BEST_CHECKPOINT).exists():
+            model.load_weights(run.checkpoints / BEST_CHECKPOINT)
+    final = _export(model, run, config, spec, size, dataset.classes, data.train_paths)
+    settings.update(_environment(setup))
+    metrics = evaluate_run(
+        final,
+        dataset,
+        run.root,
+        size=size,
+        preprocessing=spec.preprocessing,
+        batch=config.batch,
+        settings=settings,
+        class_weights=data.class_weights,
+        training=state.summary(resumed=config.resume, seconds=time.monotonic() - started),
+    )
+    shutil.rmtree(run.cache, ignore_errors=True)
+    return metrics
+
+
+def _open_run(run: RunFolder, config: FinetuneConfig) -> _RunState:
+    """The run's state: loaded to resume, or fresh for a new run (never over a finished one)."""
+    state = _RunState(run.checkpoints / STATE_FILE)
     if config.resume:
         if not state.path.exists():
             raise NotFound(
-                f"nothing to resume in {out}: no {CHECKPOINT_DIR}/{STATE_FILE}; "
+                f"nothing to resume in {run.root}: no {CHECKPOINT_DIR}/{STATE_FILE}; "
                 "start the run without --resume"
             )
         state.load()
         _check_resume_settings(state.settings, config)
-    elif state.path.exists() or (out / RUN_MODEL_FILE).exists():
+    elif state.path.exists() or run.model.exists():
         raise InvalidInput(
-            f"{out} already holds a run: continue it with --resume, or choose another --out"
+            f"{run.root} already holds a run: continue it with --resume, or choose another --out"
         )
     else:
-        shutil.rmtree(checkpoints, ignore_errors=True)  # leftovers of a run killed in epoch 1
+        shutil.rmtree(run.checkpoints, ignore_errors=True)  # leftovers of a run killed in epoch 1
+    return state
 
+
+def _read_training_dataset(config: FinetuneConfig, state: _RunState) -> ImageDataset:
     dataset = read_dataset(config.data)
     if config.resume and state.settings.get("classes", dataset.classes) != dataset.classes:
         raise InvalidInput(
             f"the classes of {config.data} changed since the checkpoint "
             f"({state.settings['classes']} → {dataset.classes}); start a new run with another --out"
         )
-    spec = registry.spec(config.model)
+    return dataset
+
+
+def _input_size(spec: ModelSpec, config: FinetuneConfig) -> int:
     size = config.size or spec.input_size
     if size < MIN_INPUT_SIZE.get(spec.name, MIN_SIZE):
         raise InvalidInput(
             f"{spec.name} needs inputs of at least {MIN_INPUT_SIZE[spec.name]} px (got {size})"
         )
-    setup = training_setup(config.mixed_precision)
-    log.info(
-        "fine-tuning %s on %s (%s) at %d px, %s on %s",
-        spec.name,
-        config.data,
-        ", ".join(dataset.classes),
-        size,
-        setup.dtype_policy,
-        ", ".join(setup.devices),
-    )
-    settings = {**config.as_dict(), "size": size, "classes": dataset.classes}
-    state.settings = settings
-    out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(config.seed)
+    return size
 
+
+def _training_data(
+    dataset: ImageDataset, run: RunFolder, config: FinetuneConfig, preprocessing: str, size: int
+) -> _TrainingData:
+    """The train pipeline (augmented, shuffled per epoch) and the val pipeline, cached."""
     train_paths, train_labels = dataset.files("train")
     val_paths, val_labels = dataset.files("val")
-    num_classes = len(dataset.classes)
-    cache_dir = out / "cache"
-    train_data = make_dataset(
+    common = {
+        "num_classes": len(dataset.classes),
+        "size": size,
+        "batch_size": config.batch,
+        "preprocessing": preprocessing,
+    }
+    train = make_dataset(
         train_paths,
         train_labels,
-        num_classes=num_classes,
-        size=size,
-        batch_size=config.batch,
-        preprocessing=spec.preprocessing,
+        **common,
         training=config.augment,
         seed=config.seed,
-        cache=choose_cache(len(train_paths), size, training=True, folder=cache_dir, name="train"),
+        cache=choose_cache(len(train_paths), size, training=True, folder=run.cache, name="train"),
     )
-    val_data = make_dataset(
+    val = make_dataset(
         val_paths,
         val_labels,
-        num_classes=num_classes,
-        size=size,
-        batch_size=config.batch,
-        preprocessing=spec.preprocessing,
+        **common,
         training=False,
-        cache=choose_cache(len(val_paths), size, training=False, folder=cache_dir, name="val"),
+        cache=choose_cache(len(val_paths), size, training=False, folder=run.cache, name="val"),
     )
-    weights = class_weights(dataset.class_counts("train"))
+    return _TrainingData(train, val, train_paths, class_weights(dataset.class_counts("train")))
 
-    with setup.strategy.scope(), dtype_policy(setup.dtype_policy):
-        if config.resume:
-            model = keras.saving.load_model(checkpoints / LAST_CHECKPOINT)
-            log.info("resuming %s after epoch %d", out, state.completed_epochs)
-        else:
-            base_loaded = registry.load(config.model)
-            base = base_loaded.spatial_model()
-            if base is None:
-                raise InvalidInput(
-                    f"{spec.name} cannot take free input sizes, so it cannot be a base here"
-                )
-            base = with_dtype_policy(_features_only(base), setup.dtype_policy)
-            model = build_model(
-                base, num_classes, dense_units=config.dense_units, dropout=config.dropout
-            )
-        first_trainable = freeze_index(model, spec.name, config.unfreeze_from)
-        settings["unfreeze_from"] = model.layers[first_trainable].name
-        settings["frozen_through"] = model.layers[first_trainable - 1].name
 
-        log_path = out / LOG_FILE
-        if config.resume:
-            _trim_log(log_path, state.completed_epochs)
-        else:
-            log_path.unlink(missing_ok=True)
-        for phase, end in ((1, config.head_epochs), (2, config.epochs)):
-            if state.completed_epochs >= end or state.stopped_early:
-                continue
-            continuing = config.resume and state.phase == phase and state.completed_epochs > 0
-            if not continuing:
-                set_phase(model, phase, first_trainable)
-                _compile(model, phase, config)
-            trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-            log.info(
-                "phase %d: epochs %d–%d, %d trainable parameters",
-                phase,
-                state.completed_epochs + 1,
-                end,
-                trainable,
-            )
-            settings[f"phase{phase}_trainable_params"] = trainable
-            model.fit(
-                train_data,
-                validation_data=val_data,
-                epochs=end,
-                initial_epoch=state.completed_epochs,
-                class_weight=weights,
-                shuffle=False,  # the tf.data pipeline shuffles, per epoch
-                verbose=1 if progress else 0,
-                callbacks=[
-                    keras.callbacks.CSVLogger(str(log_path), append=True),
-                    _make_checkpoint_callback(state, checkpoints, phase, config.patience),
-                    *([] if progress else [_epoch_logger()]),
-                    *callbacks,
-                ],
-            )
-            state.phase = phase
+def _build_or_resume(
+    registry: ModelRegistry,
+    run: RunFolder,
+    config: FinetuneConfig,
+    setup: TrainingSetup,
+    num_classes: int,
+    state: _RunState,
+) -> keras.Model:
+    """The last checkpoint when resuming, else the base (in the training precision) + a head."""
+    import keras
 
-        if (checkpoints / BEST_CHECKPOINT).exists():
-            model.load_weights(checkpoints / BEST_CHECKPOINT)
+    if config.resume:
+        log.info("resuming %s after epoch %d", run.root, state.completed_epochs)
+        return keras.saving.load_model(run.checkpoints / LAST_CHECKPOINT)
+    base = registry.load(config.model).spatial_model()
+    if base is None:
+        raise InvalidInput(
+            f"{config.model} cannot take free input sizes, so it cannot be a base here"
+        )
+    base = with_dtype_policy(_features_only(base), setup.dtype_policy)
+    return build_model(base, num_classes, dense_units=config.dense_units, dropout=config.dropout)
+
+
+def _train_phases(
+    model: keras.Model,
+    data: _TrainingData,
+    run: RunFolder,
+    config: FinetuneConfig,
+    state: _RunState,
+    first_trainable: int,
+    progress: bool,
+    callbacks: Sequence[Any],
+) -> None:
+    """Phase 1 (head only) then phase 2 (from ``first_trainable``), each skipped when done."""
+    import keras
+
+    verbose = fit_verbosity(progress)
+    if config.resume:
+        _trim_log(run.log, state.completed_epochs)
+    else:
+        run.log.unlink(missing_ok=True)
+    for phase, end in ((1, config.head_epochs), (2, config.epochs)):
+        if state.completed_epochs >= end or state.stopped_early:
+            continue
+        continuing = config.resume and state.phase == phase and state.completed_epochs > 0
+        if not continuing:
+            set_phase(model, phase, first_trainable)
+            _compile(model, phase, config)
+        trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+        log.info(
+            "phase %d: epochs %d–%d, %d trainable parameters",
+            phase,
+            state.completed_epochs + 1,
+            end,
+            trainable,
+        )
+        state.settings[f"phase{phase}_trainable_params"] = trainable
+        model.fit(
+            data.train,
+            validation_data=data.val,
+            epochs=end,
+            initial_epoch=state.completed_epochs,
+            class_weight=data.class_weights,
+            shuffle=False,  # the tf.data pipeline shuffles, per epoch
+            verbose=verbose,
+            callbacks=[
+                keras.callbacks.CSVLogger(str(run.log), append=True),
+                _make_checkpoint_callback(state, run.checkpoints, phase, config.patience),
+                *([] if verbose else [_epoch_logger()]),
+                *callbacks,
+            ],
+        )
+        state.phase = phase
+
+
+def fit_verbosity(progress: bool, stream: TextIO | None = None) -> int:
+    """Keras' ``verbose`` for ``fit``: its live progress bar (1) only when asked for and
+    ``stream`` (stdout) is a terminal; else 0, and the run logs one line per epoch instead — in a
+    file, a pipe or a notebook's log a bar's escape codes and carriage returns only garble it."""
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return 1 if progress and isatty is not None and isatty() else 0
+
+
+def _export(
+    model: keras.Model,
+    run: RunFolder,
+    config: FinetuneConfig,
+    spec: ModelSpec,
+    size: int,
+    classes: list[str],
+    train_paths: list[str],
+) -> keras.Model:
+    """``model.keras`` in float32 (renders and predicts on CPU too), ``model.json``,
+    ``classes.json``; the exported model."""
     final = with_dtype_policy(model, "float32")
-    save_model_atomic(final, out / RUN_MODEL_FILE)
-    correlation = color_correlation(train_paths)
-    info = {
-        "base_model": spec.name,
-        "preprocessing": spec.preprocessing,
-        "input_size": size,
-        "classes": dataset.classes,
-        "title": config.title
-        or f"{out.name}: {spec.title} fine-tuned on {', '.join(dataset.classes)}",
-        "description": f"{spec.name} fine-tuned on {config.data} ({len(train_paths)} training "
-        "images) with python -m wga finetune",
-        "color_correlation": correlation.tolist(),
-        "class_layer": "predictions",
-        "dataset": str(config.data),
-    }
-    write_json_atomic(out / RUN_INFO_FILE, info)
-    write_json_atomic(out / RUN_CLASSES_FILE, dataset.classes)
+    save_model_atomic(final, run.model)
+    run.write_info(
+        RunInfo(
+            base_model=spec.name,
+            preprocessing=spec.preprocessing,
+            input_size=size,
+            classes=classes,
+            title=config.title
+            or f"{run.root.name}: {spec.title} fine-tuned on {', '.join(classes)}",
+            description=f"{spec.name} fine-tuned on {config.data} ({len(train_paths)} training "
+            "images) with python -m wga finetune",
+            color_correlation=color_correlation(train_paths).tolist(),
+            class_layer="predictions",
+            dataset=str(config.data),
+        )
+    )
+    return final
 
-    settings.update(
-        strategy=type(setup.strategy).__name__,
-        replicas=setup.replicas,
-        dtype_policy=setup.dtype_policy,
-        devices=setup.devices,
-        tensorflow=tf.__version__,
-        keras=keras.__version__,
-    )
-    metrics = evaluate.evaluate_run(
-        final,
-        dataset,
-        out,
-        size=size,
-        preprocessing=spec.preprocessing,
-        batch=config.batch,
-        settings=settings,
-        class_weights=weights,
-        training={
-            "epochs_run": state.completed_epochs,
-            "best_epoch": state.best_epoch + 1,
-            "best_val_loss": state.best_val_loss,
-            "stopped_early": state.stopped_early,
-            "resumed": config.resume,
-            "seconds": round(time.monotonic() - started, 1),
-        },
-    )
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    return metrics
+
+def _environment(setup: TrainingSetup) -> dict[str, Any]:
+    """Where the run trained, for ``metrics.json``."""
+    import keras
+    import tensorflow as tf
+
+    return {
+        "strategy": type(setup.strategy).__name__,
+        "replicas": setup.replicas,
+        "dtype_policy": setup.dtype_policy,
+        "devices": setup.devices,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
 
 
 def _features_only(base: keras.Model) -> keras.Model:

@@ -1,7 +1,7 @@
 """The training input pipeline: a dataset folder → batched, preprocessed ``tf.data`` streams.
 
-A dataset made by ``wga dataset`` is ``DS/{train,val,test}/<class>/<file>.jpg`` with
-``DS/classes.json`` (class names in label order) and ``DS/counts.json`` (``{split: {class: n}}``).
+A dataset folder is laid out as :mod:`wga.data.layout` says (``wga dataset`` makes one; a plain
+``train/<class>/`` + ``val/<class>/`` tree reads too).
 
 What the 2018 notebook got wrong and this module does instead:
 
@@ -12,6 +12,9 @@ What the 2018 notebook got wrong and this module does instead:
 * decoding and resizing happen **once**: the resized images are cached (memory or a file), only
   the cheap random crop, flip and colour jitter run every epoch, and batches are prefetched;
 * **class weights** come from the counts (``class_weight='auto'`` did nothing in Keras 2).
+
+TensorFlow is imported inside the functions that build pipelines: ``wga finetune --help`` and
+reading a dataset must not start it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from wga.data.layout import CLASSES_FILE, COUNTS_FILE, IMAGE_SUFFIXES, SPLITS
 from wga.errors import InvalidInput, NotFound
 from wga.models import Preprocessing, preprocess
 
@@ -33,10 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-CLASSES_FILE = "classes.json"
-COUNTS_FILE = "counts.json"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 # Train-time resize: shorter side = crop side × 256/224, the margin of the ImageNet recipe
 # (Krizhevsky et al. 2012; keras-cv/torchvision reference training), room for the random crop.
@@ -97,25 +97,12 @@ class ImageDataset:
 def read_dataset(root: str | Path) -> ImageDataset:
     """Read ``classes.json`` and ``counts.json``; counts are recomputed from the files if absent.
 
+    A plain ``train/<class>/``, ``val/<class>/`` tree without ``classes.json`` reads as well
+    (classes: the sorted folder names of ``train/``); nothing is written into it.
     Raises :class:`InvalidInput` when the folder is not a dataset or lacks train/val images.
     """
     root = Path(root)
-    classes_path = root / CLASSES_FILE
-    if not classes_path.exists():
-        raise NotFound(
-            f"{root} is not a dataset: {CLASSES_FILE} is missing; build one with "
-            "python -m wga dataset --source DIR --by TYPE --classes a,b,c --out DS"
-        )
-    try:
-        classes = json.loads(classes_path.read_text())
-    except json.JSONDecodeError as error:
-        raise InvalidInput(f"{classes_path} is not valid JSON: {error}") from error
-    if (
-        not isinstance(classes, list)
-        or len(classes) < 2
-        or not all(isinstance(name, str) for name in classes)
-    ):
-        raise InvalidInput(f"{classes_path} must be a JSON list of at least two class names")
+    classes = _read_classes(root)
     counts_path = root / COUNTS_FILE
     counts: dict[str, dict[str, int]] = {}
     if counts_path.exists():
@@ -146,6 +133,50 @@ def read_dataset(root: str | Path) -> ImageDataset:
             "drop them from classes.json or add images"
         )
     return dataset
+
+
+def _read_classes(root: Path) -> list[str]:
+    """``classes.json``, or else the class folders of a plain ``train/`` + ``val/`` tree."""
+    classes_path = root / CLASSES_FILE
+    if not classes_path.exists():
+        return _folder_classes(root)
+    try:
+        classes = json.loads(classes_path.read_text())
+    except json.JSONDecodeError as error:
+        raise InvalidInput(f"{classes_path} is not valid JSON: {error}") from error
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or not all(isinstance(name, str) for name in classes)
+    ):
+        raise InvalidInput(f"{classes_path} must be a JSON list of at least two class names")
+    return list(classes)
+
+
+def _folder_classes(root: Path) -> list[str]:
+    """The sorted sub-folder names of ``train/`` (as Keras' ``image_dataset_from_directory``
+    orders them); ``val/`` may not hold a class that ``train/`` lacks."""
+    train, val = root / "train", root / "val"
+    if not (train.is_dir() and val.is_dir()):
+        raise NotFound(
+            f"{root} is not a dataset: it has no {CLASSES_FILE} and no train/ and val/ folders "
+            "of class folders; build one with python -m wga dataset --source DIR --by TYPE "
+            "--classes a,b,c --out DS, or arrange images as train/<class>/ and val/<class>/"
+        )
+    classes = sorted(path.name for path in train.iterdir() if path.is_dir())
+    if len(classes) < 2:
+        raise InvalidInput(
+            f"{train} must hold at least two class folders (train/<class>/image.jpg), "
+            f"found {len(classes)}"
+        )
+    unknown = sorted(path.name for path in val.iterdir() if path.is_dir())
+    unknown = [name for name in unknown if name not in classes]
+    if unknown:
+        raise InvalidInput(
+            f"{val} has class folders that {train} lacks: {', '.join(unknown)}; "
+            "give every class training images or remove those folders"
+        )
+    return classes
 
 
 def class_weights(counts: np.ndarray) -> dict[int, float]:
@@ -254,24 +285,7 @@ def make_dataset(
     data = data.map(load, num_parallel_calls=autotune, deterministic=True)
     if cache is not False:
         data = data.cache("" if cache is True else str(cache))
-    if training:
-        data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        # A fresh seed pair per element and epoch: the epoch counter comes from a random
-        # stream that advances every iteration of the dataset.
-        epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        data = tf.data.Dataset.zip((data, epoch_seeds))
-
-        def crop(element: tuple[Any, ...], pair: tf.Tensor) -> tuple[Any, ...]:
-            image, label, index = element
-            return augment(image, size, pair), label, index
-
-        data = data.map(crop, num_parallel_calls=autotune, deterministic=False)
-    else:
-
-        def crop_center(image: tf.Tensor, label: tf.Tensor, index: tf.Tensor) -> tuple[Any, ...]:
-            return center_crop(image, size), label, index
-
-        data = data.map(crop_center, num_parallel_calls=autotune, deterministic=True)
+    data = _augmented(data, size, seed, len(paths)) if training else _centred(data, size)
 
     def finish(images: tf.Tensor, label: tf.Tensor, index: tf.Tensor) -> tuple[Any, ...]:
         model_input = preprocess(images, preprocessing)
@@ -281,6 +295,33 @@ def make_dataset(
     data = data.batch(batch_size, drop_remainder=False)
     data = data.map(finish, num_parallel_calls=autotune)
     return data.prefetch(autotune)
+
+
+def _augmented(data: tf.data.Dataset, size: int, seed: int, count: int) -> tf.data.Dataset:
+    """Shuffled every epoch; each element randomly cropped and augmented (:func:`augment`)."""
+    import tensorflow as tf
+
+    data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    # A fresh seed pair per element and epoch: the epoch counter comes from a random
+    # stream that advances every iteration of the dataset.
+    epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    data = tf.data.Dataset.zip((data, epoch_seeds))
+
+    def crop(element: tuple[Any, ...], pair: tf.Tensor) -> tuple[Any, ...]:
+        image, label, index = element
+        return augment(image, size, pair), label, index
+
+    return data.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+
+
+def _centred(data: tf.data.Dataset, size: int) -> tf.data.Dataset:
+    """File order, a centre crop, no randomness at all."""
+    import tensorflow as tf
+
+    def crop_center(image: tf.Tensor, label: tf.Tensor, index: tf.Tensor) -> tuple[Any, ...]:
+        return center_crop(image, size), label, index
+
+    return data.map(crop_center, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def choose_cache(count: int, size: int, *, training: bool, folder: Path, name: str) -> str | bool:

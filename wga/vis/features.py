@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
+from wga.models import free_input_size_copy
 from wga.vis.objective import RedirectedReLU
 
 if TYPE_CHECKING:
@@ -194,13 +195,10 @@ def _free_size_full_model(loaded: LoadedModel) -> keras.Model | None:
     """The whole model (class layer included) with a free input size, if its graph allows it."""
     model = loaded.model
     shape = tuple(model.inputs[0].shape)
-    if shape[1] is None and shape[2] is None:
-        return model
     try:
-        config = model.get_config()
-        config["layers"][0]["config"]["batch_shape"] = [None, None, None, shape[-1]]
-        free = keras.Model.from_config(config)
-        free.set_weights(model.get_weights())
+        free = free_input_size_copy(model)
+        if free is model:
+            return model
         side = int(shape[1] or loaded.spec.input_size) + 32
         free(np.zeros((1, side, side, shape[-1]), dtype="float32"))  # Flatten fails here
     except Exception as error:  # Flatten → Dense cannot take other sizes; any rebuild error

@@ -7,7 +7,10 @@ own score. Each is registered with ``@scores(name)`` under its row's name.
 
 * ``channel`` — spatial mean of channel ``unit`` (Lucid's ``channel``); ``border`` excludes a
   margin, as the 2018 original did (2 px);
-* ``neuron`` — channel ``unit`` at the centre position only (Lucid's ``neuron``);
+* ``neuron`` — channel ``unit`` at one position, the centre by default (Lucid's ``neuron``);
+* ``direction`` / ``direction_map`` — ``dot(a, v) · cos(a, v)^p`` for each element's own
+  direction ``v``, at its position or averaged over the map (the Activation Atlas's icons;
+  :mod:`wga.vis.direction`);
 * ``logit`` — unit ``unit`` of a Dense (class) layer, read BEFORE its softmax: maximising a
   probability rewards suppressing the other classes rather than showing this one;
 * ``layer`` — DeepDream: mean squared activation of the whole layer (``unit`` is ignored);

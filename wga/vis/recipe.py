@@ -8,6 +8,7 @@ before any model is loaded; the objectives come from the tf-free
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -135,6 +136,18 @@ class Recipe:
             return resolve_objective(self.objective, info.spatial).name
         except InvalidInput as error:
             raise InvalidInput(f"layer {self.layer!r}: {error}") from None
+
+
+def recipe_file_name(recipe: Recipe, *, full: bool = False) -> str:
+    """``<layer>-<unit>.png`` (``wga render``'s contract; ``<layer>-direction-<hash>.png`` for a
+    direction), or with preset, size and seed (``full``) to tell apart the recipes of one figure;
+    a layer name's path separators and other odd characters become ``_``."""
+    layer = re.sub(r"[^A-Za-z0-9_.+=-]", "_", recipe.layer)
+    if recipe.vector is not None and not full:
+        return f"{layer}-direction-{recipe.vector[:12]}.png"
+    if full:
+        return f"{layer}-{recipe.unit}-{recipe.preset}-{recipe.size}px-seed{recipe.seed}.png"
+    return f"{layer}-{recipe.unit}.png"
 
 
 def recipes_from_request(

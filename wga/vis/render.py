@@ -22,15 +22,16 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import keras
 import numpy as np
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 import wga
 from wga.errors import InvalidInput
@@ -38,11 +39,26 @@ from wga.models import preprocess
 from wga.vis.direction import COSINE_POWER
 from wga.vis.features import FeatureGraph, ModelScopedCache, feature_graph
 from wga.vis.hooks import Hook, hooks_for
-from wga.vis.objective import SCORES, Target, diversity, redirect_relu_gradients
+from wga.vis.objective import (
+    DIVERSITY_WEIGHT,
+    SCORES,
+    Target,
+    diversity,
+    redirect_relu_gradients,
+)
 from wga.vis.optim import Optimiser, State, optimiser
 from wga.vis.param import ImageParam, resize_params
+from wga.vis.png import save_png
 from wga.vis.presets import Preset
-from wga.vis.recipe import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, Recipe, check_recipes
+from wga.vis.recipe import (
+    MAX_SEED,
+    MAX_SIZE,
+    MAX_STEPS,
+    MIN_SIZE,
+    Recipe,
+    check_recipes,
+    recipe_file_name,
+)
 from wga.vis.targets import element_positions, element_vectors
 from wga.vis.transform import MAX_MODEL_SIDE, TransformStack
 
@@ -378,8 +394,6 @@ class BatchRender:
     def metadata(self, index: int) -> dict[str, Any]:
         """The full recipe of image ``index`` for its PNG text: enough to make it again."""
         recipe = self.recipes[index]
-        import keras
-
         return {
             **recipe.as_dict(),
             "objective": self.kind,
@@ -424,8 +438,6 @@ def render_variations(
     Seeds ``recipe.seed`` … ``recipe.seed + count - 1``; all in one batch (the objective compares
     them), so mind the memory at large sizes.
     """
-    from wga.vis.objective import DIVERSITY_WEIGHT
-
     if count < 1:
         raise InvalidInput(f"count must be ≥ 1, got {count}")
     weight = DIVERSITY_WEIGHT if diversity_weight is None else diversity_weight
@@ -435,29 +447,22 @@ def render_variations(
     return batch.images()
 
 
-def recipe_file_name(recipe: Recipe) -> str:
-    """A file name that tells apart the recipes of one figure (layer, unit, preset, size, seed)."""
-    layer = re.sub(r"[^A-Za-z0-9_.+=-]", "_", recipe.layer)
-    return f"{layer}-{recipe.unit}-{recipe.preset}-{recipe.size}px-seed{recipe.seed}.png"
-
-
 def render_to_files(
     loaded: LoadedModel,
     recipes: Sequence[Recipe],
     out_dir: str | os.PathLike[str],
     *,
-    file_name: Callable[[Recipe], str] = recipe_file_name,
+    file_name: Callable[[Recipe], str] | None = None,
     progress: bool = False,
 ) -> list[np.ndarray]:
     """Render ``recipes`` and write each as a PNG carrying its recipe; images in input order.
 
     Recipes that share a batch key render together (one forward/backward pass per step);
-    ``progress`` shows a tqdm bar of steps. The CLI and the notebooks both come through here.
+    ``progress`` shows a tqdm bar of steps. ``file_name`` names each file (default: the full
+    :func:`~wga.vis.recipe.recipe_file_name`). The CLI and the notebooks both come through here.
     """
-    from tqdm.auto import tqdm
 
-    from wga.vis.png import save_png
-
+    file_name = file_name or partial(recipe_file_name, full=True)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     rendered: dict[Recipe, np.ndarray] = {}
