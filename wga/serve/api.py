@@ -32,6 +32,7 @@ worker threads, model loading in a loader thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -342,7 +343,17 @@ def build_service(
 
 
 def service_from_env() -> RenderService:
-    """:func:`build_service` configured by the launcher's environment (``WGA_*`` variables)."""
+    """:func:`build_service` configured by the launcher's environment (``WGA_*`` variables).
+
+    Rendering is background work: the gateway's kernel first lowers its CPU priority (``nice``
+    by ``$WGA_RENDER_NICE``, which the launcher sets to :data:`wga.serve.gateway.RENDER_NICE`; the
+    render threads inherit it), so that the gateway process serving the page and the polls keeps
+    answering while a render runs. On an idle machine renders run as fast as before.
+    """
+    nice = os.environ.get("WGA_RENDER_NICE", "")
+    if nice.strip().isdigit() and int(nice):
+        with contextlib.suppress(OSError):
+            os.nice(int(nice))
     options: dict[str, Any] = {}
     for variable, option, kind in (
         ("WGA_MAX_PENDING", "max_pending", int),

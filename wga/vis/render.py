@@ -1,10 +1,11 @@
 """Rendering: a recipe in, an image out — many units per pass, step by step, reproducibly.
 
 The split follows Xplique's ``optim.py``: a compiled step (``tf.function``) does one
-forward/backward pass and one update for a whole batch, and a plain Python loop outside it
-(:class:`BatchRender`) moves between octaves, applies the 2018 recipe's median filter, and can
-stop after any step and continue later — which is what the render queue needs for live progress
-and pre-emption.
+forward/backward pass and one update (the preset's optimiser, :mod:`wga.vis.optim`) for a whole
+batch, and a plain Python loop outside it (:class:`BatchRender`) moves between octaves, runs the
+preset's hooks (:mod:`wga.vis.hooks`: the 2018 recipe's median filter, detail re-injection,
+autotone), and can stop after any step and continue later — which is what the render queue needs
+for live progress and pre-emption.
 
 Speed comes from three things: the model truncated at the layer (:mod:`wga.vis.features`), many
 units in one batch (each element maximises its own unit), and steps compiled once per (model,
