@@ -64,6 +64,9 @@ TRAVERSALS = [
     "/public/%2E%2E/%2E%2E/wga/serve/guard.py",
     "/public/renders/..%2F..%2Fnotebooks%2Fbackend.ipynb",
     "/public/renders/%2E%2E/%2E%2E/pyproject.toml",
+    "/api/probes/..%2F..%2F..%2Fetc/layers/x/units/0",
+    "/api/probes/%2E%2E/layers/%2E%2E/units/0/overlay?image=..%2F..%2Fetc%2Fpasswd",
+    "/public/probes/..%2F..%2Fpyproject.toml",
 ]
 
 

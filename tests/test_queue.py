@@ -22,7 +22,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from wga.errors import NotFound, Unavailable
 from wga.serve.cache import mark_used
-from wga.serve.jobs import LIVE
+from wga.serve.jobs import ID_PATTERN, LIVE
 from wga.serve.queue import AlreadyFinished, RenderQueue, TooManyRequests, check_id, render_id
 
 FINGERPRINT = "0123456789abcdef"
@@ -490,8 +490,8 @@ def test_eviction_under_a_tiny_cap_never_breaks_a_polled_render(make_queue, engi
     usage = queue.cache.usage()
     assert usage["cache_evicted"] > 0
     folder = tmp_path / "renders"
-    pngs = {p.stem for p in folder.glob("*.png")}
-    records = {p.stem for p in folder.glob("*.json") if p.stem != "_status"}
+    pngs = {p.stem for p in folder.glob("*.png") if ID_PATTERN.match(p.stem)}
+    records = {p.stem for p in folder.glob("*.json") if ID_PATTERN.match(p.stem)}
     assert pngs == records, "a half-deleted render (an image without its record or the reverse)"
     on_disk = sum(p.stat().st_size for p in folder.iterdir() if p.stem in records)
     assert on_disk == usage["cache_bytes"]
@@ -499,9 +499,10 @@ def test_eviction_under_a_tiny_cap_never_breaks_a_polled_render(make_queue, engi
 
 def test_eviction_takes_least_recently_used_and_survives_a_restart(make_queue, engine, tmp_path):
     queue = make_queue()
-    views = [queue.submit(FakeRecipe(unit=u), FINGERPRINT) for u in range(6)]
-    wait_all(queue, views)
-    time.sleep(0.02)
+    views = []
+    for unit in range(6):  # one at a time: their files' times differ (the LRU order on disk)
+        views.append(queue.wait(queue.submit(FakeRecipe(unit=unit), FINGERPRINT)["id"]))
+        time.sleep(0.02)
     mark_used(queue.cache.state_path(views[0]["id"]))  # the oldest, but a page just read it
     queue.stop()
     folder = tmp_path / "renders"
@@ -514,6 +515,21 @@ def test_eviction_takes_least_recently_used_and_survives_a_restart(make_queue, e
     kept = {view["id"] for view in restarted.listing(limit=10)}
     assert views[0]["id"] in kept and views[5]["id"] in kept and views[1]["id"] not in kept
     assert not (folder / f"{'e' * 24}.png").exists() and not (folder / f"{'f' * 24}.json").exists()
-    assert not list(folder.glob("*.part-*"))
+    assert not (folder / ".x.png.part-1-2-abcd.png").exists()  # a temporary file left behind
     listing = restarted.listing(model="fake", layer="conv", limit=2)
     assert [v["id"] for v in listing] == [views[5]["id"], views[4]["id"]]  # newest first
+
+
+def test_ended_jobs_leave_small_states_that_eviction_also_takes(make_queue, engine, tmp_path):
+    engine.gate.clear()
+    queue = make_queue()
+    views = queue.submit_many([FakeRecipe(unit=u) for u in range(5)], FINGERPRINT, 0, "A")
+    queue.cancel_matching("fake", None, "A")
+    usage = queue.cache.usage()
+    assert usage["cache_entries"] == 0 and usage["cache_bytes"] > 0
+    assert state_file(queue, views[0]["id"])["status"] == "cancelled"
+    engine.gate.set()
+    queue.stop()
+    restarted = make_queue(cache_max=1, grace_s=0)  # a hostile client's leftovers do not pile up
+    assert restarted.cache.usage()["cache_bytes"] == 0
+    assert not any((tmp_path / "renders").glob("*.png"))

@@ -10,6 +10,9 @@ Every front end (CLI, API, page, notebooks) names models the same way: a registr
 * its **availability** — ImageNet weights come from the network on first use; offline, the
   registry says so within seconds instead of hanging;
 * a **fingerprint** of its weights, so a saved image records exactly which model made it.
+
+Keras is imported inside the functions that load or rebuild models: the CLI and the REST front
+end import this module to list and validate models without starting TensorFlow.
 """
 
 from __future__ import annotations

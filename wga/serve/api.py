@@ -32,6 +32,7 @@ worker threads, model loading in a loader thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -60,6 +61,7 @@ from wga.serve.jobs import check_id
 from wga.serve.loading import ModelLoader
 from wga.serve.probes import ProbeService
 from wga.serve.queue import RenderQueue
+from wga.vis.estimate import layer_estimates
 from wga.vis.recipe import DEFAULT_SIZE, REQUEST_FIELDS, check_recipes, recipes_from_request
 from wga.vis.vectors import VectorStore, check_direction
 
@@ -152,6 +154,9 @@ class RenderService:
             names = loaded.class_names
             if info.kind == "class" and names and len(names) == info.units:
                 entry["classes"] = list(names)
+            seconds = layer_estimates(name, info.name)  # measured here; absent before a step
+            if seconds is not None:
+                entry["seconds"] = seconds
             layers.append(entry)
         return Response(
             200,
@@ -342,7 +347,17 @@ def build_service(
 
 
 def service_from_env() -> RenderService:
-    """:func:`build_service` configured by the launcher's environment (``WGA_*`` variables)."""
+    """:func:`build_service` configured by the launcher's environment (``WGA_*`` variables).
+
+    Rendering is background work: the gateway's kernel first lowers its CPU priority (``nice``
+    by ``$WGA_RENDER_NICE``, which the launcher sets to :data:`wga.serve.gateway.RENDER_NICE`; the
+    render threads inherit it), so that the gateway process serving the page and the polls keeps
+    answering while a render runs. On an idle machine renders run as fast as before.
+    """
+    nice = os.environ.get("WGA_RENDER_NICE", "")
+    if nice.strip().isdigit() and int(nice):
+        with contextlib.suppress(OSError):
+            os.nice(int(nice))
     options: dict[str, Any] = {}
     for variable, option, kind in (
         ("WGA_MAX_PENDING", "max_pending", int),

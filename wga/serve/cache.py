@@ -159,6 +159,8 @@ class RenderCache:
             records = [entry.record for entry in self._index.values()]
         found = []
         for record in records:
+            if record.get("status", "done") != "done":
+                continue
             params = record.get("params") or {}
             if model is not None and params.get("model") != model:
                 continue
@@ -171,14 +173,16 @@ class RenderCache:
     def usage(self) -> dict[str, int]:
         with self._lock:
             return {
-                "cache_entries": len(self._index),
+                "cache_entries": sum(
+                    1 for e in self._index.values() if e.record.get("status", "done") == "done"
+                ),
                 "cache_bytes": self._bytes,
                 "cache_max": self.max_bytes,
                 "cache_evicted": self.evicted,
             }
 
     def entries(self) -> int:
-        return len(self._index)
+        return self.usage()["cache_entries"]
 
     # -- writing ------------------------------------------------------------------------------
     def _write_png(self, path: Path, image: np.ndarray, metadata: dict) -> None:
@@ -218,20 +222,25 @@ class RenderCache:
             self._written.pop(render, None)
             written = self._write_state(render, record)
             size = _size(self.png_path(render)) + _size(self.state_path(render))
-            old = self._index.pop(render, None)
-            self._bytes += size - (old.bytes if old else 0)
-            self._index[render] = Entry(record, size, written, touched)
+            self._add(render, Entry(record, size, written, touched))
 
     def discard(self, view: dict[str, Any]) -> None:
         """A job ended without an image (failed, cancelled): its snapshot goes, its state stays
-        until the job is asked for again (a page polling it learns why it ended)."""
+        (a page polling it learns why it ended) as a small entry that eviction may take."""
         render = view["id"]
         with self._lock:
             self._written.pop(render, None)
-            if render in self._index:  # a finished render: its files stay
-                return
+            old = self._index.get(render)
+            if old is not None and old.record.get("status", "done") == "done":
+                return  # a finished render: its files stay
             self.png_path(render).unlink(missing_ok=True)
-            self._write_state(render, view)
+            written = self._write_state(render, view)
+            self._add(render, Entry(view, _size(self.state_path(render)), written))
+
+    def _add(self, render: str, entry: Entry) -> None:
+        old = self._index.pop(render, None)
+        self._bytes += entry.bytes - (old.bytes if old else 0)
+        self._index[render] = entry
 
     def write_status(self, status: dict[str, Any]) -> None:
         write_text_atomic(self.directory / STATUS_FILE, json.dumps(status, default=str))
@@ -282,18 +291,24 @@ class RenderCache:
             except (OSError, ValueError):
                 record = {"status": "broken"}
             status = record.get("status", "done")
-            if status == "done" and self.png_path(path.stem).exists():
+            ended = status in ("failed", "cancelled")
+            if (status == "done" and self.png_path(path.stem).exists()) or ended:
                 record.setdefault("id", path.stem)
-                size = _size(path) + _size(self.png_path(path.stem))
-                mtime = _mtime_ns(path) or 0
-                self._index[path.stem] = Entry(record, size, mtime)
-                self._bytes += size
+                size = _size(path) + (0 if ended else _size(self.png_path(path.stem)))
+                self._add(path.stem, Entry(record, size, _mtime_ns(path) or 0))
             elif status in LIVE and _alive(record.get("server"), pid):
                 continue  # another server on this folder is rendering it
-            elif status not in ("failed", "cancelled"):
+            else:
                 path.unlink(missing_ok=True)  # died with the previous server, or broken
         for path in self.directory.glob("*.png"):
-            if ID_PATTERN.match(path.stem) and not self.state_path(path.stem).exists():
+            if not ID_PATTERN.match(path.stem):
+                continue
+            entry = self._index.get(path.stem)
+            if entry is None:
+                orphan = not self.state_path(path.stem).exists()  # else: another server's job
+            else:
+                orphan = entry.record.get("status", "done") != "done"
+            if orphan:
                 path.unlink(missing_ok=True)  # a snapshot of a job that never finished
         self.evict()
 

@@ -52,6 +52,7 @@ CORS_EXPOSE = "Retry-After, Location"
 CORS_MAX_AGE = "600"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _RENDER_FILE = re.compile(r"^renders/([0-9a-f]{24})\.(png|json)$")
+STATE_ROUTE = r"/public/renders/(_status|[0-9a-f]{24})\.json"  # the fast path of polling
 _PAGE_ASSET = re.compile(r"^(?!renders/)[\w./-]+\.(html|css|js)$")  # the page itself: public
 _TOKEN_QUERY = re.compile(r"([?&]token=)[^&]*")
 
@@ -226,8 +227,15 @@ def _error_text(handler: Any, status: int) -> str:
 
 
 def log_request(handler: Any) -> None:
-    """Tornado's access log line, with any token in the query replaced by ``…``."""
+    """Tornado's access log line, with any token in the query replaced by ``…``; successful
+    reads of ``/public/`` files (pages poll them several times a second) are not logged."""
     status = handler.get_status()
+    if (
+        status < 400
+        and handler.request.method == "GET"
+        and handler.request.path.startswith("/public/")
+    ):
+        return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     uri = _TOKEN_QUERY.sub(r"\1…", handler.request.uri[:300])
     elapsed = 1000.0 * handler.request.request_time()
@@ -258,6 +266,24 @@ def personality_class() -> type:
             if match and self.get_status() == 200:
                 mark_used(Path(self.root) / "renders" / f"{match.group(1)}.json")
 
+    class RenderStateHandler(GuardMixin, tornado.web.RequestHandler):
+        """The fast path: a job's state file (or the queue's status file), read and sent as is:
+        none of the static handler's hashing and headers, as pages poll these all the time."""
+
+        def initialize(self, folder: Path) -> None:
+            self.folder = folder
+
+        def get(self, name: str) -> None:
+            path = self.folder / f"{name}.json"
+            try:
+                data = path.read_bytes()
+            except OSError:
+                raise tornado.web.HTTPError(404) from None
+            if name != "_status":
+                mark_used(path)
+            self._json_headers()
+            self.finish(data)
+
     def guarded(handler: type) -> type:
         if issubclass(handler, tornado.web.StaticFileHandler):
             return RenderFileHandler
@@ -277,10 +303,15 @@ def personality_class() -> type:
             _widen_tornado_limits(self.parent, self)
 
         def create_request_handlers(self) -> list[tuple]:
-            return [
+            handlers = [
                 (pattern, guarded(handler), *rest)
                 for pattern, handler, *rest in super().create_request_handlers()
             ]
+            if self.static_path is not None:
+                folder = Path(self.static_path) / "renders"
+                state = (STATE_ROUTE, RenderStateHandler, {"folder": folder})
+                handlers.insert(0, state)
+            return handlers
 
     return GuardedNotebookHTTPPersonality
 

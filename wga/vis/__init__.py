@@ -10,7 +10,11 @@ The engine is split by concern, like Lucid's ``optvis`` package:
   position, vector), free of TensorFlow so front ends validate with it;
 * :mod:`wga.vis.objective` — their scoring functions (channel, neuron, class logit, layer,
   diversity), registered under the table's names, and the ReLU-gradient warm-up;
-* :mod:`wga.vis.presets` — named recipes (``lucid``, ``offert2018``, ``preview``, ``pixel``);
+* :mod:`wga.vis.presets` — named recipes (``lucid``, ``offert2018``, ``preview``, ``pixel``), each
+  naming its parts: parameterisation, optimiser, octave schedule, transforms, hooks;
+* :mod:`wga.vis.optim` — the optimisers (Adam, the 2018 normalised gradient), one protocol;
+* :mod:`wga.vis.hooks` — what the step loop does around the step (the 2018 median filter, detail
+  re-injection, autotone), as small named types;
 * :mod:`wga.vis.render` — :class:`~wga.vis.render.Recipe`, the compiled step and its cache,
   :class:`~wga.vis.render.BatchRender` (step-wise, pausable) and :func:`~wga.vis.render.render`;
 * :mod:`wga.vis.png` — PNG files that carry their recipe in text metadata.
