@@ -14,10 +14,14 @@ as less work. Right before each variant, a 2048² float32 matmul is timed on the
 
 The CPU-time figure reads sanely on a machine that other processes share (their time is not
 ours); the wall figure is what a user waits for. ``--sweep`` instead runs each thread / oneDNN
-setting in a fresh process (they are fixed at TensorFlow's start) on two small cases.
+setting in a fresh process (they are fixed at TensorFlow's start) on two small cases. ``--xla``
+compares, per model family, the truncated model's forward pass plus input gradient (8 images)
+compiled by ``tf.function`` with and without ``jit_compile=True`` (the transforms' op,
+ImageProjectiveTransformV3, has no XLA kernel, so the model part is what XLA could speed up).
 
     PYTHONPATH=. python benchmarks/render_roofline.py            # ~3 minutes on 2 busy cores
     PYTHONPATH=. python benchmarks/render_roofline.py --sweep    # threads and oneDNN, ~4 minutes
+    PYTHONPATH=. python benchmarks/render_roofline.py --xla      # XLA per family, ~3 minutes
 """
 
 from __future__ import annotations
@@ -139,7 +143,7 @@ def time_steps(case: Case, env: dict[str, str]) -> tuple[float, float, int]:
 
     loaded = load(case.model)
     recipes = [
-        Recipe(case.model, case.layer, unit, size=case.size, steps=1000, seed=unit)
+        Recipe(loaded.name, case.layer, unit, size=case.size, steps=1000, seed=unit)
         for unit in range(case.batch)
     ]
     with environment(env):
@@ -206,10 +210,62 @@ def sweep() -> None:
         print(f"{label:<22} " + "   ".join(cells), flush=True)
 
 
+XLA_CASES = [
+    Case("vgg16-hed", "block4_conv2", 96),
+    Case("inceptionv3-random", "mixed5", 128),
+    Case("resnet50-random", "conv4_block6_out", 128),
+    Case("mobilenetv2-random", "block_13_expand_relu", 128),
+]
+
+
+def xla_compare(cases: list[Case]) -> None:
+    import tensorflow as tf
+
+    from wga.vis.features import feature_graph
+
+    print("XLA: truncated model forward + input gradient, 8 images (s per call; trace in s)")
+    print(f"{'case':<44} {'tf.function':>16} {'jit_compile':>16} {'×cpu':>6} {'×wall':>6}")
+    for case in cases:
+        model = feature_graph(load(case.model), case.layer).model
+        images = tf.random.uniform((case.batch, case.size, case.size, 3))
+
+        def step(x: tf.Tensor, model=model, units: int = case.batch) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                features = model(x, training=False)
+                total = tf.reduce_sum(tf.reduce_mean(features, axis=[1, 2])[:, :units])
+            return tape.gradient(total, x)
+
+        timings = []
+        for jit in (False, True):
+            compiled = tf.function(step, jit_compile=jit)
+            started = time.perf_counter()
+            compiled(images).numpy()
+            trace = time.perf_counter() - started
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(case.steps):
+                compiled(images).numpy()
+            timings.append(
+                (
+                    (time.perf_counter() - wall) / case.steps,
+                    (time.process_time() - cpu) / case.steps,
+                    trace,
+                )
+            )
+        (wall0, cpu0, trace0), (wall1, cpu1, trace1) = timings
+        label = f"{case.model} {case.layer} {case.size}px"
+        print(
+            f"{label:<44} {cpu0:6.3f}cpu {trace0:4.0f}s {cpu1:6.3f}cpu {trace1:4.0f}s "
+            f"{cpu0 / cpu1:6.2f} {wall0 / wall1:6.2f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", action="store_true", help="thread / oneDNN settings")
     parser.add_argument("--sweep-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--xla", action="store_true", help="XLA per model family")
     parser.add_argument("--cases", help="comma list of case indices (default: all)")
     args = parser.parse_args()
     from wga.quiet import quiet_keras, silence_tensorflow
@@ -220,6 +276,8 @@ def main() -> None:
         sweep_child(args.sweep_child)
     elif args.sweep:
         sweep()
+    elif args.xla:
+        xla_compare(XLA_CASES)
     else:
         chosen = CASES
         if args.cases:

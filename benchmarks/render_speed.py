@@ -17,8 +17,14 @@ memory of a 1024 px render (in a fresh child process, so nothing else inflates i
 ImageNet weights cannot be downloaded here: InceptionV3 runs with random weights (timing only).
 Other processes share the CPUs, so absolute numbers are noisy; the ratios are the point.
 
+``--steady`` is the side-by-side of issue 16: steady state, the difference between a run of
+``--long`` (112) and one of ``--short`` (16) steps, so start-up and tracing cancel, 8 units at
+once, for ``wga`` before the speed work (``WGA_FOLD_BN=0``), ``wga`` now and tf-keras-vis, in
+wall time and in process CPU time (other processes' load does not count against CPU time).
+
     PYTHONPATH=. python benchmarks/render_speed.py            # ~5 minutes on 2 busy cores
     PYTHONPATH=. python benchmarks/render_speed.py --quick    # fewer steps, smaller batches
+    PYTHONPATH=. python benchmarks/render_speed.py --steady [--long 112 --short 16]
 """
 
 from __future__ import annotations
@@ -62,11 +68,11 @@ def load(name: str):
     return LoadedModel(spec, model, fingerprint="random-weights")
 
 
-def recipes(case: Case, steps: int):
+def recipes(case: Case, steps: int, model: str | None = None):
     from wga.vis.render import Recipe
 
     return [
-        Recipe(case.model, case.layer, unit, size=case.size, steps=steps, seed=unit)
+        Recipe(model or case.model, case.layer, unit, size=case.size, steps=steps, seed=unit)
         for unit in range(case.batch)
     ]
 
@@ -205,9 +211,94 @@ def rss_child(model: str, layer: str, size: int, steps: int) -> None:
     print(json.dumps({"peak_rss_gib": peak_kib / 2**20, "octaves": schedule, "shape": image.shape}))
 
 
+STEADY_CASES = [
+    Case("inceptionv3-random", "mixed5", 128, 8, 0),
+    Case("vgg16-hed", "block4_conv2", 96, 8, 0),
+    Case("resnet50-random", "conv4_block6_out", 128, 8, 0),
+]
+BEFORE = {"WGA_FOLD_BN": "0"}  # the engine before issue 16's changes
+
+
+def timed(run) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def steady_wga(case: Case, env: dict[str, str], short: int, long: int) -> tuple[float, float]:
+    """(wall s, CPU s) per step of ``case.batch`` units: (time to ``long`` − to ``short``) ÷ Δ."""
+    from render_roofline import environment
+    from render_roofline import load as fresh
+
+    from wga.vis.render import BatchRender
+
+    loaded = fresh(case.model)
+    with environment(env):
+        batch = BatchRender(loaded, recipes(case, 1000, loaded.name))
+        batch.run(short)
+        whole = timed(lambda: batch.run(long - short))
+    return whole[0] / (long - short), whole[1] / (long - short)  # the first `short` cancel
+
+
+def steady_tf_keras_vis(case: Case, short: int, long: int) -> tuple[float, float]:
+    import keras
+    import tensorflow as tf
+    from render_roofline import load as fresh
+    from tf_keras_vis.activation_maximization import ActivationMaximization
+
+    source = fresh(case.model).spatial_model()
+    sub = keras.Model(source.inputs, source.get_layer(case.layer).output)
+    units = tf.constant(np.arange(case.batch), tf.int32)
+
+    def score(output: tf.Tensor) -> tf.Tensor:
+        channels = tf.transpose(output, [0, 3, 1, 2])
+        return tf.reduce_mean(tf.gather(channels, units, axis=1, batch_dims=1), axis=[1, 2])
+
+    visualizer = ActivationMaximization(sub, clone=False)
+    seed = tf.random.uniform((case.batch, case.size, case.size, 3), 0, 255)
+    few = timed(lambda: visualizer(score, seed_input=seed, steps=short))
+    many = timed(lambda: visualizer(score, seed_input=seed, steps=long))
+    return (many[0] - few[0]) / (long - short), (many[1] - few[1]) / (long - short)
+
+
+def steady(cases: list[Case], short: int, long: int) -> None:
+    import tensorflow as tf
+
+    print(
+        f"steady state ({long} − {short} steps), 8 units — TensorFlow {tf.__version__}, "
+        f"{os.cpu_count()} CPUs (shared)"
+    )
+    print("unit-steps per second, wall | per CPU second; ratios: wga now ÷ the other")
+    header = (
+        f"{'case':<34} {'before':>13} {'wga now':>13} {'tf-keras-vis':>13} "
+        f"{'×before':>13} {'×tf-k-vis':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    for case in cases:
+        rates = []
+        for wall, cpu in (
+            steady_wga(case, BEFORE, short, long),
+            steady_wga(case, {}, short, long),
+            steady_tf_keras_vis(case, short, long),
+        ):
+            rates.append((case.batch / wall, case.batch / cpu))
+        (bw, bc), (nw, nc), (kw, kc) = rates
+        name = f"{case.model} {case.layer} {case.size}px"
+        print(
+            f"{name:<34} {bw:6.1f}|{bc:6.1f} {nw:6.1f}|{nc:6.1f} {kw:6.1f}|{kc:6.1f} "
+            f"{nw / bw:6.2f}|{nc / bc:6.2f} {nw / kw:6.2f}|{nc / kc:6.2f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--steady", action="store_true", help="issue 16's side-by-side")
+    parser.add_argument("--short", type=int, default=16)
+    parser.add_argument("--long", type=int, default=112)
+    parser.add_argument("--cases", help="comma list of steady case indices (default: all)")
     parser.add_argument("--rss-child", nargs=4, metavar=("MODEL", "LAYER", "SIZE", "STEPS"))
     args = parser.parse_args()
     if args.rss_child:
@@ -221,6 +312,12 @@ def main() -> None:
     quiet_keras()
     import tensorflow as tf
 
+    if args.steady:
+        chosen = STEADY_CASES
+        if args.cases:
+            chosen = [STEADY_CASES[int(i)] for i in args.cases.split(",")]
+        steady(chosen, args.short, args.long)
+        return
     cases = [
         Case("inceptionv3-random", "mixed5", 128, 8, 8),
         Case("inceptionv3-random", "mixed5", 128, 32, 4),

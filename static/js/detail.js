@@ -236,6 +236,7 @@
       this.onClose = onClose;
       this.title = dialog.querySelector("#detail-title");
       this.size = dialog.querySelector("#detail-size");
+      this.estimate = dialog.querySelector("#detail-estimate");
       this.steps = dialog.querySelector("#detail-steps");
       this.compare = dialog.querySelector("#compare-toggle");
       this.compareModel = dialog.querySelector("#compare-model");
@@ -297,6 +298,29 @@
       };
     }
 
+    /* How long this size will take on this backend, from the steps it has measured (GET
+     * /api/models/:model/layers → layer.seconds[preset][size], one unit, the preset's default
+     * steps); nothing until the layer has rendered a step (the grid's previews usually have). */
+    async _showEstimate(ctx) {
+      const el = this.estimate;
+      if (!el) return;
+      el.textContent = "";
+      try {
+        const data = await this.api.layers(ctx.model);
+        const layer = (data.layers || []).find((l) => l.name === ctx.layer.name);
+        const presetName = ctx.preset || ((ctx.presets || []).find((p) => p.default) || {}).name;
+        const preset = (ctx.presets || []).find((p) => p.name === presetName) || {};
+        let seconds = layer && layer.seconds && (layer.seconds[presetName] || {})[String(ctx.size)];
+        if (!Number.isFinite(seconds)) return;
+        if (Number.isFinite(ctx.steps) && preset.default_steps) seconds *= ctx.steps / preset.default_steps;
+        const text = seconds < 90 ? `${Math.max(1, Math.round(seconds))} s` : `${Math.round(seconds / 60)} min`;
+        el.textContent = `≈ ${text} here`;
+        el.title = "estimated from the steps this server has measured on this layer";
+      } catch (error) {
+        /* no estimate: say nothing */
+      }
+    }
+
     get isOpen() {
       return this.dialog.open;
     }
@@ -321,6 +345,7 @@
       this.next.disabled = unit >= layer.units - 1;
       this.dialog.classList.toggle("comparing", Boolean(ctx.cmp));
 
+      this._showEstimate(ctx);
       const base = { model, layer: layer.name, unit, size: ctx.size, priority: ctx.priority };
       if (ctx.preset) base.preset = ctx.preset;
       if (Number.isFinite(ctx.steps)) base.steps = ctx.steps;

@@ -430,13 +430,16 @@ class ProbeIndex:
             self._images = json.loads((self.root / IMAGES_NAME).read_text(encoding="utf-8"))
         return self._images
 
+    def _npz(self, name: str, missing: str) -> dict[str, np.ndarray]:
+        path = self.root / name
+        if not path.exists():
+            raise NotFound(f"probe {self.name!r} {missing}")
+        with np.load(path, allow_pickle=False) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+
     def _arrays(self) -> dict[str, np.ndarray]:
         if self._state is None:
-            path = self.root / STATE_NAME
-            if not path.exists():
-                raise NotFound(f"probe {self.name!r} has no results yet: let it run, or resume it")
-            with np.load(path, allow_pickle=False) as arrays:
-                self._state = {key: arrays[key] for key in arrays.files}
+            self._state = self._npz(STATE_NAME, "has no results yet: let it run, or resume it")
         return self._state
 
     def sizes(self) -> np.ndarray:
@@ -482,11 +485,7 @@ class ProbeIndex:
 
     def _statistics(self) -> dict[str, np.ndarray]:
         if self._stats is None:
-            path = self.root / STATS_NAME
-            if not path.exists():
-                raise NotFound(f"probe {self.name!r} is not complete yet: resume it to finish")
-            with np.load(path, allow_pickle=False) as arrays:
-                self._stats = {key: arrays[key] for key in arrays.files}
+            self._stats = self._npz(STATS_NAME, "is not complete yet: resume it to finish")
         return self._stats
 
     def histogram(self, layer: str, unit: int) -> dict[str, list[float]]:

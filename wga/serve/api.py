@@ -61,6 +61,7 @@ from wga.serve.jobs import check_id
 from wga.serve.loading import ModelLoader
 from wga.serve.probes import ProbeService
 from wga.serve.queue import RenderQueue
+from wga.vis.estimate import layer_estimates
 from wga.vis.recipe import DEFAULT_SIZE, REQUEST_FIELDS, check_recipes, recipes_from_request
 from wga.vis.vectors import VectorStore, check_direction
 
@@ -153,6 +154,9 @@ class RenderService:
             names = loaded.class_names
             if info.kind == "class" and names and len(names) == info.units:
                 entry["classes"] = list(names)
+            seconds = layer_estimates(name, info.name)  # measured here; absent before a step
+            if seconds is not None:
+                entry["seconds"] = seconds
             layers.append(entry)
         return Response(
             200,

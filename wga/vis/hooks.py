@@ -141,3 +141,18 @@ class Autotone(Hook):
         low = images.min(axis=(1, 2), keepdims=True)
         high = images.max(axis=(1, 2), keepdims=True)
         return (images - low) / np.maximum(high - low, 1e-8)
+
+
+@hook("display_stretch")
+class DisplayStretch(Hook):
+    """Per image, map its ``percentile`` … ``100 - percentile`` range (all channels together, so
+    hues stay) to 0…1: a short render's faint, grey-looking image becomes readable as a
+    thumbnail. For display only: the optimisation never sees it (issue 12, previews)."""
+
+    def __init__(self, percentile: float) -> None:
+        self.percentile = percentile
+
+    def images(self, images: np.ndarray) -> np.ndarray:
+        low = np.percentile(images, self.percentile, axis=(1, 2, 3), keepdims=True)
+        high = np.percentile(images, 100.0 - self.percentile, axis=(1, 2, 3), keepdims=True)
+        return (images - low) / np.maximum(high - low, 1e-3)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -38,7 +39,13 @@ import wga
 from wga.errors import InvalidInput
 from wga.models import preprocess
 from wga.vis.direction import COSINE_POWER
-from wga.vis.features import FeatureGraph, ModelScopedCache, feature_graph
+from wga.vis.estimate import STEP_CLOCK
+from wga.vis.features import (
+    FeatureGraph,
+    ModelScopedCache,
+    feature_graph,
+    fold_batchnorm_enabled,
+)
 from wga.vis.hooks import Hook, hooks_for
 from wga.vis.objective import (
     DIVERSITY_WEIGHT,
@@ -175,10 +182,21 @@ def _image_param(loaded: LoadedModel, preset: Preset, side: int) -> ImageParam:
     )
 
 
+def crop_padding_enabled() -> bool:
+    """On unless ``WGA_CROP_PAD=0`` (benchmarks compare both)."""
+    return os.environ.get("WGA_CROP_PAD", "1") != "0"
+
+
 def _transforms(preset: Preset, side: int) -> TransformStack | None:
     """The preset's transform stack; presets without one still get the random crop that keeps
     the model's input under MAX_MODEL_SIDE (memory)."""
     if preset.transforms:
+        if crop_padding_enabled():
+            # Lucid's pad 12 / jitter 8+4 make the model see (size + 12)² pixels, ~20 % more at
+            # 128 px, the extra being mostly grey border. A size² window of the canvas, placed at
+            # random (an extra jitter), drops that work; images and selectivity measured alike
+            # (benchmarks/time_to_quality.py --crop).
+            return TransformStack(side, max_output=min(side, MAX_MODEL_SIDE))
         return TransformStack(side)
     if side > MAX_MODEL_SIDE:
         return TransformStack(side, scales=(1.0,), angles=(0.0,), strength=0.0)
@@ -200,10 +218,12 @@ def compiled_step(
     of atlas icons (each its own direction) is one trace and one pass."""
     param = _image_param(loaded, preset, side)
     key = ("step", layer, side, preset, kind, float(diversity_weight), param, float(cos_power))
+    fold = fold_batchnorm_enabled()
+    key += (fold, crop_padding_enabled())  # the two speed switches (benchmarks flip them)
 
     def build() -> _CompiledStep:
         return _CompiledStep(
-            graph=feature_graph(loaded, layer),
+            graph=feature_graph(loaded, layer, fold),
             param=param,
             transforms=_transforms(preset, side),
             preprocessing=loaded.spec.preprocessing,
@@ -341,6 +361,7 @@ class BatchRender:
         # warm-up only in the first (smallest) octave: later octaves start from a living image
         warm = self.octave == 0 and self.steps_done < self.preset.warmup_steps
         step = tf.constant(self.steps_done, tf.int64)
+        started = time.perf_counter()
         for chunk in self.chunks:
             if chunk.state is None:
                 chunk.state = self._step.optimiser.init(chunk.params)
@@ -354,6 +375,12 @@ class BatchRender:
                 step,
             )
             chunk.scores = scores.numpy()
+        # the first step of an octave and the first after the warm-up may trace: not a sample
+        if self.octave_step > 0 and self.steps_done != self.preset.warmup_steps:
+            seconds = time.perf_counter() - started
+            STEP_CLOCK.record(
+                self.loaded.name, self.recipes[0].layer, self.side, len(self.recipes), seconds
+            )
         self.steps_done += 1
         self.octave_step += 1
         if self.octave_step < self.schedule[self.octave][1]:
