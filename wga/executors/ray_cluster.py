@@ -140,7 +140,7 @@ class RayExecutor:
         # The driver shows one tqdm bar of its own; Ray Data's bars and progress log would
         # interleave with it (and with the CLI's output) every few seconds.
         ray.data.DataContext.get_current().enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     def _connect(self, address: str) -> None:
         options: dict[str, Any] = {
