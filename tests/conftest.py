@@ -57,19 +57,14 @@ def ray_cluster():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no auth token written under ~/.ray
     import ray
 
-    for attempt in range(3):  # Ray gives its raylet a fixed 30 s to start: a busy CI may not
-        try:
-            ray.init(
-                num_cpus=2,
-                include_dashboard=False,
-                object_store_memory=200 * 1024 * 1024,
-                log_to_driver=False,
-            )
-            break
-        except Exception:
-            ray.shutdown()
-            if attempt == 2:
-                raise
+    from wga.executors.ray_cluster import init_ray
+
+    init_ray(  # retried: Ray gives its raylet a fixed 30 s to start, a busy CI may need more
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 1024 * 1024,
+        log_to_driver=False,
+    )
     try:
         yield ray
     finally:

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 LAYER = "block2_conv2"  # 128 channels: the 192 samples whiten it with a full-rank estimate
 ICON = 64
-STEPS = 32
+STEPS = 48
 GRID = 2
 PER_IMAGE = 8
 OPTIONS = dict(layer=LAYER, grid=GRID, icon=ICON, steps=STEPS, seed=5, per_image=PER_IMAGE)

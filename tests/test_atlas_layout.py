@@ -83,3 +83,21 @@ def _in_cell(unit: np.ndarray, grid: int, cell) -> np.ndarray:
 def test_too_few_samples_is_a_clear_error():
     with pytest.raises(InvalidInput, match="at least"):
         embed(np.ones((3, 4), "float32"), seed=0)
+
+
+def test_sampled_positions_avoid_the_border_are_distinct_and_reproducible():
+    from wga.corpus.atlas_sample import _chosen_images, positions_for
+
+    for rows, cols in ((14, 9), (3, 3), (5, 40)):
+        chosen = positions_for(7, rows, cols, per_image=6, seed=1)
+        assert chosen == positions_for(7, rows, cols, per_image=6, seed=1)
+        assert len(set(chosen)) == len(chosen) == min(6, (rows - 2) * (cols - 2))
+        assert all(1 <= y < rows - 1 and 1 <= x < cols - 1 for y, x in chosen)
+    assert positions_for(7, 14, 9, 6, seed=1) != positions_for(8, 14, 9, 6, seed=1)
+    assert positions_for(7, 2, 1, per_image=4, seed=0) == [(0, 0), (1, 0)]  # tiny: all of it
+    assert positions_for(7, 0, 0, per_image=4, seed=0) == []
+    ids = np.arange(1000)
+    capped = _chosen_images(ids, per_image=2, cap=500, seed=3)
+    assert len(capped) == 250 and len(set(capped.tolist())) == 250
+    np.testing.assert_array_equal(capped, _chosen_images(ids, 2, 500, seed=3))
+    np.testing.assert_array_equal(_chosen_images(ids, 2, 10_000, seed=3), ids)

@@ -173,6 +173,10 @@ def test_off_loopback_every_endpoint_and_the_renders_need_the_token(tmp_path):
         assert process.wait(60) == 0
         assert token not in process.stderr.read(), "the token leaked into the server's log"
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process.poll() is None:  # Ctrl-C first: serve stops its gateway (its own session)
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

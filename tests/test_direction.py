@@ -120,3 +120,25 @@ def test_render_cli_takes_a_direction_or_units_never_both(tmp_path, capsys):
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     assert main([*base, "--direction", str(tmp_path / "bad.npy")]) == 2
     assert "cannot read the direction file" in capsys.readouterr().err
+
+
+def test_positions_are_fractions_of_the_layers_map_at_the_recipes_size(hed, tmp_path):
+    from wga.vis.recipe import Recipe
+    from wga.vis.targets import element_positions, element_vectors
+
+    at = Recipe("vgg16-hed", "block2_conv2", 5, size=64, objective="neuron", position=(2, 30))
+    centre = Recipe("vgg16-hed", "block2_conv2", 5, size=64, objective="neuron")
+    positions = element_positions(hed, [at, centre])  # block2_conv2: 32 × 32 at 64 px
+    np.testing.assert_allclose(positions, [[2.5 / 32, 30.5 / 32], [0.5, 0.5]])
+    outside = Recipe("vgg16-hed", "block2_conv2", 5, size=64, objective="neuron", position=(0, 32))
+    with pytest.raises(InvalidInput, match="outside"):
+        element_positions(hed, [outside])
+    store = VectorStore(tmp_path)
+    wrong = store.put(np.ones(3))
+    recipe = Recipe("vgg16-hed", "block2_conv2", 0, size=64, objective="direction", vector=wrong)
+    with pytest.raises(InvalidInput, match="128 channels"):
+        element_vectors(hed, [recipe], store)
+    right = Recipe(
+        "vgg16-hed", "block2_conv2", 0, objective="direction", vector=store.put(np.ones(128))
+    )
+    np.testing.assert_allclose(np.linalg.norm(element_vectors(hed, [right], store), axis=1), 1.0)

@@ -19,18 +19,27 @@ import numpy as np
 import pytest
 
 from wga.cli import main
+from wga.corpus.atlas import (
+    ICONS_DIR,
+    VECTORS_DIR,
+    AtlasOptions,
+    executor_renderer,
+    icon_recipe,
+    queue_renderer,
+)
 from wga.corpus.corpus import open_corpus
 from wga.corpus.index import ProbeIndex
 from wga.corpus.probe import run_probe
 from wga.data.synthetic import make_synthetic_dataset
 from wga.executors import RAY_EXTRA_MESSAGE
 from wga.executors.local import LocalExecutor
-from wga.executors.ray_cluster import ACTOR_PREFIX
+from wga.executors.ray_cluster import ACTOR_PREFIX, RayExecutor
 from wga.serve.cache import RenderCache
 from wga.serve.jobs import render_id
 from wga.vis.bulk import bulk_render, layer_recipes
 from wga.vis.png import read_png_metadata
 from wga.vis.recipe import recipe_file_name
+from wga.vis.vectors import VectorStore
 
 LAYER = "block2_conv1"
 UNITS = list(range(8))
@@ -169,3 +178,21 @@ def test_probe_on_ray_data_writes_the_local_index(ray_cluster, hed, small_corpus
     on_ray = ProbeIndex.open(tmp_path / "ray")
     assert on_ray.description["complete"] and len(on_ray.description["skipped"]) == 1
     _same_index(local, on_ray, layers)
+
+
+@pytest.mark.slow
+def test_atlas_icons_on_ray_equal_the_queue_rendered_icons(ray_cluster, hed, tmp_path):
+    """Directions travel with the tasks; icons land under the queue's ids, with its bytes."""
+    local_dir, ray_dir = tmp_path / "local", tmp_path / "ray"
+    store = VectorStore(ray_dir / VECTORS_DIR)  # the workers never see this folder
+    rng = np.random.default_rng(0)
+    options = AtlasOptions(layer=LAYER, icon=64, steps=4)
+    channels = hed.layer(LAYER).units
+    recipes = [
+        icon_recipe("vgg16-hed", options, store.put(rng.normal(size=channels))) for _ in range(2)
+    ]
+    local = queue_renderer(hed, local_dir / ICONS_DIR, store, progress=False)(recipes)
+    on_ray = executor_renderer(RayExecutor("auto"), hed, ray_dir, workers=1, progress=False)
+    assert on_ray(recipes) == local and all(local)
+    for path in local:
+        assert (ray_dir / path).read_bytes() == (local_dir / path).read_bytes()

@@ -12,6 +12,7 @@
   const wga = (window.wga = window.wga || {});
 
   const POLL_MS = 1000;
+  const ICON_PAGE = 256; // cells per icon request
   const MAX_ZOOM = 8;
   const MIN_ZOOM = 1;
 
@@ -190,17 +191,25 @@
     applyTransform();
   }
 
-  /* Icons this level lacks: one request, then each job's status file polled until done. */
+  /* Icons this level lacks, a page of cells at a time (the queue caps each client's live
+   * renders): one request per page, then each job's status file polled until it is done. */
   async function requestIcons(name, grid, cells, mine) {
-    let renders;
-    try {
-      const body = { cells: cells.map((c) => [c.i, c.j]) };
-      const answer = await api.request("POST", `${base(name)}/levels/${grid}/icons`, body);
-      renders = answer.data.renders || [];
-    } catch (err) {
-      onError(err);
-      return;
+    for (let start = 0; start < cells.length && mine === token && dialog.open; start += ICON_PAGE) {
+      const page = cells.slice(start, start + ICON_PAGE);
+      let renders;
+      try {
+        const body = { cells: page.map((c) => [c.i, c.j]) };
+        const answer = await api.request("POST", `${base(name)}/levels/${grid}/icons`, body);
+        renders = answer.data.renders || [];
+      } catch (err) {
+        onError(err);
+        return;
+      }
+      await waitForIcons(renders, mine);
     }
+  }
+
+  async function waitForIcons(renders, mine) {
     let waiting = renders.filter((r) => r.status !== "done");
     for (const r of renders) if (r.status === "done") setIcon(r, mine);
     while (waiting.length && mine === token && dialog.open) {

@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--ray",
         metavar="ADDRESS",
         help="render the icons on a Ray cluster: local, auto, HOST:PORT or ray://HOST:PORT "
-        "(needs the extra: pip install 'wga[ray]'; the atlas folder must be shared)",
+        "(needs the extra: pip install 'wga[ray]')",
     )
     parser.add_argument("--workers", type=int, help="Ray workers for the icons")
     parser.add_argument("--out", required=True, type=Path, help="atlas folder")

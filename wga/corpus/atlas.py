@@ -231,9 +231,8 @@ def executor_renderer(
 ) -> IconRenderer:
     """Icons on an executor (``--ray``: a Ray cluster) through the bulk renderer: the same
     batches, files and records as :func:`queue_renderer` (``folder/icons/<render id>.png`` and
-    its record), so a rerun, the page and a local run all find them. Workers read the
-    directions from ``folder/vectors`` (``$WGA_VECTORS_DIR`` is forwarded to them: on a cluster,
-    the atlas folder must be on a file system every worker sees)."""
+    its record), so a rerun, the page and a local run all find them. The directions are read
+    from ``folder/vectors`` here and travel with the render tasks: workers need no shared disk."""
 
     def render(recipes: Sequence[Any]) -> list[str | None]:
         from wga.serve.jobs import render_id
@@ -245,24 +244,17 @@ def executor_renderer(
         if not recipes:
             return []
         icons = folder / ICONS_DIR
-        previous = os.environ.get("WGA_VECTORS_DIR")
-        os.environ["WGA_VECTORS_DIR"] = str((folder / VECTORS_DIR).resolve())
-        try:
-            bulk_render(
-                executor,
-                loaded,
-                recipes,
-                icons,
-                file_name=name,
-                cache_dir=icons,
-                workers=workers,
-                progress=progress,
-            )
-        finally:
-            if previous is None:
-                os.environ.pop("WGA_VECTORS_DIR", None)
-            else:
-                os.environ["WGA_VECTORS_DIR"] = previous
+        bulk_render(
+            executor,
+            loaded,
+            recipes,
+            icons,
+            file_name=name,
+            cache_dir=icons,
+            workers=workers,
+            progress=progress,
+            vectors=VectorStore(folder / VECTORS_DIR),
+        )
         return [f"{ICONS_DIR}/{name(recipe)}" for recipe in recipes]
 
     return render

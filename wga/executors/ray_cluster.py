@@ -98,6 +98,28 @@ def _prepare_row(row: dict[str, Any], prepare: Callable[[dict[str, Any]], dict[s
     return prepare(row)
 
 
+LOCAL_START_ATTEMPTS = 3
+
+
+def init_ray(**options: Any) -> None:
+    """``ray.init(**options)``, retried when a new local node times out while starting.
+
+    Ray gives a starting raylet a fixed 30 s to register; on a busy machine (a CI runner, a
+    laptop mid-build) that can run out. Joining an existing cluster is not retried.
+    """
+    starts_local = options.get("address") in (None, "local")
+    for attempt in range(LOCAL_START_ATTEMPTS if starts_local else 1):
+        try:
+            ray.init(**options)
+            return
+        except Exception as error:
+            ray.shutdown()
+            timed_out = "timed out during startup" in str(error)
+            if not timed_out or attempt + 1 >= LOCAL_START_ATTEMPTS or not starts_local:
+                raise
+            log.info("the local Ray node was slow to start; trying again")
+
+
 class RayExecutor:
     """Work on a Ray cluster; see the module docstring. Joins (or starts) the cluster at once.
 
@@ -118,7 +140,7 @@ class RayExecutor:
         # The driver shows one tqdm bar of its own; Ray Data's bars and progress log would
         # interleave with it (and with the CLI's output) every few seconds.
         ray.data.DataContext.get_current().enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     def _connect(self, address: str) -> None:
         options: dict[str, Any] = {
@@ -135,7 +157,7 @@ class RayExecutor:
         else:
             target = address
         try:
-            ray.init(address=target, **options)
+            init_ray(address=target, **options)
         except (ConnectionError, RuntimeError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
             raise Unavailable(

@@ -349,10 +349,10 @@ def build_service(
 def service_from_env() -> RenderService:
     """:func:`build_service` configured by the launcher's environment (``WGA_*`` variables).
 
-    Rendering is background work: the gateway's kernel first lowers its CPU priority (``nice``
-    by ``$WGA_RENDER_NICE``, which the launcher sets to :data:`wga.serve.gateway.RENDER_NICE`; the
-    render threads inherit it), so that the gateway process serving the page and the polls keeps
-    answering while a render runs. On an idle machine renders run as fast as before.
+    ``$WGA_RENDER_NICE=N`` (opt-in) lowers the kernel's CPU priority first (its render threads
+    inherit it), so that the gateway process serving the page and the polls answers first while a
+    render runs. Not the default: on a machine busy with other work a niced kernel starves (its
+    start-up alone took minutes on a 2-core machine running 10 other processes).
     """
     nice = os.environ.get("WGA_RENDER_NICE", "")
     if nice.strip().isdigit() and int(nice):

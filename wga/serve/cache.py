@@ -71,9 +71,12 @@ def parse_size(text: str | int) -> int:
 
 
 def mark_used(state_file: Path) -> None:
-    """A page read this render (called by the gateway on every read of its files)."""
+    """A page read this render (called by the gateway on every read of its files). The time is
+    given to the nanosecond: the file system's own clock ticks coarsely (milliseconds), and a
+    read must show as later than the write it follows."""
+    now = time.time_ns()
     with contextlib.suppress(OSError):
-        os.utime(state_file)
+        os.utime(state_file, ns=(now, now))
 
 
 def _mtime_ns(path: Path) -> int | None:
@@ -124,7 +127,9 @@ class RenderCache:
         self._writer = writer
         self._lock = threading.Lock()
         self._index: dict[str, Entry] = {}
-        self._written: dict[str, int] = {}  # live jobs: mtime of the state file we last wrote
+        # Live jobs: the mtime of the state file the cache last wrote, and the last read by a
+        # page seen so far (kept across rewrites: a finished render a page polled stays).
+        self._live: dict[str, tuple[int, int]] = {}
         self._bytes = 0
         self.evicted = 0
         self._load()
@@ -197,19 +202,29 @@ class RenderCache:
         write_text_atomic(path, json.dumps(state, default=str))
         return _mtime_ns(path) or time.time_ns()
 
-    def _reader_touch(self, render: str) -> int:
-        """When a page last read the live job's state file since the cache wrote it (or 0)."""
-        written = self._written.get(render)
+    def _last_read(self, render: str) -> int:
+        """When a page last read the live job's state file, as far as can be seen (or 0): a
+        read after the cache's last write shows as a newer mtime (:func:`mark_used`)."""
+        written, seen = self._live.pop(render, (None, 0))
         mtime = _mtime_ns(self.state_path(render))
-        return mtime if written is not None and mtime is not None and mtime > written else 0
+        if written is not None and mtime is not None and mtime > written:
+            seen = max(seen, mtime)
+        return seen
 
     def write_state(self, view: dict[str, Any]) -> None:
         """The state of a live job (queued or running), for pages polling its ``status_url``."""
         render = view["id"]
         with self._lock:
-            touched = self._reader_touch(render)
+            seen = self._last_read(render)
             written = self._write_state(render, {**view, "server": os.getpid()})
-            self._written[render] = max(written, touched)
+            self._live[render] = (written, seen)
+
+    def touch(self, render: str) -> None:
+        """A finished render was asked for again (a cache hit): the page will load it now."""
+        with self._lock:
+            entry = self._index.get(render)
+            if entry is not None:
+                entry.used_ns = time.time_ns()
 
     def write_snapshot(self, render: str, image: np.ndarray, metadata: dict) -> None:
         self._write_png(self.png_path(render), image, metadata)
@@ -218,8 +233,7 @@ class RenderCache:
         """The image first, then the record: a record always points at a complete image."""
         self._write_png(self.png_path(render), image, metadata)
         with self._lock:
-            touched = self._reader_touch(render)
-            self._written.pop(render, None)
+            touched = self._last_read(render)
             written = self._write_state(render, record)
             size = _size(self.png_path(render)) + _size(self.state_path(render))
             self._add(render, Entry(record, size, written, touched))
@@ -229,7 +243,7 @@ class RenderCache:
         (a page polling it learns why it ended) as a small entry that eviction may take."""
         render = view["id"]
         with self._lock:
-            self._written.pop(render, None)
+            self._live.pop(render, None)
             old = self._index.get(render)
             if old is not None and old.record.get("status", "done") == "done":
                 return  # a finished render: its files stay

@@ -46,7 +46,6 @@ PAGE_PATH = "/public/index.html"
 READY_PATH = "/api/status"
 START_TIMEOUT_S = 180.0  # TensorFlow start plus the seed cells, on a slow, busy machine
 STOP_TIMEOUT_S = 15.0
-RENDER_NICE = 10  # the kernel renders at this CPU niceness: serving stays responsive
 
 
 def is_loopback(host: str) -> bool:
@@ -142,7 +141,6 @@ class Gateway:
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1",
             }
         )
-        env.setdefault("WGA_RENDER_NICE", str(RENDER_NICE))
         if self.runs_dir is not None:
             env["WGA_RUNS_DIR"] = str(self.runs_dir)
         env.update(self.queue_env)

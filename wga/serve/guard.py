@@ -245,12 +245,9 @@ def log_request(handler: Any) -> None:
 
 
 @functools.cache
-def personality_class() -> type:
-    """The personality class, built on first use: the launcher need not import the gateway."""
+def _file_handlers() -> tuple[type, type]:
+    """The handlers of ``/public/``: static files, and the fast path of polling."""
     import tornado.web
-    from kernel_gateway.notebook_http import NotebookHTTPPersonality
-    from kernel_gateway.notebook_http.handlers import NotebookAPIHandler
-    from traitlets import Unicode
 
     class RenderFileHandler(GuardMixin, tornado.web.StaticFileHandler):
         """Static files that browsers revalidate (renders are rewritten while they progress);
@@ -284,9 +281,22 @@ def personality_class() -> type:
             self._json_headers()
             self.finish(data)
 
+    return RenderFileHandler, RenderStateHandler
+
+
+@functools.cache
+def personality_class() -> type:
+    """The personality class, built on first use: the launcher need not import the gateway."""
+    import tornado.web
+    from kernel_gateway.notebook_http import NotebookHTTPPersonality
+    from kernel_gateway.notebook_http.handlers import NotebookAPIHandler
+    from traitlets import Unicode
+
+    file_handler, state_handler = _file_handlers()
+
     def guarded(handler: type) -> type:
         if issubclass(handler, tornado.web.StaticFileHandler):
-            return RenderFileHandler
+            return file_handler
         mixin = ApiGuardMixin if issubclass(handler, NotebookAPIHandler) else GuardMixin
         return type(f"Guarded{handler.__name__}", (mixin, handler), {})
 
@@ -309,7 +319,7 @@ def personality_class() -> type:
             ]
             if self.static_path is not None:
                 folder = Path(self.static_path) / "renders"
-                state = (STATE_ROUTE, RenderStateHandler, {"folder": folder})
+                state = (STATE_ROUTE, state_handler, {"folder": folder})
                 handlers.insert(0, state)
             return handlers
 

@@ -325,6 +325,7 @@ class RenderQueue:
         """One recipe of a submission (under the lock): its view, and its job if new."""
         if render in records:
             self.table.counts["cache_hits"] += 1
+            self.cache.touch(render)  # the page loads it next: not the one to evict now
             return records[render], None
         job = self.table.get(render)
         if job is not None and job.live:
@@ -334,6 +335,7 @@ class RenderQueue:
             return job.view(self.public_url), None
         if job is not None and job.status == "done" and self.cache.lookup(render):
             self.table.counts["cache_hits"] += 1
+            self.cache.touch(render)
             return job.view(self.public_url), None
         job = self.table.add(render, recipe, weights, urgency, client)
         return job.view(self.public_url), job

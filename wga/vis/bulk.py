@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,9 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wga.atomic import atomic_path, write_text_atomic
+from wga.errors import InvalidInput
 from wga.executors import Executor, WorkerSpec
 from wga.serve.jobs import Job, render_id
 from wga.vis.recipe import Recipe, check_recipes, recipes_from_request
+from wga.vis.vectors import VectorStore
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
@@ -48,22 +51,45 @@ DEFAULT_BULK_BATCH = 16  # units per task: on a CPU larger batches are no faster
 Rendered = tuple[Recipe, np.ndarray, dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class RenderTask:
+    """Recipes of one batch key, with the direction vectors they name (by hash): a worker on
+    another machine has no access to the driver's vector store."""
+
+    recipes: tuple[Recipe, ...]
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 class RendererWorker:
     """One renderer: the model loaded once, then any number of same-key recipe batches.
 
     Built inside each worker (a Ray actor, or this process) from picklable arguments: a model
-    name (registry name, run name, or a ``.keras`` path every worker can read).
+    name (registry name, run name, or a ``.keras`` path every worker can read). Directions that
+    come with a task go into a vector store of the worker's own (a temporary folder).
     """
 
     def __init__(self, model: str) -> None:
         from wga.models import default_registry
 
         self.loaded = default_registry().load(model)
+        self._store_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._store: VectorStore | None = None
 
-    def __call__(self, recipes: Sequence[Recipe]) -> list[Rendered]:
+    def _vectors(self, task: RenderTask) -> VectorStore | None:
+        if not task.vectors:
+            return None
+        if self._store is None:
+            self._store_dir = tempfile.TemporaryDirectory(prefix="wga-vectors-")
+            self._store = VectorStore(self._store_dir.name)
+        for reference, values in task.vectors.items():
+            if reference not in self._store and self._store.put(values) != reference:
+                raise InvalidInput(f"direction {reference[:12]}… arrived changed")
+        return self._store
+
+    def __call__(self, task: RenderTask) -> list[Rendered]:
         from wga.vis.render import BatchRender
 
-        batch = BatchRender(self.loaded, list(recipes))
+        batch = BatchRender(self.loaded, list(task.recipes), vectors=self._vectors(task))
         batch.run(batch.total_steps)
         images = batch.images()
         return [(recipe, images[i], batch.metadata(i)) for i, recipe in enumerate(batch.recipes)]
@@ -74,14 +100,24 @@ def renderer_spec(model: str) -> WorkerSpec:
     return WorkerSpec(RendererWorker, (model,), gpu=True)
 
 
-def tasks(recipes: Sequence[Recipe], batch: int) -> list[tuple[Recipe, ...]]:
-    """``recipes`` cut into same-batch-key tasks of at most ``batch``, in a fixed order."""
+def tasks(
+    recipes: Sequence[Recipe], batch: int, vectors: VectorStore | None = None
+) -> list[RenderTask]:
+    """``recipes`` cut into same-batch-key tasks of at most ``batch``, in a fixed order (so any
+    executor renders every image in the same batch), each with the directions it names."""
     from wga.vis.render import group_by_batch, max_batch_size
 
-    out: list[tuple[Recipe, ...]] = []
+    out: list[RenderTask] = []
     for group in group_by_batch(recipes):
         step = max(1, min(int(batch), max_batch_size(group[0].size)))
-        out.extend(tuple(group[i : i + step]) for i in range(0, len(group), step))
+        for i in range(0, len(group), step):
+            chunk = tuple(group[i : i + step])
+            references = {recipe.vector for recipe in chunk if recipe.vector is not None}
+            if references:
+                store = vectors if vectors is not None else VectorStore()
+                out.append(RenderTask(chunk, {ref: store.get(ref) for ref in references}))
+            else:
+                out.append(RenderTask(chunk))
     return out
 
 
@@ -92,12 +128,15 @@ def render_batches(
     *,
     batch: int = DEFAULT_BULK_BATCH,
     workers: int | None = None,
+    vectors: VectorStore | None = None,
 ) -> Iterator[list[Rendered]]:
     """Render ``recipes`` on ``executor``; yields each task's images as it finishes (any order).
 
-    The seam for every caller that renders many recipes of one model (bulk render, atlas icons).
+    The seam for every caller that renders many recipes of one model (bulk render, atlas icons);
+    directions are read from ``vectors`` (default: the shared store) and travel with the tasks.
     """
-    yield from executor.map_unordered(renderer_spec(model), tasks(recipes, batch), workers=workers)
+    work = tasks(recipes, batch, vectors)
+    yield from executor.map_unordered(renderer_spec(model), work, workers=workers)
 
 
 @dataclass
@@ -143,7 +182,7 @@ def _matches(path: Path, recipe: Recipe, fingerprint: str) -> bool:
     return all(stored.get(key) == value for key, value in wanted.items())
 
 
-class _CacheFolder:
+class CacheFolder:
     """The server's render cache folder, seen from a bulk render (see the module docstring)."""
 
     def __init__(self, directory: Path) -> None:
@@ -187,6 +226,7 @@ def bulk_render(
     batch: int = DEFAULT_BULK_BATCH,
     workers: int | None = None,
     progress: bool = False,
+    vectors: VectorStore | None = None,
 ) -> BulkResult:
     """Render what is missing of ``recipes`` into ``out_dir`` (and the render cache); see the
     module docstring. ``loaded`` is the driver's copy of the model: its fingerprint names the
@@ -197,7 +237,7 @@ def bulk_render(
 
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    cache = _CacheFolder(Path(cache_dir)) if cache_dir is not None else None
+    cache = CacheFolder(Path(cache_dir)) if cache_dir is not None else None
     fingerprint = loaded.fingerprint
     result = BulkResult(files=[folder / file_name(recipe) for recipe in recipes])
     todo: list[Recipe] = []
@@ -221,7 +261,8 @@ def bulk_render(
         disable=not progress,
         desc=f"{todo[0].layer} on {executor.name}",
     ) as bar:
-        for finished in render_batches(executor, model, todo, batch=batch, workers=workers):
+        work = render_batches(executor, model, todo, batch=batch, workers=workers, vectors=vectors)
+        for finished in work:
             for recipe, image, metadata in finished:
                 save_png(folder / file_name(recipe), image, metadata)
                 if cache is not None:
