@@ -91,7 +91,8 @@ def hed_with_batchnorm(hed: LoadedModel, seed: int = 0) -> LoadedModel:
     return LoadedModel(hed.spec, model, "hed-with-bn")
 
 
-def test_folded_render_gives_the_same_images(hed):
+@pytest.mark.parametrize(("preset", "steps"), [("pixel", 8), ("lucid", 4)])
+def test_folded_render_gives_the_same_images(hed, preset, steps):
     with_bn = hed_with_batchnorm(hed)
     # two wrappers of one Keras model: separate graph and step caches (keyed by the wrapper)
     plain = LoadedModel(with_bn.spec, with_bn.model, "plain")
@@ -101,7 +102,10 @@ def test_folded_render_gives_the_same_images(hed):
     # units 1, 4, 7 are dead here: their images come from the warm-up's redirected gradients,
     # where any rounding difference decides; the eight below are alive
     units = [0, 2, 3, 5, 8, 9, 10, 11]
-    recipes = [Recipe("vgg16-hed", layer, unit, size=64, steps=8, seed=unit) for unit in units]
+    recipes = [
+        Recipe("vgg16-hed", layer, unit, size=64, preset=preset, steps=steps, seed=unit)
+        for unit in units
+    ]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WGA_FOLD_BN", "0")
         before = BatchRender(plain, recipes)
@@ -110,8 +114,13 @@ def test_folded_render_gives_the_same_images(hed):
     after.run(after.total_steps)
     expected, got = before.images().astype(int), after.images().astype(int)
     difference = np.abs(got - expected)
-    # Rounding differences grow through Adam's sign-like first steps, most where a unit is barely
-    # alive: a few pixels move by more than a few levels; the images as a whole do not.
-    assert difference.mean() <= 1.0 and np.percentile(difference, 99) <= 6, difference.max()
-    np.testing.assert_allclose(after.scores, before.scores, rtol=0.02, atol=0.05)
+    if preset == "pixel":  # pixels: a rounding difference stays where it is
+        assert difference.max() <= 3, difference.max()
+    else:
+        # Fourier coefficients: Adam's first steps move each by ± the rate, so one whose gradient
+        # is ~0 flips on a rounding difference and the flip spreads over the whole image; a few
+        # pixels move by more than a few levels, the images as a whole do not (measured at rate
+        # 0.1: mean 0.46, 99th percentile 4 after 4 steps)
+        assert difference.mean() <= 1.0 and np.percentile(difference, 99) <= 6, difference.max()
+    np.testing.assert_allclose(after.scores, before.scores, rtol=0.05, atol=0.05)
     assert expected.std() > 5  # the images moved away from grey: the test can see a difference

@@ -200,12 +200,12 @@ def test_recipe_rejects_bad_values_with_a_clear_message(field, value):
 
 def test_recipe_batch_key_ignores_unit_and_seed_and_dict_resolves_steps():
     a = Recipe("vgg16-hed", "block3_conv3", 1, size=96, seed=3)
-    b = Recipe("vgg16-hed", "block3_conv3", 7, size=96, seed=9, steps=512)
+    b = Recipe("vgg16-hed", "block3_conv3", 7, size=96, seed=9, steps=192)
     assert a.batch_key() == b.batch_key()
-    assert a.as_dict()["steps"] == 512
+    assert a.as_dict()["steps"] == 192
     assert Recipe("vgg16-hed", "block3_conv3", 1, size=128).batch_key() != a.batch_key()
     assert hash(a) != hash(b)
-    assert get_preset("lucid").default_steps == 512
+    assert get_preset("lucid").default_steps == 192
 
 
 def test_png_round_trips_the_recipe_and_leaves_no_temporary_file(tmp_path):
