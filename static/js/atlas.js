@@ -238,6 +238,11 @@
     tile.querySelector("img").src = api.resolve(render.url || `/public/renders/${render.id}.png`);
     const cell = view.cells.find((c) => c.i === render.i && c.j === render.j);
     if (cell) cell.icon_url = render.url || `/public/renders/${render.id}.png`;
+    // the open cell may have been drawn before its icon existed: give it the icon now
+    const big = els.cell.querySelector(".atlas-icon-large");
+    if (big && !big.getAttribute("src") && els.cell.dataset.cell === `${render.i}-${render.j}`) {
+      big.src = tile.querySelector("img").src;
+    }
   }
 
   /* ---------- one cell ---------- */
@@ -260,6 +265,7 @@
     const panel = els.cell;
     panel.replaceChildren();
     panel.hidden = false;
+    panel.dataset.cell = `${data.i}-${data.j}`;
     panel.append(make("h3", null, `Cell ${data.i}-${data.j}`));
     const big = make("img", "atlas-icon-large");
     big.alt = `the icon of cell ${data.i}-${data.j}: what its mean activation looks like`;
