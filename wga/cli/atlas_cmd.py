@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from wga.errors import InvalidInput
+from wga.cli.cluster import add_cluster_options, check_cluster_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,13 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-whiten", action="store_true", help="optimise the raw mean, not the whitened one"
     )
     parser.add_argument("--model", help="the probe's model (default: the one the index names)")
-    parser.add_argument(
-        "--ray",
-        metavar="ADDRESS",
-        help="render the icons on a Ray cluster: local, auto, HOST:PORT or ray://HOST:PORT "
-        "(needs the extra: pip install 'wga[ray]')",
-    )
-    parser.add_argument("--workers", type=int, help="Ray workers for the icons")
+    add_cluster_options(parser, "render the icons")
     parser.add_argument("--out", required=True, type=Path, help="atlas folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
@@ -77,8 +71,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.preset is not None:
         get_preset(args.preset)  # a wrong name fails before any model loads
-    if args.workers is not None and (args.workers < 1 or not args.ray):
-        raise InvalidInput("--workers N (≥ 1) applies to Ray: add --ray local or --ray ADDRESS")
+    check_cluster_options(args)
     index = ProbeIndex.open(args.index)
     executor = open_executor(args.ray) if args.ray else None  # a missing extra fails at once
     quiet_keras()

@@ -15,6 +15,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from wga.cli.cluster import add_cluster_options, check_cluster_options
 from wga.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--top", type=int, default=DEFAULT_TOP, help="artworks kept per unit and sign"
     )
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="images per batch")
-    parser.add_argument(
-        "--ray",
-        metavar="ADDRESS",
-        help="probe on a Ray cluster: local (start one here), auto (the one in RAY_ADDRESS), "
-        "or HOST:PORT / ray://HOST:PORT (needs the extra: pip install 'wga[ray]')",
-    )
-    parser.add_argument(
-        "--workers", type=int, help="model workers on Ray (default: one per GPU, else per CPU)"
-    )
+    add_cluster_options(parser, "probe")
     parser.add_argument(
         "--checkpoint",
         type=float,
@@ -64,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
     layers = [name.strip() for name in args.layers.split(",") if name.strip()]
     if not layers:
         raise InvalidInput("--layers is empty: name at least one layer (wga models --layers M)")
-    if args.workers is not None and (args.workers < 1 or not args.ray):
-        raise InvalidInput("--workers N (≥ 1) applies to Ray: add --ray local or --ray ADDRESS")
+    check_cluster_options(args)
     from wga.corpus.corpus import open_corpus
     from wga.corpus.probe import run_probe
     from wga.models import default_registry

@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wga.cli.cluster import add_cluster_options, check_cluster_options
 from wga.errors import InvalidInput
 from wga.models import DEFAULT_MODEL, default_registry
 from wga.quiet import quiet_keras
@@ -120,15 +121,7 @@ def _add_bulk_options(parser: argparse.ArgumentParser) -> None:
         "Resumable: PNGs already in --out with the same recipe are skipped. Each image also "
         "lands in the explorer's render cache.",
     )
-    bulk.add_argument(
-        "--ray",
-        metavar="ADDRESS",
-        help="render on a Ray cluster: local (start one here), auto (the one in RAY_ADDRESS), "
-        "or HOST:PORT / ray://HOST:PORT (needs the extra: pip install 'wga[ray]')",
-    )
-    bulk.add_argument(
-        "--workers", type=int, help="renderer workers on Ray (default: one per GPU, else per CPU)"
-    )
+    add_cluster_options(bulk, "render")
     bulk.add_argument(
         "--batch",
         type=int,
@@ -186,8 +179,7 @@ def run(args: argparse.Namespace) -> int:
     units, target = _target_fields(args)
     if args.batch < 1:
         raise InvalidInput(f"--batch must be ≥ 1, got {args.batch}")
-    if args.workers is not None and (args.workers < 1 or not args.ray):
-        raise InvalidInput("--workers N (≥ 1) applies to Ray: add --ray local or --ray ADDRESS")
+    check_cluster_options(args)
     fields = {
         "model": args.model or DEFAULT_MODEL,  # the registry may pick another default offline
         "layer": args.layer,
