@@ -202,6 +202,13 @@ def test_probe_notebook_downloads_a_fake_wga_and_shows_a_units_artworks(tmp_path
     classes = json.loads((tmp_path / "probes" / "classes" / "probe.json").read_text())
     assert classes["layers"][0]["values"] == "logits"
     assert list((tmp_path / "probes" / "classes" / "cache" / "overlays").glob("*.jpg"))
+    figures = [
+        output
+        for cell in notebook["cells"]
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(figures) >= 3  # the unit beside its artworks, the histogram, the class units
 
 
 def test_atlas_notebook_maps_a_layer_of_a_fake_wga_and_shows_cells_artworks(tmp_path):

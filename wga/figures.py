@@ -5,13 +5,17 @@ PNG), then compose them here.
 
 The notebooks show these inline and save them next to the rendered PNGs, so a figure in a paper
 can be traced to the recipes in those PNGs' metadata. Matplotlib figures are built without
-pyplot (no global state, safe in threads and headless); Jupyter still displays them inline.
+pyplot (no global state, safe in threads and headless). Without pyplot, IPython has no display
+for a bare ``Figure`` (a notebook would show ``<Figure size …>``), so :func:`new_figure` teaches
+the running IPython, if any, to show figures as PNG.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +39,22 @@ def new_figure(width: float, height: float) -> Figure:
 
     figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)
+    _show_figures_in_ipython(Figure)
     return figure
+
+
+def _figure_png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _show_figures_in_ipython(figure_type: type) -> None:
+    """Register a PNG display for figures in the running IPython (a notebook); else nothing."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    shell.display_formatter.formatters["image/png"].for_type(figure_type, _figure_png)
 
 
 def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: int = DPI) -> Path:
