@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -303,3 +304,77 @@ def test_similar_refuses_what_it_cannot_answer(index):
     broken = resolve_image(index, "images/broken.jpg")
     with pytest.raises(InvalidInput, match="not read by the probe"):
         similar(index, "block2_pool", image=broken)
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+
+def test_look_cli_json_has_the_design_fields_and_out_writes_the_files(index, tmp_path, capsys):
+    from wga.cli import main
+
+    out = tmp_path / "look"
+    arguments = ["look", "--index", str(index.root), "--image", "images/a01.jpg", "--top", "3"]
+    assert main([*arguments, "--groups", "2", "--json", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    document = json.loads(printed[printed.index("{") :])
+    assert document["model"] == "vgg16-hed"
+    assert document["image"]["file"] == "images/a01.jpg" and document["image"]["id"] == 1
+    for layer in document["layers"]:
+        assert {"layer", "units", "groups"} <= layer.keys()
+        for unit in layer["units"]:
+            assert {"unit", "value", "percentile", "y", "x"} <= unit.keys()
+            assert 0 <= unit["percentile"] <= 100
+        assert len(layer["groups"]) == 2
+        assert {"share", "units", "map", "icon"} <= layer["groups"][0].keys()
+    assert (out / "contact.png").stat().st_size > 0
+    assert json.loads((out / "look.json").read_text())["image"]["id"] == 1
+    overlays = sorted(p.name for p in (out / "overlays").iterdir())
+    assert len(overlays) == 2 * (3 + 2) and "block2_pool-group0.jpg" in overlays
+
+
+def test_look_cli_with_a_model_and_a_file_has_no_percentiles(corpus_dir, capsys):
+    from wga.cli import main
+
+    image = str(corpus_dir / "images/a02.jpg")
+    base = ["look", "--model", "vgg16-hed", "--image", image]
+    layer = ["--layers", "block2_pool"]
+    assert main([*base, *layer, "--top", "2", "--groups", "0", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [u["percentile"] for u in document["layers"][0]["units"]] == [None, None]
+    assert document["image"]["id"] is None
+    assert main(base) == 2
+    assert "--layers is needed" in capsys.readouterr().err
+    assert main([*base, *layer, "--sort", "percentile"]) == 2
+    assert "needs a probe index" in capsys.readouterr().err
+
+
+def test_similar_cli_json_matches_the_library_and_takes_a_file(index, corpus_dir, capsys):
+    from wga.cli import main
+
+    base = ["similar", "--index", str(index.root), "--layer", "block3_conv3", "--k", "3"]
+    assert main([*base, "--image", "4", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["layer"] == "block3_conv3" and document["by"] == "content"
+    expected = similar(index, "block3_conv3", k=3, image=4)
+    assert [(r["file"], r["score"]) for r in document["results"]] == [
+        (m.file, m.score) for m in expected
+    ]
+    # the same pixels from a file outside the index: found itself first, with a cosine of ~1
+    assert main([*base, "--image", str(corpus_dir / "images/a04.jpg"), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert {results[0]["file"], results[1]["file"]} == {"images/a04.jpg", "images/a08.jpg"}
+    assert results[0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_look_and_similar_cli_errors_name_the_problem(index, tmp_path, capsys):
+    from wga.cli import main
+
+    assert main(["look", "--index", str(index.root), "--image", "nowhere.jpg"]) == 2
+    assert "neither an image of probe" in capsys.readouterr().err
+    assert main(["look", "--index", str(index.root), "--image", "1", "--icons"]) == 2
+    assert "--out" in capsys.readouterr().err
+    base = ["similar", "--index", str(index.root), "--image", "1"]
+    assert main([*base, "--layer", "block3_conv4"]) == 2
+    assert "block3_conv3" in capsys.readouterr().err
+    assert main([*base, "--layer", "block3_conv3", "--by", "style"]) == 2
+    assert "no style statistics" in capsys.readouterr().err

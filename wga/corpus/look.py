@@ -43,7 +43,7 @@ from wga.errors import InvalidInput, NotFound
 if TYPE_CHECKING:
     from wga.corpus.index import ProbeIndex
     from wga.corpus.receptive import Field
-    from wga.models import LoadedModel
+    from wga.models import LoadedModel, ModelRegistry
     from wga.vis.vectors import VectorStore
 
 DEFAULT_TOP = 8
@@ -76,6 +76,7 @@ class Picture:
     file: str  # relative to the corpus, or the file's name
     id: int | None = None  # the image's id in the index, None for an image from outside
     meta: dict[str, str] = field(default_factory=dict)
+    source: Path | bytes | None = field(default=None, repr=False, compare=False)  # to show it
 
     def describe(self) -> dict[str, Any]:
         return {"file": self.file, "id": self.id, "size": list(self.size), **self.meta}
@@ -94,7 +95,9 @@ def picture_from(source: str | Path | bytes, rule: FeedRule, *, file: str | None
             f"{name!r} is not a readable image ({type(error).__name__}: {error}): give a JPEG, "
             "PNG or WebP file"
         ) from None
-    return Picture(batch, shape, size, name)
+    return Picture(
+        batch, shape, size, name, source=source if isinstance(source, bytes) else readable
+    )
 
 
 def picture_from_index(index: ProbeIndex, image_id: int) -> Picture:
@@ -105,11 +108,26 @@ def picture_from_index(index: ProbeIndex, image_id: int) -> Picture:
     entry = index.images()[image_id]
     picture = picture_from(path, index_rule(index), file=entry["file"])
     meta = {key: value for key, value in entry.items() if key != "file"}
-    return Picture(picture.batch, picture.shape, picture.size, entry["file"], image_id, meta)
+    return replace(picture, id=image_id, meta=meta)
 
 
 def index_rule(index: ProbeIndex) -> FeedRule:
     return FeedRule(index.side, index.description["feed"]["preprocessing"])
+
+
+def index_model(index: ProbeIndex, registry: ModelRegistry) -> LoadedModel:
+    """The model the index was probed with (by registry name, else its file), refusing one whose
+    weights changed since: percentiles against another model's maxima would mean nothing."""
+    d = index.description
+    name = d["model"] if d["model"] in registry.names() else d.get("model_ref") or d["model"]
+    loaded = registry.load(name)
+    if d.get("model_fingerprint") and loaded.fingerprint != d["model_fingerprint"]:
+        raise InvalidInput(
+            f"the weights of {name!r} are not those probe {index.name!r} was made with "
+            f"({loaded.fingerprint} ≠ {d['model_fingerprint']}): probe the corpus again with "
+            "this model, or look with --model and no index"
+        )
+    return loaded
 
 
 def resolve_image(index: ProbeIndex, text: str) -> int | None:
@@ -129,6 +147,29 @@ def resolve_image(index: ProbeIndex, text: str) -> int | None:
         if entry["file"] == wanted:
             return image_id
     return None
+
+
+def picture_named(text: str, index: ProbeIndex | None, rule: FeedRule | None = None) -> Picture:
+    """``--image ID|FILE``: an image of the index (id or corpus path), else an image file here,
+    fed by the index's rule (or ``rule`` without an index)."""
+    if index is not None:
+        image_id = resolve_image(index, text)
+        if image_id is not None:
+            return picture_from_index(index, image_id)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        within = (
+            f"an image of probe {index.name!r} (an id 0 … {len(index.images()) - 1} or a file "
+            "as `wga examples` prints it) nor "
+            if index is not None
+            else ""
+        )
+        raise NotFound(f"--image {text!r} is neither {within}an image file here")
+    if index is not None:
+        rule = index_rule(index)
+    if rule is None:
+        raise InvalidInput("an image from outside a probe needs the model's feed rule")
+    return picture_from(path, rule)
 
 
 # -- activations ---------------------------------------------------------------------------------

@@ -119,7 +119,8 @@ class Search:
                 "the query's features are all zero at this layer (nothing fires): there is "
                 "nothing to compare; try another layer"
             )
-        return np.round(self.normalised @ (query / norm), SCORE_DECIMALS)
+        products = (self.normalised @ (query / norm)).astype(np.float64)
+        return np.round(products, SCORE_DECIMALS)
 
     def query(
         self, vector: np.ndarray, k: int, exclude: int | None = None
@@ -127,7 +128,7 @@ class Search:
         """The ``k`` rows most similar to ``vector``: ``(row, score)``, best first, equal
         scores by row; ``exclude`` (the query's own row) left out."""
         check_k(k)
-        scores = self.scores(vector).astype(np.float64)
+        scores = self.scores(vector)
         scores[~self.valid] = -np.inf
         if exclude is not None and 0 <= exclude < self.rows:
             scores[exclude] = -np.inf
