@@ -36,16 +36,25 @@ class WorkerSpec:
 
     Picklable (a module-level class and plain arguments), so a Ray actor can build it far away.
     ``gpu``: the worker wants a whole GPU where the cluster has some (a renderer, a model pass);
-    ``False`` for CPU-only work.
+    ``False`` for CPU-only work. ``here``: the worker already built in this process when the
+    caller holds one (around the driver's loaded model and compiled steps), which
+    :meth:`build` returns instead of building a second; never pickled, so a remote worker
+    always builds its own from ``factory``.
     """
 
     factory: Callable[..., Callable[[Any], Any]]
     args: tuple = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     gpu: bool = True
+    here: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
 
     def build(self) -> Callable[[Any], Any]:
+        if self.here is not None:
+            return self.here
         return self.factory(*self.args, **self.kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "here": None}
 
 
 class Executor(Protocol):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from wga.corpus.atlas import (
     ICONS_DIR,
     VECTORS_DIR,
     AtlasOptions,
+    IconRenderer,
     open_atlas,
 )
 from wga.corpus.atlas import icon_recipe as _icon_recipe
@@ -48,8 +49,10 @@ from wga.vis.store import RenderStore, render_id
 from wga.vis.vectors import VectorStore
 
 if TYPE_CHECKING:
+    from wga.models import LoadedModel
     from wga.serve.api import RenderService
     from wga.serve.probes import ProbeService
+    from wga.serve.queue import RenderQueue
 
 _NAME = re.compile(r"^[A-Za-z0-9_.+=-]{1,200}$")
 MAX_ICON_CELLS = 1024  # one request; a whole 80 × 80 level is asked for in pages of cells
@@ -58,6 +61,42 @@ MAX_ICON_CELLS = 1024  # one request; a whole 80 × 80 level is asked for in pag
 def atlases_dir() -> Path:
     """Where the server looks for atlases: ``$WGA_ATLASES_DIR``, else ``./atlases``."""
     return Path(os.environ.get("WGA_ATLASES_DIR") or "atlases")
+
+
+def queue_renderer(
+    queue: RenderQueue,
+    loaded: LoadedModel,
+    folder: str | os.PathLike[str],
+    vectors: VectorStore,
+    *,
+    priority: int = ICON_PRIORITY,
+    progress: bool = True,
+) -> IconRenderer:
+    """Icons through a running render queue (the server's, handed down to
+    :func:`wga.corpus.atlas.build_atlas`): the atlas's directions go into ``vectors`` (the store
+    the queue's renders read), the icons are rendered below a person's own renders and copied
+    from the render cache into the atlas's store ``folder/icons`` — the same ids and bytes as
+    :func:`wga.corpus.atlas.executor_renderer`. Returns each recipe's PNG path relative to
+    ``folder`` (``None`` for one that failed)."""
+
+    def render(recipes: Sequence[Any]) -> list[str | None]:
+        from tqdm.auto import tqdm
+
+        if not recipes:
+            return []
+        vectors.import_from(VectorStore(Path(folder) / VECTORS_DIR))
+        icons = RenderStore(Path(folder) / ICONS_DIR)
+        views = queue.submit_many(list(recipes), loaded.fingerprint, priority)
+        results: list[str | None] = []
+        with tqdm(total=len(views), unit="icon", disable=not progress, desc="icons") as bar:
+            for view in views:
+                final = queue.wait(view["id"], timeout=7 * 24 * 3600.0)
+                done = final["status"] == "done" and icons.adopt(queue.cache, view["id"])
+                results.append(f"{ICONS_DIR}/{view['id']}.png" if done else None)
+                bar.update(1)
+        return results
+
+    return render
 
 
 def options_of(atlas: dict[str, Any]) -> AtlasOptions:

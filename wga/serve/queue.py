@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from wga.errors import InvalidInput, NotFound, Unavailable, WgaError
 from wga.serve.cache import DEFAULT_CACHE_MAX, DEFAULT_GRACE_S, RenderCache
 from wga.serve.jobs import DEFAULT_CLIENT, LIVE, Job, JobStatus, JobTable, RecipeLike
-from wga.serve.scheduler import DEFAULT_MAX_BATCH, BatchBudget, Scheduler
+from wga.serve.scheduler import Scheduler
+from wga.vis.budget import DEFAULT_MAX_BATCH, BatchBudget, detect_devices
 from wga.vis.store import PUBLIC_URL, PngWriter, check_id, render_id
 
 if TYPE_CHECKING:
@@ -123,17 +124,6 @@ class _Worker:
             "busy": not self.idle,
             "batches": self.batches,
         }
-
-
-def detect_devices() -> list[str | None]:
-    """One worker per GPU when there are GPUs, else one CPU worker."""
-    try:
-        import tensorflow as tf  # lazy: the queue's tests and `wga --help` need no TensorFlow
-
-        gpus = tf.config.list_logical_devices("GPU")
-    except Exception:  # no TensorFlow, or it cannot list devices: the CPU still works
-        gpus = []
-    return [gpu.name for gpu in gpus] or ["/CPU:0"]
 
 
 class RenderQueue:
