@@ -43,7 +43,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -62,6 +62,7 @@ DEFAULT_PREFETCH = 2
 # Decoding threads: Pillow scales with cores until memory bandwidth; more only adds contention.
 MAX_WORKERS = 8
 
+ImageSource = str | os.PathLike[str] | bytes | BinaryIO
 EXTERNAL_ID = -1  # the ``ids`` entry of an image fed by feed_one (it is in no corpus)
 
 
@@ -91,9 +92,9 @@ def resized_shape(height: int, width: int, side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def load_resized(source: str | Path | bytes, side: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """The image (a file, or its bytes) as float32 RGB in [0, 1], resized by the rule; and its
-    original size.
+def load_resized(source: ImageSource, side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image (a file, its bytes, or an open binary file) as float32 RGB in [0, 1], resized
+    by the rule; and its original size.
 
     Raises ``OSError``/``ValueError`` (Pillow's) for something that is not a readable image.
     """
@@ -137,7 +138,7 @@ class _Decoded:
     error: str  # "" when decoded
 
 
-def _decode(source: str | Path | bytes, rule: FeedRule) -> _Decoded:
+def _decode(source: ImageSource, rule: FeedRule) -> _Decoded:
     padded = np.zeros((rule.side, rule.side, 3), np.float32)
     try:
         array, size = load_resized(source, rule.side)
@@ -207,14 +208,15 @@ def feed(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def feed_one(source: str | Path | bytes, rule: FeedRule) -> dict[str, np.ndarray]:
-    """One image outside a corpus (a file, or uploaded bytes) as a feed batch of one.
+def feed_one(source: ImageSource, rule: FeedRule) -> dict[str, np.ndarray]:
+    """One image outside a corpus (a file, uploaded bytes, an open binary file) as a feed batch
+    of one.
 
     The same rule and the same dict as :func:`feed` (``ids`` is ``[-1]``): an uploaded artwork
     is compared with the corpus on exactly the probe's input. A file that cannot be decoded gives
     ``ok = [False]`` and its ``error``, as in a corpus pass.
     """
-    source = source if isinstance(source, bytes) else Path(source)
+    source = Path(source) if isinstance(source, str | os.PathLike) else source
     return _batch([EXTERNAL_ID], [_decode(source, rule)])
 
 

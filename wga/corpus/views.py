@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from wga.atomic import atomic_path
-from wga.corpus.feed import FeedRule, feed_one
+from wga.corpus.feed import FeedRule, ImageSource, feed_one
 from wga.errors import NotFound
 
 if TYPE_CHECKING:
@@ -96,7 +96,9 @@ def crop_file(index: ProbeIndex, layer: str, example: Example, cache: Path | Non
     return target
 
 
-def model_input(path: Path, rule: FeedRule) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+def model_input(
+    path: ImageSource, rule: FeedRule
+) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
     """One image as the feed makes it: ``(1, side, side, 3)`` model input, resized and original size.
 
     Exactly :func:`wga.corpus.feed.feed_one` (same resize, same preprocessing, zero pad), so a map
@@ -105,7 +107,7 @@ def model_input(path: Path, rule: FeedRule) -> tuple[np.ndarray, tuple[int, int]
     """
     batch = feed_one(path, rule)
     if not batch["ok"][0]:
-        raise OSError(f"cannot read the artwork {path.name!r}: {batch['error'][0]}")
+        raise OSError(batch["error"][0])
     shape, size = batch["shapes"][0], batch["sizes"][0]
     return batch["images"], (int(shape[0]), int(shape[1])), (int(size[0]), int(size[1]))
 
@@ -181,8 +183,8 @@ def grad_cam(
         return ops.sum(ops.matmul(pooled, dense.kernel[:, unit]) + dense.bias[unit])
 
     _, gradient = value_and_gradient(logit, features)
-    weights = gradient.mean(axis=(1, 2), keepdims=True)
-    cam = np.maximum((weights * features).sum(axis=-1), 0.0)[0]
+    weights = ops.mean(gradient, axis=(1, 2), keepdims=True)
+    cam = ops.convert_to_numpy(ops.relu(ops.sum(weights * features, axis=-1)))[0]
     rows, cols = valid_grid(np.asarray([shape]), features.shape[1:3], rule.side)[0]
     return cam[:rows, :cols]
 
