@@ -122,7 +122,7 @@ def test_same_seed_same_layout_and_atlas_json(hed, index, atlas_dir, atlas, tmp_
 
 def _cached(folder: Path):
     """A renderer that only finds icons already in the folder (fails if one is missing)."""
-    from wga.serve.jobs import render_id
+    from wga.vis.store import render_id
 
     def renderer(recipes):
         paths = []

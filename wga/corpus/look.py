@@ -500,6 +500,7 @@ class Look:
     layers: list[LayerLook]
     probe: str | None = None
     sort: str = "value"
+    seen: list[LayerSeen] = field(default_factory=list, repr=False, compare=False)
 
     def as_dict(self, *, unit_maps: bool = False) -> dict[str, Any]:
         return {
@@ -550,7 +551,8 @@ def look(
     reference = model_reference(loaded)
     looked: list[LayerLook] = []
     all_groups: list[tuple[int, Group]] = []
-    for seen in see(loaded, layers, picture):
+    seen_layers = see(loaded, layers, picture)
+    for seen in seen_layers:
         percentiles = None
         if index is not None and seen.name in index.layer_names():
             percentiles = unit_percentiles(index, seen.name, seen.maxima())
@@ -576,7 +578,8 @@ def look(
             _replace_groups(layer, by_layer.get(position, layer.groups))
             for position, layer in enumerate(looked)
         ]
-    return Look(reference, picture, looked, None if index is None else index.name, sort)
+    probe = None if index is None else index.name
+    return Look(reference, picture, looked, probe, sort, seen_layers)
 
 
 def _with(group: Group, **changes: Any) -> Group:

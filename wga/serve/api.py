@@ -57,12 +57,13 @@ from wga.serve.http import (
 from wga.serve.http import integer as _integer
 from wga.serve.http import prefixed as _prefixed
 from wga.serve.http import reject_unknown as _reject_unknown
-from wga.serve.jobs import check_id
 from wga.serve.loading import ModelLoader
+from wga.serve.looks import LookService
 from wga.serve.probes import ProbeService
 from wga.serve.queue import RenderQueue
 from wga.vis.estimate import layer_estimates
 from wga.vis.recipe import DEFAULT_SIZE, REQUEST_FIELDS, check_recipes, recipes_from_request
+from wga.vis.store import check_id
 from wga.vis.vectors import VectorStore, check_direction
 
 if TYPE_CHECKING:
@@ -341,6 +342,7 @@ def build_service(
     probes = ProbeService(static_dir, service.loader)
     service.routes.update(probes.routes)  # wga.serve.probes
     service.routes.update(AtlasService(service, probes=probes).routes)  # wga.serve.atlases
+    service.routes.update(LookService(static_dir, probes, service.vectors).routes)  # serve.looks
     if preload:  # the default model is ready by the time the page asks for its layers
         service.loader.start(registry.default_name())
     return service
