@@ -115,7 +115,7 @@ def load_resized(source: ImageSource, side: int) -> tuple[np.ndarray, tuple[int,
 def model_array(images01: np.ndarray, mode: Preprocessing) -> np.ndarray:
     """:func:`wga.models.preprocess` in numpy, float32 op for float32 op, so the feed's input is
     bit for bit the one the backend op would give (a test holds the two together)."""
-    from wga.models import CAFFE_BGR_MEAN, TORCH_RGB_MEAN, TORCH_RGB_STD
+    from wga.models.preprocessing import CAFFE_BGR_MEAN, TORCH_RGB_MEAN, TORCH_RGB_STD
 
     images = np.asarray(images01, np.float32)
     if mode == "tf":
