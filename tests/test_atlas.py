@@ -61,7 +61,7 @@ def atlas_dir(registry, hed, index, tmp_path_factory) -> Path:
     args += ["--icon", str(ICON), "--steps", str(STEPS), "--seed", "5"]
     args += ["--per-image", str(PER_IMAGE), "--out", str(out), "--no-progress"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("wga.models._default_registry", registry)
+        patch.setattr("wga.models.registry._default_registry", registry)
         assert cli_main(args) == 0
     return out
 
