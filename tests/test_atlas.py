@@ -237,7 +237,8 @@ def api(registry, hed, index, atlas_dir, tmp_path_factory):
         service = RenderService(registry, queue)
         probes = ProbeService(static, ModelLoader(registry), index.root.parent)
         service.routes.update(probes.routes)
-        service.routes.update(AtlasService(service, atlas_dir.parent, probes=probes).routes)
+        atlases = AtlasService(queue, service.loader, service.vectors, atlas_dir.parent, probes)
+        service.routes.update(atlases.routes)
         yield service
         queue.stop()
 

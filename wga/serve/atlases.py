@@ -50,7 +50,7 @@ from wga.vis.vectors import VectorStore
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
-    from wga.serve.api import RenderService
+    from wga.serve.loading import ModelLoader
     from wga.serve.probes import ProbeService
     from wga.serve.queue import RenderQueue
 
@@ -116,19 +116,22 @@ def options_of(atlas: dict[str, Any]) -> AtlasOptions:
 
 
 class AtlasService:
-    """The atlas endpoints over a folder of atlases and a :class:`RenderService`'s queue."""
+    """The atlas endpoints over a folder of atlases, the server's render queue and model loader,
+    and the vector store its renders read."""
 
     def __init__(
         self,
-        service: RenderService,
+        queue: RenderQueue,
+        loader: ModelLoader,
+        vectors: VectorStore,
         folder: str | os.PathLike[str] | None = None,
-        vectors: VectorStore | None = None,
         probes: ProbeService | None = None,
     ) -> None:
-        self.service = service
+        self.queue = queue
+        self.loader = loader
         self.probes = probes
         self.folder = Path(folder) if folder is not None else atlases_dir()
-        self.vectors = vectors or service.vectors
+        self.vectors = vectors
         self._imported: set[Path] = set()
         self._lock = threading.Lock()
 
@@ -232,7 +235,7 @@ class AtlasService:
 
     def _publish(self, folder: Path, render: str) -> bool:
         """Copy an icon the CLI rendered into the render cache; whether the cache has it now."""
-        return self.service.queue.cache.adopt(RenderStore(folder / ICONS_DIR), render)
+        return self.queue.cache.adopt(RenderStore(folder / ICONS_DIR), render)
 
     def _cell_view(
         self, folder: Path, atlas: dict[str, Any], options: AtlasOptions, cell: dict[str, Any]
@@ -241,7 +244,7 @@ class AtlasService:
         if cell.get("direction"):
             render = self._icon_id(atlas, options, cell["direction"])
             if self._publish(folder, render):
-                url = f"{self.service.queue.public_url}{render}.png"
+                url = f"{self.queue.public_url}{render}.png"
         return {
             "i": cell["i"],
             "j": cell["j"],
@@ -330,8 +333,8 @@ class AtlasService:
                 chosen.append(by_place[key])
         chosen = chosen[:MAX_ICON_CELLS]
         options = options_of(atlas)
-        model = self.service._model_name(atlas["model"])
-        loaded = self.service._loaded(model)
+        model = self.loader.registry_name(atlas["model"])
+        loaded = self.loader.available(model)
         if loaded.fingerprint != atlas["model_fingerprint"]:
             raise InvalidInput(
                 f"atlas {name!r} was made with other weights of {model!r} than the server has: "
@@ -341,9 +344,7 @@ class AtlasService:
         for recipe in recipes:
             self._publish(folder, render_id(recipe, loaded.fingerprint))
         views = (
-            self.service.queue.submit_many(
-                recipes, loaded.fingerprint, priority, client_key(request)
-            )
+            self.queue.submit_many(recipes, loaded.fingerprint, priority, client_key(request))
             if recipes
             else []
         )
