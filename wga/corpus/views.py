@@ -152,10 +152,10 @@ def grad_cam(
 ) -> np.ndarray:
     """Grad-CAM of a class unit over one artwork: ReLU(Σ_c mean(∂logit/∂A_c) · A_c) on the grid of
     the last spatial layer before ``layer``, restricted to the image's valid region."""
-    import keras
     import tensorflow as tf
 
     from wga.corpus.feed import valid_grid
+    from wga.models.surgery import cut
 
     index.check_unit(layer, unit)
     model = loaded.model
@@ -165,7 +165,7 @@ def grad_cam(
         raise NotFound(f"layer {layer!r} has no spatial layer before it for Grad-CAM")
     last, dense = spatial[-1], model.get_layer(layer)
     # The logit is the Dense layer's affine part (its softmax, if any, is left out).
-    both = keras.Model(model.inputs[0], [last.output, dense.input])
+    both = cut(model, [last.output, dense.input])
     rule = FeedRule(index.side, index.description["feed"]["preprocessing"])
     batch, shape, _ = model_input(image_path(index, image_id), rule)
     with tf.GradientTape() as tape:
