@@ -63,13 +63,20 @@ FOLDABLE_CONVOLUTIONS = (
 # -- cutting ---------------------------------------------------------------------------------------
 
 
-def cut(model: keras.Model, outputs: str | Sequence[str | Any]) -> keras.Model:
-    """``model`` from its input to the output of layer ``outputs`` (a name), or to several
-    values (layer names or symbolic tensors of ``model``); the weights are shared."""
-    if isinstance(outputs, str):
-        return keras.Model(model.inputs[0], model.get_layer(outputs).output)
-    values = [model.get_layer(o).output if isinstance(o, str) else o for o in outputs]
-    return keras.Model(model.inputs[0], values)
+def cut(
+    model: keras.Model, outputs: str | Any | Sequence[str | Any], *, start: Any = None
+) -> keras.Model:
+    """``model`` from its input (or the symbolic tensor ``start`` inside it) to the output of
+    layer ``outputs`` (a name) or to a symbolic tensor of ``model``; a list of them gives a
+    model with several outputs. The weights are shared."""
+
+    def value(o: str | Any) -> Any:
+        return model.get_layer(o).output if isinstance(o, str) else o
+
+    inputs = model.inputs[0] if start is None else start
+    if isinstance(outputs, str) or not isinstance(outputs, Sequence):
+        return keras.Model(inputs, value(outputs))
+    return keras.Model(inputs, [value(o) for o in outputs])
 
 
 def layer_model(loaded: LoadedModel, layer: str) -> tuple[keras.Model, int | None]:
