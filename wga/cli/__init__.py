@@ -30,6 +30,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "wga.cli.probe_cmd",
     "wga.cli.examples_cmd",
     "wga.cli.atlas_cmd",
+    "wga.cli.look_cmd",
+    "wga.cli.similar_cmd",
 )
 
 

@@ -49,6 +49,7 @@ IMAGES_NAME = "images.json"
 STATE_NAME = "state.npz"
 STATS_NAME = "stats.npz"
 MAXIMA_DIR = "maxima"
+STYLE_DIR = "style"
 CACHE_DIR = "cache"
 INDEX_VERSION = 1
 
@@ -455,6 +456,17 @@ class ProbeIndex:
     def maxima(self, layer: str) -> np.ndarray:
         """The N × C float16 matrix of per-image maxima (memory-mapped, read-only)."""
         return np.load(self.root / MAXIMA_DIR / f"{self.layer_index(layer)}.npy", mmap_mode="r")
+
+    def style(self, layer: str) -> np.ndarray:
+        """The N × 2C float16 matrix of per-image style statistics (per channel mean, then
+        standard deviation, of the layer's output over the kept positions; memory-mapped)."""
+        path = self.root / STYLE_DIR / f"{self.layer_index(layer)}.npy"
+        if not path.exists():
+            raise NotFound(
+                f"probe {self.name!r} has no style statistics for {layer!r} (it was made before "
+                "the probe recorded them): probe again into a new --out to compare by style"
+            )
+        return np.load(path, mmap_mode="r")
 
     def field(self, layer: str) -> Field:
         return Field.from_dict(self.layer(layer)["field"])

@@ -59,6 +59,7 @@ from wga.serve.http import prefixed as _prefixed
 from wga.serve.http import reject_unknown as _reject_unknown
 from wga.serve.jobs import check_id
 from wga.serve.loading import ModelLoader
+from wga.serve.looks import LookService
 from wga.serve.probes import ProbeService
 from wga.serve.queue import RenderQueue
 from wga.vis.estimate import layer_estimates
@@ -341,6 +342,7 @@ def build_service(
     probes = ProbeService(cache_dir, service.loader)
     service.routes.update(probes.routes)  # wga.serve.probes
     service.routes.update(AtlasService(service, probes=probes).routes)  # wga.serve.atlases
+    service.routes.update(LookService(static_dir, probes, service.vectors).routes)  # serve.looks
     if preload:  # the default model is ready by the time the page asks for its layers
         service.loader.start(registry.default_name())
     return service

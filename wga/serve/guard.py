@@ -16,7 +16,9 @@ of its handlers (the notebook's endpoints, ``/public/`` static files, the 404 ca
    403 with a wrong one;
 5. for POST and DELETE bodies: ``application/json`` only (415; browsers send ``text/plain``
    cross-origin without a pre-flight), at most :data:`MAX_BODY_BYTES` (413), UTF-8, not nested
-   absurdly deep, no giant integers, valid JSON (400) — all before the kernel sees it;
+   absurdly deep, no giant integers, valid JSON (400) — all before the kernel sees it; except
+   ``POST /api/looks``, whose body is an image (``image/jpeg|png|webp``, at most 20 MB), handed
+   on as JSON (base64) for the kernel to check;
 6. tags API requests with the peer address (``X-Wga-Peer``), for fairness between clients.
 
 ``/public/`` joins two folders: the explorer page (read-only package data) and the server's
@@ -28,6 +30,7 @@ request log never shows a token.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
@@ -44,6 +47,7 @@ from wga.errors import InvalidInput
 from wga.paths import PUBLIC_CACHE_FOLDERS, RENDERS_FOLDER
 from wga.serve.cache import mark_used
 from wga.serve.http import MAX_BODY_BYTES, PEER_HEADER, TOKEN_ENV, parse_json_text
+from wga.serve.uploads import MAX_UPLOAD_BYTES, TYPES
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,8 @@ STATE_ROUTE = r"/public/renders/(_status|[0-9a-f]{24})\.json"  # the fast path o
 CACHE_ROUTE = r"/public/((?:{})/.*)".format("|".join(PUBLIC_CACHE_FOLDERS))  # the cache's files
 _PAGE_ASSET = re.compile(r"^[\w./-]+\.(html|css|js)$")  # the page itself: public
 _TOKEN_QUERY = re.compile(r"([?&]token=)[^&]*")
+UPLOAD_PATH = "/api/looks"  # its body is an image (POST /api/looks), not JSON
+UPLOAD_TYPES = tuple(TYPES)
 
 
 def _hostname(host_header: str) -> str:
@@ -184,6 +190,8 @@ class GuardMixin:
 
     def _body_problem(self) -> tuple[int, str] | None:
         request = self.request  # type: ignore[attr-defined]
+        if request.method == "POST" and request.path == UPLOAD_PATH:
+            return self._upload_problem()
         if request.method not in ("POST", "PUT", "PATCH", "DELETE") or not request.body:
             return None
         if len(request.body) > MAX_BODY_BYTES:
@@ -200,6 +208,24 @@ class GuardMixin:
             return 400, "the request body is not valid UTF-8; send JSON text in UTF-8"
         except InvalidInput as error:
             return 400, str(error)
+        return None
+
+    def _upload_problem(self) -> tuple[int, str] | None:
+        """``POST /api/looks`` takes an image, not JSON: at most 20 MB of a declared image type,
+        handed on to the kernel as JSON text (the bytes in base64) — the gateway passes only
+        text to the kernel. The kernel checks the image itself (:mod:`wga.serve.uploads`)."""
+        request = self.request  # type: ignore[attr-defined]
+        if len(request.body) > MAX_UPLOAD_BYTES:
+            return 413, f"the image is larger than {MAX_UPLOAD_BYTES // 2**20} MB"
+        kind = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if kind not in UPLOAD_TYPES:
+            return 415, (
+                f"send the image itself as the body with Content-Type: {', '.join(UPLOAD_TYPES)} "
+                f"(got {kind[:60] or 'no Content-Type'})"
+            )
+        data = base64.b64encode(request.body).decode("ascii")
+        request.body = json.dumps({"content_type": kind, "data": data}).encode("ascii")
+        request.headers["Content-Type"] = "application/json"
         return None
 
 

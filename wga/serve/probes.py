@@ -183,6 +183,25 @@ class ProbeService:
         document["images"] = index.description["images"]
         return Response(200, document)
 
+    def image_url(self, index: ProbeIndex, image: int) -> str:
+        """The URL of the whole artwork's thumbnail (made on first request); OSError/WgaError
+        when the artwork is gone from the corpus."""
+        cache, url = self._cache(index)
+        return url + thumbnail_file(index, image, cache).relative_to(cache).as_posix()
+
+    def with_images(self, index: ProbeIndex, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``entries`` (each with the artwork's ``id``) with their ``image_url`` added, the
+        thumbnails cut in parallel; ``None`` and ``missing`` for an artwork no longer there."""
+
+        def decorate(entry: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return {**entry, "image_url": self.image_url(index, int(entry["id"]))}
+            except (OSError, WgaError) as error:
+                return {**entry, "image_url": None, "missing": str(error)}
+
+        with ThreadPoolExecutor(IMAGE_WORKERS) as pool:
+            return list(pool.map(decorate, entries))
+
     def artwork(
         self, index: ProbeIndex, layer: str, image: int, grid: tuple[int, int]
     ) -> dict[str, Any]:
