@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,12 @@ def test_the_backend_notebook_is_normalised_every_cell_has_a_unique_id():
     nbformat.validate(nbformat.reads(text, as_version=4))  # no MissingIDFieldWarning
 
 
-def test_user_cache_follows_xdg(monkeypatch, tmp_path):
+def test_user_cache_follows_xdg_and_takes_numbas_compiled_code(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert paths.user_cache_dir() == tmp_path / "xdg" / "wga"
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    paths.keep_compiled_code_out_of_packages()
+    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "xdg" / "wga" / "numba")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/mine")
+    paths.keep_compiled_code_out_of_packages()
+    assert os.environ["NUMBA_CACHE_DIR"] == "/mine"

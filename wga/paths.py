@@ -16,7 +16,8 @@ cache     ``WGA_CACHE_DIR``    ``cache/``: the render cache (``renders/``), the 
 ========  ===================  ==============================================================
 
 What belongs to no project goes to the user's cache folder (:func:`user_cache_dir`,
-``platformdirs``: ``~/.cache/wga``, or under ``$XDG_CACHE_HOME``). Nothing is ever written
+``platformdirs``: ``~/.cache/wga``, or under ``$XDG_CACHE_HOME``): numba's compiled functions
+(UMAP's, for atlas layouts). Nothing is ever written
 inside the installed package, which carries only read-only resources: the explorer page and
 the backend notebook.
 
@@ -40,6 +41,7 @@ PROBES_ENV = "WGA_PROBES_DIR"
 ATLASES_ENV = "WGA_ATLASES_DIR"
 CACHE_ENV = "WGA_CACHE_DIR"
 VECTORS_ENV = "WGA_VECTORS_DIR"
+NUMBA_CACHE_ENV = "NUMBA_CACHE_DIR"
 RENDERS_FOLDER = "renders"  # under the cache folder; served at /public/renders/
 PROBE_IMAGES_FOLDER = "probes"  # under the cache folder; served at /public/probes/
 # The cache's subfolders the server publishes under /public/ (beside the page's own files).
@@ -92,6 +94,13 @@ def user_cache_dir() -> Path:
     """The user's own cache folder for wga (``~/.cache/wga`` on Linux, or under
     ``$XDG_CACHE_HOME``): for what no project owns."""
     return platformdirs.user_cache_path(APP_NAME)
+
+
+def keep_compiled_code_out_of_packages() -> None:
+    """numba (under UMAP) caches the functions it compiles beside their source, inside
+    site-packages, unless told otherwise: send them to the user's cache instead (an explicit
+    ``NUMBA_CACHE_DIR`` wins). Call it before numba is first imported."""
+    os.environ.setdefault(NUMBA_CACHE_ENV, str(user_cache_dir() / "numba"))
 
 
 @dataclass(frozen=True)

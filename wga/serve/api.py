@@ -342,7 +342,7 @@ def build_service(
     probes = ProbeService(cache_dir, service.loader)
     service.routes.update(probes.routes)  # wga.serve.probes
     service.routes.update(AtlasService(service, probes=probes).routes)  # wga.serve.atlases
-    service.routes.update(LookService(static_dir, probes, service.vectors).routes)  # serve.looks
+    service.routes.update(LookService(cache_dir, probes, service.vectors).routes)  # serve.looks
     if preload:  # the default model is ready by the time the page asks for its layers
         service.loader.start(registry.default_name())
     return service
