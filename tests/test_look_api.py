@@ -72,12 +72,12 @@ def setup(registry, hed, tmp_path_factory):
             writer.writerow([f"images/{index}.png", "ok", "PAINTER, Anna", kind, "1500", page])
     probes = base / "probes"
     run_probe(hed, open_corpus(corpus), LAYERS, probes / "hed-art", k=3, progress=False)
-    cache = base / "cache"
-    queue = RenderQueue(cache / "renders", registry.load, devices=["/CPU:0"])
+    static = base / "static"
+    queue = RenderQueue(static / "renders", registry.load, devices=["/CPU:0"])
     service = RenderService(registry, queue)
-    probe_service = ProbeService(cache, ModelLoader(registry), probes)
+    probe_service = ProbeService(static, ModelLoader(registry), probes)
     service.routes.update(probe_service.routes)
-    service.routes.update(LookService(cache, probe_service, service.vectors).routes)
+    service.routes.update(LookService(static, probe_service, service.vectors).routes)
     return service, static, probe_service.index("hed-art"), corpus
 
 
