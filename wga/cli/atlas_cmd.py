@@ -45,14 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-whiten", action="store_true", help="optimise the raw mean, not the whitened one"
     )
     parser.add_argument("--model", help="the probe's model (default: the one the index names)")
-    add_cluster_options(parser, "render the icons")
+    add_cluster_options(parser, "sample and render the icons")
     parser.add_argument("--out", required=True, type=Path, help="atlas folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from wga.corpus.atlas import AtlasOptions, build_atlas, executor_renderer
+    from wga.corpus.atlas import AtlasOptions, build_atlas
     from wga.corpus.index import ProbeIndex
     from wga.executors import open_executor
     from wga.models import default_registry
@@ -78,11 +78,14 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.closing(executor):
         quiet_keras()
         loaded = default_registry().load(args.model or index.description["model"])
-        renderer = executor_renderer(
-            executor, loaded, args.out, workers=args.workers, progress=not args.no_progress
-        )
         document = build_atlas(
-            index, loaded, options, args.out, renderer=renderer, progress=not args.no_progress
+            index,
+            loaded,
+            options,
+            args.out,
+            executor=executor,
+            workers=args.workers,
+            progress=not args.no_progress,
         )
     icons = sum(1 for cell in document["cells"] if cell["icon"])
     print(

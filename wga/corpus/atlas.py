@@ -285,15 +285,17 @@ def build_atlas(
     out: str | os.PathLike[str],
     *,
     renderer: IconRenderer | None = None,
+    executor: Executor | None = None,
+    workers: int | None = None,
     progress: bool = True,
     timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Build (or finish) the atlas in ``out``; returns the ``atlas.json`` document.
 
-    ``renderer`` renders icon recipes (default: :func:`executor_renderer` in this process, into
-    ``out/icons``; the server hands down its render queue instead,
-    :func:`wga.serve.atlases.queue_renderer`).
-    ``timings`` (if given) receives the seconds spent sampling, laying out and rendering.
+    The sampling pass runs on ``executor`` (default: this process; ``workers``: how many on Ray);
+    ``renderer`` renders the icon recipes (default: :func:`executor_renderer` on the same
+    executor, into ``out/icons``; the server hands down its render queue instead,
+    :func:`wga.serve.atlases.queue_renderer`). ``timings`` (if given) receives the seconds spent sampling, laying out and rendering.
     """
     index = index if isinstance(index, ProbeIndex) else ProbeIndex.open(index)
     if index.description.get("model_fingerprint") not in (None, loaded.fingerprint):
@@ -312,6 +314,8 @@ def build_atlas(
         per_image=options.per_image,
         cap=options.cap,
         seed=options.seed,
+        executor=executor,
+        workers=workers,
         progress=progress,
     )
     clock["sampling"] = time.perf_counter() - started
@@ -326,7 +330,8 @@ def build_atlas(
     if renderer is None:
         from wga.executors.local import LocalExecutor
 
-        renderer = executor_renderer(LocalExecutor(), loaded, folder, progress=progress)
+        executor = executor or LocalExecutor()
+        renderer = executor_renderer(executor, loaded, folder, workers=workers, progress=progress)
     icons = _icons(renderer, model_reference(loaded), options, directions[options.grid])
     clock["icons"] = time.perf_counter() - started
     files = [image["file"] for image in index.images()]

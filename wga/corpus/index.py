@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -41,7 +41,6 @@ from wga.errors import InvalidInput, NotFound, closest_names
 from wga.models import model_reference
 
 if TYPE_CHECKING:
-    from wga.corpus.probe import ProbeLayer
     from wga.models import LoadedModel
 
 DESCRIPTION_NAME = "probe.json"
@@ -57,6 +56,35 @@ HISTOGRAM_BINS = 64
 QUANTILES = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0)
 STATS_BLOCK_UNITS = 256  # columns of the maxima matrix read at once when computing statistics
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+ValueKind = Literal["pre-activation", "logits", "output"]
+
+
+@dataclass(frozen=True)
+class ProbeLayer:
+    """A probed layer as the index describes it (``probe.json``): what its recorded values are
+    (:mod:`wga.corpus.probe` decides) and whether it has negatives."""
+
+    name: str
+    units: int
+    kind: str  # LayerInfo.kind
+    values: ValueKind
+    grid: tuple[int, int]  # feature map (H, W) for a side × side input; (1, 1) without positions
+
+    @property
+    def bottom(self) -> bool:
+        return self.values != "output"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "units": self.units,
+            "kind": self.kind,
+            "values": self.values,
+            "bottom": self.bottom,
+            "grid": list(self.grid),
+        }
 
 
 def _sign_arrays(prefix: str, top: TopK) -> dict[str, np.ndarray]:
