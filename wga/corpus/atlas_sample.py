@@ -150,15 +150,10 @@ class SampleWorker:
         model = (loaded or default_registry().load(job.model)).model
         self.forward = compile_inference(cut(model, job.layer), lambda maps: maps)
 
-    def __call__(self, columns: dict[str, list[Any]]) -> list[dict[str, np.ndarray]]:
-        """Per chunk: ``vectors`` (n, C) float16 and ``picks`` (n, 5) int32 — image id, grid
-        y, grid x, and the image's original height and width — and ``images`` fed."""
-        return [
-            self._chunk({key: np.asarray(values[i]) for key, values in columns.items()})
-            for i in range(len(columns["ids"]))
-        ]
-
-    def _chunk(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        """One chunk's ``vectors`` (n, C) float16 and ``picks`` (n, 5) int32 — image id, grid
+        y, grid x, and the image's original height and width — and the ``images`` fed."""
+        batch = {key: np.asarray(value) for key, value in batch.items()}
         job = self.job
         acts = self.forward(batch["images"])
         valid = valid_grid(batch["shapes"], acts.shape[1:3], job.side)
@@ -198,13 +193,10 @@ def _sample_pass(
     spec = WorkerSpec(SampleWorker, (job,), gpu=True, here=SampleWorker(job, loaded))
     vectors, picks = [], []
     with tqdm(total=len(ids), unit="img", disable=label is None, desc=f"sample {label}") as bar:
-        for results in executor.map_batches(
-            rows, ChunkFeed(root, rule), spec, batch_size=1, workers=workers
-        ):
-            for result in results:
-                vectors.append(result["vectors"])
-                picks.append(result["picks"])
-                bar.update(int(result["images"]))
+        for result in executor.map_batches(rows, ChunkFeed(root, rule), spec, workers=workers):
+            vectors.append(result["vectors"])
+            picks.append(result["picks"])
+            bar.update(int(result["images"]))
     if not vectors:
         return np.empty((0, 0), "float16"), np.empty((0, 5), "int32")
     stacked, chosen = np.concatenate(vectors), np.concatenate(picks)

@@ -3,8 +3,8 @@
 Shape (the middle part runs on any :mod:`wga.executors` executor: this process, or Ray Data)::
 
     driver:   IndexWriter (resume?) → todo chunks → executor → Partial … → merge → checkpoint → finish
-    executor: for each chunk: ChunkFeed (wga.corpus.feed) → ProbeWorker: Prober (model + on-device
-              reduction) → batch_partial (wga.corpus.topk) → Partial
+    executor: for each chunk: ChunkFeed (wga.corpus.feed) → Prober (model + on-device reduction)
+              → batch_partial (wga.corpus.topk) → Partial
 
 * :class:`Prober` is what a worker holds: the model truncated to a multi-output model of the
   chosen layers (several layers in one pass), and a compiled step that reduces each output on
@@ -14,8 +14,8 @@ Shape (the middle part runs on any :mod:`wga.executors` executor: this process, 
 * :class:`ProbeJob` is a picklable description a remote worker rebuilds a :class:`Prober` from;
   in this process the worker holds the driver's own prober (:attr:`WorkerSpec.here`).
 * Each chunk of image ids is one row of the executor's dataset pass
-  (:meth:`~wga.executors.Executor.map_batches`, one chunk a batch): one chunk is one batch
-  everywhere, so every image meets the same batch and the index is the same bit for bit.
+  (:meth:`~wga.executors.Executor.map_batches`): one chunk is one batch everywhere, so every
+  image meets the same batch and the index is the same bit for bit.
 * :func:`run_probe` is the driver: it only merges (:func:`wga.corpus.topk.merge`) and writes
   (:class:`wga.corpus.index.IndexWriter`), alone and atomically, so every executor yields the
   same index and workers need no shared disk.
@@ -228,22 +228,6 @@ class ProbeJob:
         return Prober(default_registry().load(self.model), self.layers, self.k)
 
 
-class ProbeWorker:
-    """An executor's probe worker: a :class:`Prober` (the job's, built once where the worker
-    runs; or the driver's own, in this process); each chunk's feed batch → its Partial."""
-
-    def __init__(self, job: ProbeJob, prober: Prober | None = None) -> None:
-        self.prober = prober if prober is not None else job.prober()
-
-    def __call__(self, columns: dict[str, list[Any]]) -> list[Partial]:
-        """Each row of ``columns`` is one chunk's feed batch; their Partials, in order."""
-        count = len(columns["ids"])
-        return [
-            self.prober({key: np.asarray(values[i]) for key, values in columns.items()})
-            for i in range(count)
-        ]
-
-
 def probe_chunks(
     executor: Executor,
     job: ProbeJob,
@@ -254,13 +238,9 @@ def probe_chunks(
 ) -> Iterator[Partial]:
     """The Partial of every chunk (any order) on ``executor``; ``prober``: the driver's, for
     an in-process executor to use rather than build another."""
-    here = ProbeWorker(job, prober) if prober is not None else None
-    spec = WorkerSpec(ProbeWorker, (job,), gpu=True, here=here)
+    spec = WorkerSpec(ProbeJob.prober, (job,), gpu=True, here=prober)
     feed = ChunkFeed(job.corpus, job.rule)
-    for partials in executor.map_batches(
-        chunk_rows(chunks), feed, spec, batch_size=1, workers=workers
-    ):
-        yield from partials
+    yield from executor.map_batches(chunk_rows(chunks), feed, spec, workers=workers)
 
 
 def run_probe(

@@ -58,6 +58,7 @@ class Loaded(Protocol):
     def layer(self, name: str) -> LayerInfo: ...
     def spatial_model(self) -> keras.Model | None: ...
 
+
 ReluFactory = Callable[[str], Any]
 """Builds the layer that replaces a ReLU, given the original layer's name (a callable layer)."""
 
