@@ -29,7 +29,7 @@ def call(service: RenderService, route: str, body=None, path=None, raw: str | No
 @pytest.fixture(scope="module")
 def queue(registry, tmp_path_factory):
     queue = RenderQueue(
-        tmp_path_factory.mktemp("static") / "renders",
+        tmp_path_factory.mktemp("cache") / "renders",
         registry.load,
         devices=["/CPU:0"],
         snapshot_interval_s=0.05,
