@@ -137,7 +137,7 @@ class RenderService:
             names = loaded.class_names
             if info.kind == "class" and names and len(names) == info.units:
                 entry["classes"] = list(names)
-            seconds = layer_estimates(name, info.name)  # measured here; absent before a step
+            seconds = layer_estimates(name, info.name, self.queue.clock)  # None before a step
             if seconds is not None:
                 entry["seconds"] = seconds
             layers.append(entry)
@@ -269,7 +269,13 @@ class RenderService:
         return Response(200, self.queue.cancel(request["path"].get("id", "")))
 
     def _status_extra(self) -> dict[str, Any]:
-        return {"models_loaded": self.loader.loaded(), "version": wga.__version__}
+        from wga.vis.backends import backend_name
+
+        return {
+            "models_loaded": self.loader.loaded(),
+            "version": wga.__version__,
+            "backend": backend_name(),
+        }
 
     def status(self, request: dict[str, Any]) -> Response:
         return Response(200, {**self.queue.status(), **self._status_extra()})

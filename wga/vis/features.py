@@ -20,7 +20,6 @@ the step resizes the image to the native input (:attr:`FeatureGraph.fixed_size`)
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable
@@ -45,11 +44,6 @@ class FeatureGraph:
     model: keras.Model
     layer: LayerInfo
     fixed_size: int | None  # the input side the model insists on; None = any size
-
-
-def fold_batchnorm_enabled() -> bool:
-    """Folding is on unless ``WGA_FOLD_BN=0`` (benchmarks compare both in one run)."""
-    return os.environ.get("WGA_FOLD_BN", "1") != "0"
 
 
 def redirected_relu(name: str) -> RedirectedReLU:
@@ -109,8 +103,7 @@ class ModelScopedCache:
 _graphs = ModelScopedCache()
 
 
-def feature_graph(loaded: LoadedModel, layer: str, fold: bool | None = None) -> FeatureGraph:
-    """The (cached) truncated, re-wired model for ``layer`` of ``loaded``; ``fold`` (default:
-    :func:`fold_batchnorm_enabled`) folds BatchNormalization into the convolutions before it."""
-    fold = fold_batchnorm_enabled() if fold is None else fold
+def feature_graph(loaded: LoadedModel, layer: str, fold: bool = True) -> FeatureGraph:
+    """The (cached) truncated, re-wired model for ``layer`` of ``loaded``; ``fold`` folds
+    BatchNormalization into the convolutions before it (the engine's ``fold_batchnorm`` switch)."""
     return _graphs.get(loaded, (layer, fold), lambda: _build(loaded, layer, fold))
