@@ -378,3 +378,69 @@ def test_look_and_similar_cli_errors_name_the_problem(index, tmp_path, capsys):
     assert "block3_conv3" in capsys.readouterr().err
     assert main([*base, "--layer", "block3_conv3", "--by", "style"]) == 2
     assert "no style statistics" in capsys.readouterr().err
+
+
+# -- content, not frames -------------------------------------------------------------------------
+
+
+def test_border_margin_zero_keeps_every_valid_position_and_one_keeps_whole_fields(hed):
+    from wga.corpus.receptive import border_mask, inside_share, receptive_field
+
+    field = receptive_field(hed.model, "block4_conv1", 224)
+    shapes = np.array([[224, 224], [150, 224], [224, 97], [0, 0]])
+    valid = valid_grid(shapes, (28, 28), 224)
+    none = border_mask(field, shapes, (28, 28), 224, 0.0)
+    for mask, (rows, cols) in zip(none, valid, strict=True):
+        expected = np.zeros((28, 28), bool)
+        expected[:rows, :cols] = True
+        np.testing.assert_array_equal(mask, expected)
+    whole = border_mask(field, shapes, (28, 28), 224, 1.0)
+    for mask, (height, width) in zip(whole[:3], shapes[:3], strict=True):
+        ys, xs = np.nonzero(mask)
+        assert len(ys)
+        assert inside_share(field, np.array([height]), 28, 0)[0, ys].min() >= 1 - 1e-6
+        assert inside_share(field, np.array([width]), 28, 1)[0, xs].min() >= 1 - 1e-6
+    assert not whole[3].any()  # an unreadable image keeps nothing
+
+
+def test_border_margin_treats_all_four_sides_alike(hed):
+    """The feed pads only the bottom and the right, but the margin is measured from the picture's
+    own edges: the band dropped at the top equals the band dropped at the bottom."""
+    from wga.corpus.receptive import border_mask, receptive_field
+
+    field = receptive_field(hed.model, "block4_conv1", 224)
+    square = border_mask(field, np.array([[224, 224]]), (28, 28), 224, 0.5)[0]
+    np.testing.assert_array_equal(square, square[::-1, ::-1])
+    for height in (150, 131, 97):
+        mask = border_mask(field, np.array([[height, 224]]), (28, 28), 224, 0.5)[0]
+        rows = np.nonzero(mask.any(axis=1))[0]
+        centres = field.start[0] + rows * field.jump[0]
+        top, bottom = centres[0] - (-0.5), (height - 0.5) - centres[-1]
+        assert abs(top - bottom) <= field.jump[0]  # within one step of the grid
+        assert top >= 0.5 * field.size[0] / 2 - 1e-6  # the margin: half the half-field inside
+
+
+def test_a_field_wider_than_the_picture_keeps_its_most_central_positions(hed):
+    from wga.corpus.receptive import border_mask, receptive_field
+
+    field = receptive_field(hed.model, "block5_conv3", 224)
+    assert field.size[0] > 150
+    mask = border_mask(field, np.array([[60, 224]]), (14, 14), 224, 1.0)[0]
+    assert mask.any() and mask.any(axis=1).sum() >= 1
+
+
+def test_look_with_a_margin_reports_only_kept_positions(hed, index):
+    from wga.corpus.receptive import border_mask
+
+    picture = picture_from_index(index, 5)
+    result = look(hed, picture, ["block3_conv3"], top=30, groups=0, margin=0.5)
+    assert result.margin == 0.5
+    field = index.field("block3_conv3")
+    (layer,) = result.layers
+    mask = border_mask(field, np.asarray([picture.shape]), layer.grid, index.side, 0.5)[0]
+    for unit in result.layers[0].units:
+        assert mask[unit.grid]
+    (seen,) = see(hed, ["block3_conv3"], picture, margin=0.5)
+    values = np.where(seen.kept[..., None], seen.values, -np.inf)
+    for unit in result.layers[0].units:
+        assert unit.value == pytest.approx(float(values[..., unit.unit].max()))
