@@ -58,7 +58,7 @@ def atlas_dir(registry, hed, index, tmp_path_factory) -> Path:
     args += ["--icon", str(ICON), "--steps", str(STEPS), "--seed", "5"]
     args += ["--per-image", str(PER_IMAGE), "--out", str(out), "--no-progress"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("wga.models._default_registry", registry)
+        patch.setattr("wga.models.registry._default_registry", registry)
         assert cli_main(args) == 0
     return out
 
@@ -122,7 +122,7 @@ def test_same_seed_same_layout_and_atlas_json(hed, index, atlas_dir, atlas, tmp_
 
 def _cached(folder: Path):
     """A renderer that only finds icons already in the folder (fails if one is missing)."""
-    from wga.serve.jobs import render_id
+    from wga.vis.store import render_id
 
     def renderer(recipes):
         paths = []

@@ -62,9 +62,9 @@ def hed_index(hed, download_corpus, tmp_path_factory) -> ProbeIndex:
 
 
 def _brute_force(hed, corpus, layer: str, k: int, largest: bool):
-    """Each image alone, through plain Keras/TF ops, then a numpy sort (ties by image id)."""
+    """Each image alone, through plain Keras ops, then a numpy sort (ties by image id)."""
     import keras
-    import tensorflow as tf
+    from keras import ops
 
     from wga.corpus.views import model_input
 
@@ -78,9 +78,10 @@ def _brute_force(hed, corpus, layer: str, k: int, largest: bool):
         if layer == "block1_conv2":
             first = keras.Model(hed.model.input, hed.model.get_layer("block1_conv1").output)(batch)
             kernel, bias = hed.model.get_layer("block1_conv2").get_weights()
-            out = (tf.nn.conv2d(first, kernel, 1, "SAME") + bias).numpy()[0]
+            out = ops.convert_to_numpy(ops.conv(first, kernel, 1, "same") + bias)[0]
         else:
-            out = keras.Model(hed.model.input, hed.model.get_layer(layer).output)(batch).numpy()[0]
+            model = keras.Model(hed.model.input, hed.model.get_layer(layer).output)
+            out = ops.convert_to_numpy(model(batch))[0]
         rows, cols = valid_grid(np.asarray([shape]), out.shape[:2], 224)[0]
         per_image[image.id] = out[:rows, :cols]
     results = []
@@ -333,13 +334,13 @@ def test_feed_keeps_aspect_longer_side_and_marks_failures(download_corpus):
     corpus = open_corpus(download_corpus)
     assert corpus.kind == "download"
     batch = next(iter(feed(corpus, FeedRule(64, "tf"), np.arange(len(corpus)), len(corpus))))
-    shapes, sizes, ok = batch["shapes"].numpy(), batch["sizes"].numpy(), batch["ok"].numpy()
+    shapes, sizes, ok = batch["shapes"], batch["sizes"], batch["ok"]
     assert ok.sum() == len(corpus) - 1
     for shape, size, good in zip(shapes, sizes, ok, strict=True):
         if good:
             assert shape.max() == 64
             assert abs(shape[0] / shape[1] - size[0] / size[1]) < 0.05
-    images = batch["images"].numpy()
+    images = batch["images"]
     first = int(np.argmax(ok))
     rows, cols = shapes[first]
     assert (images[first, rows:] == 0).all() and (images[first, :, cols:] == 0).all()

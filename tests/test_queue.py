@@ -22,8 +22,9 @@ from PIL.PngImagePlugin import PngInfo
 
 from wga.errors import NotFound, Unavailable
 from wga.serve.cache import mark_used
-from wga.serve.jobs import ID_PATTERN, LIVE
-from wga.serve.queue import AlreadyFinished, RenderQueue, TooManyRequests, check_id, render_id
+from wga.serve.jobs import LIVE
+from wga.serve.queue import AlreadyFinished, RenderQueue, TooManyRequests
+from wga.vis.store import ID_PATTERN, check_id, render_id
 
 FINGERPRINT = "0123456789abcdef"
 

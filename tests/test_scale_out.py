@@ -35,10 +35,10 @@ from wga.executors import RAY_EXTRA_MESSAGE
 from wga.executors.local import LocalExecutor
 from wga.executors.ray_cluster import ACTOR_PREFIX, RayExecutor
 from wga.serve.cache import RenderCache
-from wga.serve.jobs import render_id
 from wga.vis.bulk import bulk_render, layer_recipes
 from wga.vis.png import read_png_metadata
 from wga.vis.recipe import recipe_file_name
+from wga.vis.store import RenderStore, render_id
 from wga.vis.vectors import VectorStore
 
 LAYER = "block2_conv1"
@@ -65,7 +65,7 @@ def local_pngs(hed, recipes, tmp_path_factory):
     """The reference: the same recipes rendered in this process."""
     out = tmp_path_factory.mktemp("local")
     result = bulk_render(
-        LocalExecutor(), hed, recipes, out, file_name=_file_name, cache_dir=None, batch=BATCH
+        LocalExecutor(), hed, recipes, out, file_name=_file_name, store=None, batch=BATCH
     )
     assert result.rendered == len(UNITS)
     return _bytes(out)
@@ -139,7 +139,13 @@ def test_bulk_render_on_ray_survives_a_killed_worker_and_writes_the_local_bytes(
     # resumable: a rerun renders nothing; a lost file is copied back from the cache
     (out / _file_name(recipes[0])).unlink()
     result = bulk_render(
-        LocalExecutor(), hed, recipes, out, file_name=_file_name, cache_dir=cache, batch=BATCH
+        LocalExecutor(),
+        hed,
+        recipes,
+        out,
+        file_name=_file_name,
+        store=RenderStore(cache),
+        batch=BATCH,
     )
     assert (result.rendered, result.skipped, result.from_cache) == (0, len(UNITS) - 1, 1)
     assert _bytes(out) == local_pngs

@@ -237,6 +237,7 @@ def _bulk(
 ) -> int:
     from wga.serve.gateway import STATIC_DIR
     from wga.vis.bulk import bulk_render, layer_recipes
+    from wga.vis.store import RenderStore
 
     recipes = layer_recipes(loaded, fields, units)
     cache = None if args.no_cache else (args.cache or STATIC_DIR / "renders")
@@ -254,7 +255,7 @@ def _bulk(
         recipes,
         args.out,
         file_name=recipe_file_name,
-        cache_dir=cache,
+        store=RenderStore(cache) if cache is not None else None,
         batch=args.batch,
         workers=args.workers,
         progress=not args.no_progress,

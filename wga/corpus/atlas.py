@@ -59,6 +59,7 @@ from wga.corpus.probe import model_reference
 from wga.errors import InvalidInput
 from wga.vis.objective_table import COSINE_POWER
 from wga.vis.presets import DEFAULT_PRESET
+from wga.vis.store import RenderStore
 from wga.vis.vectors import VectorStore, unit, whiten, whitening_matrix
 
 if TYPE_CHECKING:
@@ -235,27 +236,20 @@ def executor_renderer(
     from ``folder/vectors`` here and travel with the render tasks: workers need no shared disk."""
 
     def render(recipes: Sequence[Any]) -> list[str | None]:
-        from wga.serve.jobs import render_id
-        from wga.vis.bulk import bulk_render
-
-        def name(recipe: Any) -> str:
-            return f"{render_id(recipe, loaded.fingerprint)}.png"
+        from wga.vis.bulk import store_render
 
         if not recipes:
             return []
-        icons = folder / ICONS_DIR
-        bulk_render(
+        result = store_render(
             executor,
             loaded,
             recipes,
-            icons,
-            file_name=name,
-            cache_dir=icons,
+            RenderStore(Path(folder) / ICONS_DIR),
             workers=workers,
             progress=progress,
-            vectors=VectorStore(folder / VECTORS_DIR),
+            vectors=VectorStore(Path(folder) / VECTORS_DIR),
         )
-        return [f"{ICONS_DIR}/{name(recipe)}" for recipe in recipes]
+        return [f"{ICONS_DIR}/{path.name}" for path in result.files]
 
     return render
 

@@ -132,14 +132,17 @@ def _sample_pass(
     """The pass itself: the feed's batches through ``model``, each image's positions kept."""
     from tqdm.auto import tqdm
 
+    from wga.corpus.inference import compile_inference
+
     corpus, rule, ids = source
+    forward = compile_inference(model, lambda maps: maps)
     vectors: list[np.ndarray] = []
     where: list[tuple[int, int, int, int, int]] = []
     with tqdm(total=len(ids), unit="img", disable=label is None, desc=f"sample {label}") as bar:
         for batch in feed(corpus, rule, ids, batch_size):
-            acts = np.asarray(model(batch["images"], training=False))
-            valid = valid_grid(batch["shapes"].numpy(), acts.shape[1:3], rule.side)
-            for row, image_id in enumerate(batch["ids"].numpy().tolist()):
+            acts = forward(batch["images"])
+            valid = valid_grid(batch["shapes"], acts.shape[1:3], rule.side)
+            for row, image_id in enumerate(batch["ids"].tolist()):
                 if not bool(batch["ok"][row]):
                     continue
                 size = (int(batch["sizes"][row][0]), int(batch["sizes"][row][1]))

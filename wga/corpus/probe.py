@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from wga.corpus.corpus import Corpus, open_corpus
-from wga.corpus.feed import FeedRule, feed
+from wga.corpus.feed import FeedRule, feed, position_mask
 from wga.corpus.topk import Partial, Reduced, batch_partial
 from wga.errors import InvalidInput
 from wga.models import model_reference
@@ -184,13 +184,37 @@ def build_probe_model(
     return probe_model, plan
 
 
+def reduce_layer(output: Any, mask: Any, bottom: bool) -> dict[str, Any]:
+    """One layer's per-image reduction on ``keras.ops`` (backend-free, compiled by the caller).
+
+    ``output`` (B, H, W, C) or (B, C); ``mask`` (B, H, W) bool from
+    :func:`wga.corpus.feed.position_mask`. Returns the fields of
+    :class:`wga.corpus.topk.Reduced` by name: the spatial maximum of each unit over the kept
+    positions and its flat position (and the minimum where ``bottom``). A new statistic is one
+    more entry here and one more field there.
+    """
+    from keras import ops
+
+    out = ops.cast(output, "float32")
+    if len(out.shape) == 2:
+        out = out[:, None, None, :]
+    height, width, units = out.shape[1], out.shape[2], out.shape[3]
+    flat = ops.reshape(out, (-1, height * width, units))
+    keep = ops.reshape(mask, (-1, height * width, 1))
+    high = ops.where(keep, flat, -np.inf)
+    result = {"max": ops.max(high, axis=1), "argmax": ops.argmax(high, axis=1)}
+    if bottom:
+        low = ops.where(keep, flat, np.inf)
+        result["min"] = ops.min(low, axis=1)
+        result["argmin"] = ops.argmin(low, axis=1)
+    return result
+
+
 class Prober:
     """A model and a compiled reduction step: a batch of the feed → its :class:`Partial`."""
 
     def __init__(self, loaded: LoadedModel, layers: Sequence[str], k: int = DEFAULT_TOP) -> None:
-        import tensorflow as tf
-
-        from wga.corpus.feed import valid_mask
+        from wga.corpus.inference import compile_inference
 
         if k < 1:
             raise InvalidInput(f"--top must be at least 1, not {k}")
@@ -198,57 +222,32 @@ class Prober:
         self.k = k
         self.rule = feed_rule(loaded)
         self.model, self.plan = build_probe_model(loaded, layers)
-        side = self.rule.side
         plan = self.plan
 
-        def reduce(images: tf.Tensor, shapes: tf.Tensor) -> list[tf.Tensor]:
-            outputs = self.model(images, training=False)
+        def reduce(outputs: Any, masks: list[Any]) -> list[dict[str, Any]]:
             outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
-            reduced: list[tf.Tensor] = []
-            for layer, out in zip(plan, outputs, strict=True):
-                out = tf.cast(out, tf.float32)
-                if len(out.shape) == 2:
-                    out = out[:, None, None, :]
-                height, width, units = out.shape[1], out.shape[2], out.shape[3]
-                mask = tf.reshape(
-                    valid_mask(shapes, (height, width), side), (-1, height * width, 1)
-                )
-                flat = tf.reshape(out, (-1, height * width, units))
-                high = tf.where(mask, flat, -np.inf)
-                reduced += [
-                    tf.reduce_max(high, axis=1),
-                    tf.argmax(high, axis=1, output_type=tf.int32),
-                ]
-                if layer.bottom:
-                    low = tf.where(mask, flat, np.inf)
-                    reduced += [
-                        tf.reduce_min(low, axis=1),
-                        tf.argmin(low, axis=1, output_type=tf.int32),
-                    ]
-            return reduced
+            return [
+                reduce_layer(out, mask, layer.bottom)
+                for layer, out, mask in zip(plan, outputs, masks, strict=True)
+            ]
 
-        # As model.predict does ("auto"): XLA where there is an accelerator, not on CPUs.
-        accelerated = any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
-        self._reduce = tf.function(reduce, reduce_retracing=True, jit_compile=accelerated)
+        self._reduce = compile_inference(self.model, reduce)
 
     @property
     def layers(self) -> list[str]:
         return [layer.name for layer in self.plan]
 
-    def reduce(self, images: Any, shapes: Any) -> dict[str, Reduced]:
+    def reduce(self, images: np.ndarray, shapes: np.ndarray) -> dict[str, Reduced]:
         """Per layer, the per-image maxima (and minima) with positions (numpy)."""
-        tensors = [t.numpy() for t in self._reduce(images, shapes)]
-        result: dict[str, Reduced] = {}
-        for layer in self.plan:
-            high, argmax = tensors.pop(0), tensors.pop(0)
-            low = argmin = None
-            if layer.bottom:
-                low, argmin = tensors.pop(0), tensors.pop(0)
-            result[layer.name] = Reduced(high, argmax, layer.grid, low, argmin)
-        return result
+        masks = [position_mask(shapes, layer.grid, self.rule.side) for layer in self.plan]
+        reduced = self._reduce(np.asarray(images, np.float32), masks)
+        return {
+            layer.name: Reduced(grid=layer.grid, **fields)
+            for layer, fields in zip(self.plan, reduced, strict=True)
+        }
 
     def __call__(self, batch: dict[str, Any]) -> Partial:
-        """The :class:`Partial` of one feed batch (a dict of tensors or numpy arrays)."""
+        """The :class:`Partial` of one feed batch (:func:`wga.corpus.feed.feed`'s dict)."""
         reduced = self.reduce(batch["images"], batch["shapes"])
         errors = [
             e.decode() if isinstance(e, bytes) else str(e) for e in np.asarray(batch["error"])
@@ -287,7 +286,7 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """In-process: one tf.data feed (parallel decode, prefetch) into one Prober."""
+    """In-process: one feed (parallel decode, prefetch) into one Prober."""
 
     def __init__(self, prober: Prober | None = None, corpus: Corpus | None = None) -> None:
         self.prober = prober

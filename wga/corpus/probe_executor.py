@@ -41,8 +41,7 @@ class ChunkDecoder:
         from wga.corpus.feed import feed
 
         ids = np.asarray(row["ids"], np.int64)
-        batch = next(iter(feed(self._corpus, self.job.rule, ids, len(ids), prefetch=0)))
-        return {key: value.numpy() for key, value in batch.items()}
+        return next(iter(feed(self._corpus, self.job.rule, ids, len(ids), prefetch=0)))
 
     def __getstate__(self) -> dict[str, Any]:
         return {"job": self.job}  # the corpus listing is rebuilt where it runs

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from wga.atomic import atomic_path
-from wga.corpus.feed import FeedRule, load_resized
+from wga.corpus.feed import FeedRule, ImageSource, feed_one
 from wga.errors import NotFound
 
 if TYPE_CHECKING:
@@ -96,21 +96,20 @@ def crop_file(index: ProbeIndex, layer: str, example: Example, cache: Path | Non
     return target
 
 
-def model_input(path: Path, rule: FeedRule) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+def model_input(
+    path: ImageSource, rule: FeedRule
+) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
     """One image as the feed makes it: ``(1, side, side, 3)`` model input, resized and original size.
 
-    The same steps as :func:`wga.corpus.feed.feed` (same resize, same preprocessing, zero pad), so
-    a map computed here reproduces the probe's recorded values.
+    Exactly :func:`wga.corpus.feed.feed_one` (same resize, same preprocessing, zero pad), so a map
+    computed here reproduces the probe's recorded values. Raises ``OSError`` for a file that is
+    not a readable image.
     """
-    from keras import ops
-
-    from wga.models import preprocess
-
-    array, size = load_resized(path, rule.side)
-    prepared = ops.convert_to_numpy(preprocess(ops.convert_to_tensor(array), rule.preprocessing))
-    padded = np.zeros((1, rule.side, rule.side, 3), np.float32)
-    padded[0, : array.shape[0], : array.shape[1]] = prepared
-    return padded, (array.shape[0], array.shape[1]), size
+    batch = feed_one(path, rule)
+    if not batch["ok"][0]:
+        raise OSError(batch["error"][0])
+    shape, size = batch["shapes"][0], batch["sizes"][0]
+    return batch["images"], (int(shape[0]), int(shape[1])), (int(size[0]), int(size[1]))
 
 
 def _layer_model(loaded: LoadedModel, layer: str) -> Any:
@@ -140,7 +139,10 @@ def activation_map(
     info = index.check_unit(layer, unit)
     rule = FeedRule(index.side, index.description["feed"]["preprocessing"])
     batch, shape, _ = model_input(image_path(index, image_id), rule)
-    output = np.asarray(_layer_model(loaded, layer)(batch, training=False), np.float32)
+    from keras import ops
+
+    output = ops.convert_to_numpy(_layer_model(loaded, layer)(batch, training=False))
+    output = np.asarray(output, np.float32)
     if output.ndim == 2:
         return output[0, unit].reshape(1, 1)
     rows, cols = valid_grid(np.asarray([shape]), tuple(info["grid"]), rule.side)[0]
@@ -151,11 +153,17 @@ def grad_cam(
     loaded: LoadedModel, index: ProbeIndex, layer: str, unit: int, image_id: int
 ) -> np.ndarray:
     """Grad-CAM of a class unit over one artwork: ReLU(Σ_c mean(∂logit/∂A_c) · A_c) on the grid of
-    the last spatial layer before ``layer``, restricted to the image's valid region."""
+    the last spatial layer before ``layer``, restricted to the image's valid region.
+
+    The model is cut in two at that layer: the body gives the feature maps ``A``; the head maps
+    ``A`` to the class layer's input, and the logit is its affine part (a softmax, if any, is left
+    out), so the gradient is taken by the backend's autodiff with respect to ``A`` alone.
+    """
     import keras
-    import tensorflow as tf
+    from keras import ops
 
     from wga.corpus.feed import valid_grid
+    from wga.corpus.inference import value_and_gradient
 
     index.check_unit(layer, unit)
     model = loaded.model
@@ -164,18 +172,20 @@ def grad_cam(
     if not spatial:
         raise NotFound(f"layer {layer!r} has no spatial layer before it for Grad-CAM")
     last, dense = spatial[-1], model.get_layer(layer)
-    # The logit is the Dense layer's affine part (its softmax, if any, is left out).
-    both = keras.Model(model.inputs[0], [last.output, dense.input])
+    body = keras.Model(model.inputs[0], last.output)
+    head = keras.Model(last.output, dense.input)
     rule = FeedRule(index.side, index.description["feed"]["preprocessing"])
     batch, shape, _ = model_input(image_path(index, image_id), rule)
-    with tf.GradientTape() as tape:
-        features, pooled = both(tf.convert_to_tensor(batch), training=False)
-        score = tf.linalg.matvec(pooled, dense.kernel[:, unit]) + dense.bias[unit]
-    gradient = tape.gradient(score, features)
-    weights = tf.reduce_mean(gradient, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[0].numpy()
-    grid = (int(features.shape[1]), int(features.shape[2]))
-    rows, cols = valid_grid(np.asarray([shape]), grid, rule.side)[0]
+    features = np.asarray(ops.convert_to_numpy(body(batch, training=False)), np.float32)
+
+    def logit(maps: Any) -> Any:
+        pooled = head(maps, training=False)
+        return ops.sum(ops.matmul(pooled, dense.kernel[:, unit]) + dense.bias[unit])
+
+    _, gradient = value_and_gradient(logit, features)
+    weights = ops.mean(gradient, axis=(1, 2), keepdims=True)
+    cam = ops.convert_to_numpy(ops.relu(ops.sum(weights * features, axis=-1)))[0]
+    rows, cols = valid_grid(np.asarray([shape]), features.shape[1:3], rule.side)[0]
     return cam[:rows, :cols]
 
 

@@ -57,13 +57,13 @@ from wga.serve.http import (
 from wga.serve.http import integer as _integer
 from wga.serve.http import prefixed as _prefixed
 from wga.serve.http import reject_unknown as _reject_unknown
-from wga.serve.jobs import check_id
 from wga.serve.loading import ModelLoader
 from wga.serve.looks import LookService
 from wga.serve.probes import ProbeService
 from wga.serve.queue import RenderQueue
 from wga.vis.estimate import layer_estimates
 from wga.vis.recipe import DEFAULT_SIZE, REQUEST_FIELDS, check_recipes, recipes_from_request
+from wga.vis.store import check_id
 from wga.vis.vectors import VectorStore, check_direction
 
 if TYPE_CHECKING:

@@ -16,8 +16,9 @@
   queue, below a person's own renders (priority −1 by default), so the page stays responsive
   while an atlas fills in; answers each cell's render view.
 
-Icons the CLI rendered live in the atlas folder; the first request copies them into the render
-cache (same content ids, so the queue sees them as done) and the atlas's directions into the
+Icons the CLI rendered live in the atlas folder's render store (``icons/``); the first request
+copies them into the render cache (:meth:`wga.vis.store.RenderStore.adopt`: same content ids, so
+the queue sees them as done) and the atlas's directions into the
 server's vector store, where the queue's renders find them. Names are folder names only (no
 path ever comes from a request).
 """
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +44,7 @@ from wga.corpus.atlas import icon_recipe as _icon_recipe
 from wga.errors import InvalidInput, NotFound, closest_names
 from wga.serve.http import Response, client_key, json_body, reject_unknown
 from wga.serve.http import integer as _integer
-from wga.serve.jobs import render_id
+from wga.vis.store import RenderStore, render_id
 from wga.vis.vectors import VectorStore
 
 if TYPE_CHECKING:
@@ -193,16 +193,7 @@ class AtlasService:
 
     def _publish(self, folder: Path, render: str) -> bool:
         """Copy an icon the CLI rendered into the render cache; whether the cache has it now."""
-        cache = self.service.queue.cache
-        if cache.lookup(render) is not None:
-            return True
-        png = folder / ICONS_DIR / f"{render}.png"
-        record = folder / ICONS_DIR / f"{render}.json"
-        if not (png.is_file() and record.is_file()):
-            return False
-        shutil.copyfile(png, cache.png_path(render))  # the image first: a record never dangles
-        shutil.copyfile(record, cache.state_path(render))
-        return cache.lookup(render) is not None
+        return self.service.queue.cache.adopt(RenderStore(folder / ICONS_DIR), render)
 
     def _cell_view(
         self, folder: Path, atlas: dict[str, Any], options: AtlasOptions, cell: dict[str, Any]

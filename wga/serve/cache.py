@@ -1,12 +1,13 @@
-"""The render cache on disk: images, job state files, a byte cap with LRU eviction.
+"""The render cache: the render store the page reads, plus live jobs and a byte cap (LRU).
 
-One folder (the static ``renders/``, served by the gateway at ``/public/renders/``) holds, per
-render id:
+One folder (the static ``renders/``, served by the gateway at ``/public/renders/``) is a
+:class:`~wga.vis.store.RenderStore` — finished renders as ``<id>.png`` and their record
+``<id>.json`` — to which the server adds, per live job:
 
-* ``<id>.png`` — the image; while the job runs, its latest snapshot (rewritten atomically);
+* ``<id>.png`` — while the job runs, its latest snapshot (rewritten atomically);
 * ``<id>.json`` — the job's state, rewritten atomically at each change: the same JSON as
   ``GET /api/renders/:id``. It is the job's ``status_url``: pages poll it as a static file, with
-  no kernel round-trip. For a finished render it is also the record (recipe, weights).
+  no kernel round-trip. When the job is done it becomes the store's record.
 
 plus ``_status.json``, the queue's status (the fast path of ``GET /api/status``).
 
@@ -27,20 +28,24 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Container
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wga.atomic import TEMP_MARK, write_text_atomic
-from wga.serve.jobs import ID_PATTERN, LIVE, PUBLIC_URL, view_from_record
-
-if TYPE_CHECKING:
-    import numpy as np
+from wga.serve.jobs import LIVE
+from wga.vis.store import (
+    ID_PATTERN,
+    PUBLIC_URL,
+    PngWriter,
+    RenderStore,
+    mtime_ns,
+    select,
+    view_from_record,
+)
 
 log = logging.getLogger(__name__)
-
-PngWriter = Callable[[Path, "np.ndarray", dict], None]
 
 DEFAULT_CACHE_MAX = 4 * 1024**3  # bytes: a few GB
 DEFAULT_GRACE_S = 120.0  # a render a page read this recently is never evicted
@@ -79,13 +84,6 @@ def mark_used(state_file: Path) -> None:
         os.utime(state_file, ns=(now, now))
 
 
-def _mtime_ns(path: Path) -> int | None:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return None
-
-
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -107,7 +105,7 @@ class Entry:
         return max(self.written_ns, self.used_ns)
 
 
-class RenderCache:
+class RenderCache(RenderStore):
     """Renders and job states in one folder, with a byte cap (see the module docstring)."""
 
     def __init__(
@@ -119,12 +117,9 @@ class RenderCache:
         grace_s: float = DEFAULT_GRACE_S,
         public_url: str = PUBLIC_URL,
     ) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        super().__init__(directory, writer, public_url=public_url)
         self.max_bytes = max_bytes
         self.grace_ns = int(grace_s * 1e9)
-        self.public_url = public_url
-        self._writer = writer
         self._lock = threading.Lock()
         self._index: dict[str, Entry] = {}
         # Live jobs: the mtime of the state file the cache last wrote, and the last read by a
@@ -134,46 +129,15 @@ class RenderCache:
         self.evicted = 0
         self._load()
 
-    # -- paths --------------------------------------------------------------------------------
-    def png_path(self, render: str) -> Path:
-        return self.directory / f"{render}.png"
-
-    def state_path(self, render: str) -> Path:
-        return self.directory / f"{render}.json"
-
-    record_path = state_path  # the finished render's record is its last state
+    state_path = RenderStore.record_path  # a live job's state; a finished render's record
 
     # -- reading ------------------------------------------------------------------------------
-    def lookup(self, render: str) -> dict | None:
-        """The record of a finished render, or ``None`` (also when its image went missing)."""
-        try:
-            record = json.loads(self.state_path(render).read_text())
-        except (OSError, ValueError):
-            return None
-        if record.get("status", "done") != "done" or not self.png_path(render).exists():
-            return None
-        return record
-
-    def view(self, render: str) -> dict[str, Any] | None:
-        record = self.lookup(render)
-        return None if record is None else view_from_record(record, self.public_url)
-
     def listing(self, model: str | None, layer: str | None, limit: int) -> list[dict[str, Any]]:
         """Finished renders, newest first, optionally of one model (and layer)."""
         with self._lock:
             records = [entry.record for entry in self._index.values()]
-        found = []
-        for record in records:
-            if record.get("status", "done") != "done":
-                continue
-            params = record.get("params") or {}
-            if model is not None and params.get("model") != model:
-                continue
-            if layer is not None and params.get("layer") != layer:
-                continue
-            found.append(record)
-        found.sort(key=lambda r: r.get("finished") or 0, reverse=True)
-        return [view_from_record(record, self.public_url) for record in found[:limit]]
+        found = select(records, model, layer, limit)
+        return [view_from_record(record, self.public_url) for record in found]
 
     def usage(self) -> dict[str, int]:
         with self._lock:
@@ -190,23 +154,11 @@ class RenderCache:
         return self.usage()["cache_entries"]
 
     # -- writing ------------------------------------------------------------------------------
-    def _write_png(self, path: Path, image: np.ndarray, metadata: dict) -> None:
-        if self._writer is None:
-            from wga.vis.png import save_png  # Pillow and the engine: only once images exist
-
-            self._writer = save_png
-        self._writer(path, image, metadata)
-
-    def _write_state(self, render: str, state: dict[str, Any]) -> int:
-        path = self.state_path(render)
-        write_text_atomic(path, json.dumps(state, default=str))
-        return _mtime_ns(path) or time.time_ns()
-
     def _last_read(self, render: str) -> int:
         """When a page last read the live job's state file, as far as can be seen (or 0): a
         read after the cache's last write shows as a newer mtime (:func:`mark_used`)."""
         written, seen = self._live.pop(render, (None, 0))
-        mtime = _mtime_ns(self.state_path(render))
+        mtime = mtime_ns(self.state_path(render))
         if written is not None and mtime is not None and mtime > written:
             seen = max(seen, mtime)
         return seen
@@ -216,7 +168,7 @@ class RenderCache:
         render = view["id"]
         with self._lock:
             seen = self._last_read(render)
-            written = self._write_state(render, {**view, "server": os.getpid()})
+            written = super()._commit(render, {**view, "server": os.getpid()})
             self._live[render] = (written, seen)
 
     def touch(self, render: str) -> None:
@@ -226,17 +178,16 @@ class RenderCache:
             if entry is not None:
                 entry.used_ns = time.time_ns()
 
-    def write_snapshot(self, render: str, image: np.ndarray, metadata: dict) -> None:
-        self._write_png(self.png_path(render), image, metadata)
+    write_snapshot = RenderStore.write_png
 
-    def write_final(self, render: str, image: np.ndarray, metadata: dict, record: dict) -> None:
-        """The image first, then the record: a record always points at a complete image."""
-        self._write_png(self.png_path(render), image, metadata)
+    def _commit(self, render: str, record: dict[str, Any]) -> int:
+        """A finished render's record (its image is in place), indexed for eviction."""
         with self._lock:
             touched = self._last_read(render)
-            written = self._write_state(render, record)
+            written = super()._commit(render, record)
             size = _size(self.png_path(render)) + _size(self.state_path(render))
             self._add(render, Entry(record, size, written, touched))
+        return written
 
     def discard(self, view: dict[str, Any]) -> None:
         """A job ended without an image (failed, cancelled): its snapshot goes, its state stays
@@ -248,7 +199,7 @@ class RenderCache:
             if old is not None and old.record.get("status", "done") == "done":
                 return  # a finished render: its files stay
             self.png_path(render).unlink(missing_ok=True)
-            written = self._write_state(render, view)
+            written = super()._commit(render, view)
             self._add(render, Entry(view, _size(self.state_path(render)), written))
 
     def _add(self, render: str, entry: Entry) -> None:
@@ -273,7 +224,7 @@ class RenderCache:
                     break
                 if render in protected:
                     continue
-                mtime = _mtime_ns(self.state_path(render))
+                mtime = mtime_ns(self.state_path(render))
                 if mtime is not None and mtime > entry.written_ns:
                     entry.used_ns = max(entry.used_ns, mtime)
                 if entry.used_ns and now - entry.used_ns < self.grace_ns:
@@ -309,7 +260,7 @@ class RenderCache:
             if (status == "done" and self.png_path(path.stem).exists()) or ended:
                 record.setdefault("id", path.stem)
                 size = _size(path) + (0 if ended else _size(self.png_path(path.stem)))
-                self._add(path.stem, Entry(record, size, _mtime_ns(path) or 0))
+                self._add(path.stem, Entry(record, size, mtime_ns(path) or 0))
             elif status in LIVE and _alive(record.get("server"), pid):
                 continue  # another server on this folder is rendering it
             else:

@@ -1,32 +1,27 @@
 """The job table: every render job the queue knows, its JSON view, and the counts.
 
 The table is plain data: no threads and no locks of its own (the queue holds its lock around
-every call), no files (the cache writes what the table says). One job → one JSON view, the same
-for ``GET /api/renders/:id``, the job's state file (its ``status_url``) and the listing.
+every call), no files (the cache writes what the table says). One job → one JSON view
+(:func:`wga.vis.store.render_view`), the same for ``GET /api/renders/:id``, the job's state file
+(its ``status_url``), the listing and, once done, the render's record in the store.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from wga.errors import NotFound
+from wga.vis.store import PUBLIC_URL, render_view
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 LIVE: frozenset[str] = frozenset({"queued", "running"})
 COUNTED = ("done", "failed", "cancelled", "cache_hits", "preempted")
 
-ID_LENGTH = 24  # hex digits of sha256: 96 bits, no collision among any realistic cache
-ID_PATTERN = re.compile(rf"^[0-9a-f]{{{ID_LENGTH}}}$")
 FINISHED_JOBS_KEPT = 4096  # finished jobs remembered in memory (done ones also live on disk)
 DEFAULT_CLIENT = "local"  # the client key of calls that name none (notebooks, the CLI, tests)
-PUBLIC_URL = "/public/renders/"  # where the gateway serves the render cache folder
 
 
 class RecipeLike(Protocol):
@@ -38,29 +33,6 @@ class RecipeLike(Protocol):
     def size(self) -> int: ...
     def batch_key(self) -> tuple: ...
     def as_dict(self) -> dict: ...
-
-
-def render_id(recipe: RecipeLike, fingerprint: str) -> str:
-    """The content address of a render: equal recipes on equal weights give equal ids."""
-    payload = json.dumps(
-        {"recipe": recipe.as_dict(), "weights": fingerprint}, sort_keys=True, default=str
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:ID_LENGTH]
-
-
-def check_id(render: Any) -> str:
-    """``render`` if it looks like an id (also keeps paths out of the cache folder)."""
-    if not isinstance(render, str) or not ID_PATTERN.match(render):
-        raise NotFound(
-            f"no render with id {str(render)[:80]!r}: ids are {ID_LENGTH} hex digits, "
-            "as returned by POST /api/renders"
-        )
-    return render
-
-
-def urls(render: str, public_url: str = PUBLIC_URL) -> dict[str, str]:
-    """The image and the fast-path state file of a render, as the gateway serves them."""
-    return {"url": f"{public_url}{render}.png", "status_url": f"{public_url}{render}.json"}
 
 
 @dataclass(eq=False)
@@ -88,31 +60,18 @@ class Job:
 
     def view(self, public_url: str = PUBLIC_URL) -> dict[str, Any]:
         """The job as JSON: the API's answer and the content of its state file."""
-        return {
-            "id": self.id,
-            "status": self.status,
-            "progress": round(self.progress, 4),
-            "error": self.error,
-            "params": self.recipe.as_dict(),
-            "priority": self.priority,
-            "created": self.created,
-            "started": self.started,
-            "finished": self.finished,
-            **urls(self.id, public_url),
-        }
-
-    def record(self, public_url: str = PUBLIC_URL) -> dict[str, Any]:
-        """The finished render's record on disk: its view plus the weights it was made with."""
-        return {**self.view(public_url), "fingerprint": self.fingerprint}
-
-
-def view_from_record(record: dict[str, Any], public_url: str = PUBLIC_URL) -> dict[str, Any]:
-    """A record read from disk as a view (records written before state files lack fields)."""
-    keys = ("id", "status", "progress", "error", "params", "priority", "created", "started")
-    defaults = {"status": "done", "progress": 1.0, "error": None, "params": {}, "priority": 0}
-    view = {key: record.get(key, defaults.get(key)) for key in keys}
-    view["finished"] = record.get("finished")
-    return {**view, **urls(record["id"], public_url)}
+        return render_view(
+            self.id,
+            self.recipe.as_dict(),
+            status=self.status,
+            progress=self.progress,
+            error=self.error,
+            priority=self.priority,
+            created=self.created,
+            started=self.started,
+            finished=self.finished,
+            public_url=public_url,
+        )
 
 
 class JobTable:

@@ -4,13 +4,14 @@ The 2018 original had one thread over a ``PriorityQueue`` that died on the first
 not be interrupted, and rendered every request anew. This queue is meant to run for weeks. It is
 the thread-owning shell around three plain parts:
 
-* :mod:`wga.serve.jobs` — the job table (jobs, views, counts) and content-addressed ids: equal
-  requests, concurrent or after a restart, share one job;
+* :mod:`wga.serve.jobs` — the job table (jobs, views, counts); jobs are known by their render
+  id (:func:`wga.vis.store.render_id`, a content address): equal requests, concurrent or after a
+  restart, share one job;
 * :mod:`wga.serve.scheduler` — what runs next (priority, clients in turn, size, FIFO), which
   queued jobs share a batch, when a running batch yields (pre-emption at step granularity: the
   batch is *parked* with its optimiser state and resumed later where it stopped);
-* :mod:`wga.serve.cache` — images, each job's state file (the fast path pages poll) and the byte
-  cap with LRU eviction.
+* :mod:`wga.serve.cache` — the render store (:mod:`wga.vis.store`: images and records) with each
+  job's state file (the fast path pages poll) and the byte cap with LRU eviction.
 
 Here: the worker loop (one thread per device), snapshots every ``snapshot_interval_s``, limits
 (``max_pending`` live jobs in all → 503, ``max_per_client`` per client → 429, both with
@@ -33,26 +34,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wga.errors import InvalidInput, NotFound, Unavailable, WgaError
-from wga.serve.cache import DEFAULT_CACHE_MAX, DEFAULT_GRACE_S, PngWriter, RenderCache
-from wga.serve.jobs import (
-    DEFAULT_CLIENT,
-    LIVE,
-    PUBLIC_URL,
-    Job,
-    JobStatus,
-    JobTable,
-    RecipeLike,
-    check_id,
-    render_id,
-)
+from wga.serve.cache import DEFAULT_CACHE_MAX, DEFAULT_GRACE_S, RenderCache
+from wga.serve.jobs import DEFAULT_CLIENT, LIVE, Job, JobStatus, JobTable, RecipeLike
 from wga.serve.scheduler import DEFAULT_MAX_BATCH, BatchBudget, Scheduler
+from wga.vis.store import PUBLIC_URL, PngWriter, check_id, render_id
 
 if TYPE_CHECKING:
     import numpy as np
 
     from wga.models import LoadedModel
 
-__all__ = ["AlreadyFinished", "RenderQueue", "TooManyRequests", "check_id", "render_id"]
+__all__ = ["AlreadyFinished", "RenderQueue", "TooManyRequests"]
 
 log = logging.getLogger(__name__)
 
@@ -645,7 +637,7 @@ class RenderQueue:
             try:
                 record = {**job.view(self.public_url), "status": "done", "progress": 1.0}
                 record.update(finished=time.time(), error=None, fingerprint=job.fingerprint)
-                self.cache.write_final(job.id, images[index], active.batch.metadata(index), record)
+                self.cache.write(job.id, images[index], active.batch.metadata(index), record)
             except Exception as error:  # e.g. disk full: this job fails, the others may not
                 log.warning("could not save render %s: %s", job.id, error)
                 self._fail([job], error)

@@ -7,22 +7,20 @@ this process, or one Ray actor per GPU / CPU slot — load the model once and ke
 steps (the engine caches them per loaded model); they send images back and the driver writes:
 
 * ``OUT/<layer>-<unit>.png`` with the recipe in its text chunks (what ``render`` always wrote);
-* the same image into the server's content-addressed render cache under the id the queue
-  computes (:func:`wga.serve.queue.render_id`), so the explorer shows bulk renders at once.
+* the same image into a render store (:class:`wga.vis.store.RenderStore`: by default the
+  server's render cache folder) under its render id, so the explorer shows bulk renders at once.
 
 Resumable: a unit whose PNG in ``OUT`` already carries this recipe and these weights is skipped;
-one the cache already holds is copied from there instead of rendered again.
+one the store already holds is copied from there instead of rendered again.
 
-The cache entries are written as the server's :class:`~wga.serve.cache.RenderCache` writes a
-finished job (image first, then its record ``<id>.json``: :meth:`wga.serve.jobs.Job.record`),
-but without opening a ``RenderCache`` here: its start-up sweep (temporary files, unfinished
+The store is opened as a plain :class:`~wga.vis.store.RenderStore`, not as the server's
+:class:`~wga.serve.cache.RenderCache`: the cache's start-up sweep (temporary files, unfinished
 jobs) would race a server running on the same folder. A running server finds the entries on
 lookup (``POST /api/renders`` answers 200 at once) and indexes them at its next start.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -34,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wga.atomic import atomic_path, write_text_atomic
+from wga.atomic import atomic_path
 from wga.errors import InvalidInput
 from wga.executors import Executor, WorkerSpec
-from wga.serve.jobs import Job, render_id
 from wga.vis.recipe import Recipe, check_recipes, recipes_from_request
+from wga.vis.store import RenderStore, png_matches, render_id
 from wga.vis.vectors import VectorStore
 
 if TYPE_CHECKING:
@@ -166,53 +164,36 @@ def layer_recipes(
     return recipes
 
 
-def _matches(path: Path, recipe: Recipe, fingerprint: str) -> bool:
-    """Whether ``path`` is a finished render of ``recipe`` on these weights."""
-    from wga.vis.png import read_png_metadata
-
-    try:
-        stored = read_png_metadata(path)
-    except (OSError, ValueError, SyntaxError):
-        return False
-    if stored.get("weights") != fingerprint or "snapshot_step" in stored:
-        return False
-    wanted = recipe.as_dict()
-    if wanted["objective"] == "auto":  # the metadata records the objective it resolved to
-        del wanted["objective"]
-    return all(stored.get(key) == value for key, value in wanted.items())
-
-
-class CacheFolder:
-    """The server's render cache folder, seen from a bulk render (see the module docstring)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def finished_png(self, render: str) -> Path | None:
-        """The image of a finished render with this id, or ``None``."""
-        png = self.directory / f"{render}.png"
-        try:
-            record = json.loads((self.directory / f"{render}.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return png if record.get("status") == "done" and png.exists() else None
-
-    def add(
-        self, recipe: Recipe, fingerprint: str, image: np.ndarray, metadata: dict, started: float
-    ) -> None:
-        from wga.vis.png import save_png
-
-        render = render_id(recipe, fingerprint)
-        job = Job(render, recipe, fingerprint, priority=0, seq=0, client="bulk", created=started)
-        job.status, job.progress, job.started, job.finished = "done", 1.0, started, time.time()
-        save_png(self.directory / f"{render}.png", image, metadata)
-        write_text_atomic(self.directory / f"{render}.json", json.dumps(job.record(), default=str))
-
-
 def _copy(source: Path, target: Path) -> None:
     with atomic_path(target) as temp:
         shutil.copyfile(source, temp)
+
+
+def _render(
+    executor: Executor,
+    todo: Sequence[Recipe],
+    save: Callable[[Recipe, np.ndarray, dict[str, Any]], None],
+    *,
+    batch: int,
+    workers: int | None,
+    progress: bool,
+    vectors: VectorStore | None,
+) -> float:
+    """Render ``todo`` on ``executor``, handing every image to ``save`` as its task finishes;
+    the seconds it took."""
+    from tqdm.auto import tqdm
+
+    if not todo:
+        return 0.0
+    started = time.monotonic()
+    model, desc = todo[0].model, f"{todo[0].layer} on {executor.name}"
+    with tqdm(total=len(todo), unit="unit", disable=not progress, desc=desc) as bar:
+        work = render_batches(executor, model, todo, batch=batch, workers=workers, vectors=vectors)
+        for finished in work:
+            for recipe, image, metadata in finished:
+                save(recipe, image, metadata)
+            bar.update(len(finished))
+    return time.monotonic() - started
 
 
 def bulk_render(
@@ -222,52 +203,75 @@ def bulk_render(
     out_dir: str | Path,
     *,
     file_name: Callable[[Recipe], str],
-    cache_dir: str | Path | None = None,
+    store: RenderStore | None = None,
     batch: int = DEFAULT_BULK_BATCH,
     workers: int | None = None,
     progress: bool = False,
     vectors: VectorStore | None = None,
 ) -> BulkResult:
-    """Render what is missing of ``recipes`` into ``out_dir`` (and the render cache); see the
-    module docstring. ``loaded`` is the driver's copy of the model: its fingerprint names the
+    """Render what is missing of ``recipes`` into ``out_dir`` (and ``store``); see the module
+    docstring. ``loaded`` is the driver's copy of the model: its fingerprint names the
     weights in ids and metadata (workers load the model by ``recipes[0].model`` themselves)."""
-    from tqdm.auto import tqdm
-
     from wga.vis.png import save_png
 
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    cache = CacheFolder(Path(cache_dir)) if cache_dir is not None else None
     fingerprint = loaded.fingerprint
     result = BulkResult(files=[folder / file_name(recipe) for recipe in recipes])
     todo: list[Recipe] = []
     for recipe, path in zip(recipes, result.files, strict=True):
-        if path.exists() and _matches(path, recipe, fingerprint):
+        if path.exists() and png_matches(path, recipe, fingerprint):
             result.skipped += 1
             continue
-        cached = cache.finished_png(render_id(recipe, fingerprint)) if cache else None
+        cached = store.finished_png(render_id(recipe, fingerprint)) if store else None
         if cached is not None:
             _copy(cached, path)
             result.from_cache += 1
             continue
         todo.append(recipe)
-    if not todo:
-        return result
-    model = todo[0].model
-    started, wall_started = time.monotonic(), time.time()
-    with tqdm(
-        total=len(todo),
-        unit="unit",
-        disable=not progress,
-        desc=f"{todo[0].layer} on {executor.name}",
-    ) as bar:
-        work = render_batches(executor, model, todo, batch=batch, workers=workers, vectors=vectors)
-        for finished in work:
-            for recipe, image, metadata in finished:
-                save_png(folder / file_name(recipe), image, metadata)
-                if cache is not None:
-                    cache.add(recipe, fingerprint, image, metadata, started=wall_started)
-            result.rendered += len(finished)
-            bar.update(len(finished))
-    result.seconds = time.monotonic() - started
+    started = time.time()
+
+    def save(recipe: Recipe, image: np.ndarray, metadata: dict[str, Any]) -> None:
+        save_png(folder / file_name(recipe), image, metadata)
+        if store is not None:
+            store.add(recipe, fingerprint, image, metadata, started=started)
+        result.rendered += 1
+
+    options = {"batch": batch, "workers": workers, "progress": progress, "vectors": vectors}
+    result.seconds = _render(executor, todo, save, **options)
+    return result
+
+
+def store_render(
+    executor: Executor,
+    loaded: LoadedModel,
+    recipes: Sequence[Recipe],
+    store: RenderStore,
+    *,
+    batch: int = DEFAULT_BULK_BATCH,
+    workers: int | None = None,
+    progress: bool = False,
+    vectors: VectorStore | None = None,
+) -> BulkResult:
+    """Render what ``store`` lacks of ``recipes`` into it, each render id once (an atlas's
+    icons); ``files`` are the store's PNGs of ``recipes``, in order."""
+    fingerprint = loaded.fingerprint
+    ids = [render_id(recipe, fingerprint) for recipe in recipes]
+    result = BulkResult(files=[store.png_path(render) for render in ids])
+    todo: dict[str, Recipe] = {}
+    for recipe, render in zip(recipes, ids, strict=True):
+        if render in todo:
+            continue
+        if store.lookup(render) is not None:
+            result.skipped += 1
+            continue
+        todo[render] = recipe
+    started = time.time()
+
+    def save(recipe: Recipe, image: np.ndarray, metadata: dict[str, Any]) -> None:
+        store.add(recipe, fingerprint, image, metadata, started=started)
+        result.rendered += 1
+
+    options = {"batch": batch, "workers": workers, "progress": progress, "vectors": vectors}
+    result.seconds = _render(executor, list(todo.values()), save, **options)
     return result

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from wga.models import free_input_size_copy
+from wga.models.surgery import free_input_size_copy
 from wga.vis.objective import RedirectedReLU
 
 if TYPE_CHECKING:
