@@ -12,8 +12,12 @@
 4. **Similar artworks over ``--rows`` synthetic rows × 512 channels**: an exact query on the
    normalised rows kept in memory (what ``similar`` does), against normalising the float16 rows
    on every query; and the one-off normalisation.
+5. **The probe's style statistics**: the probe's core (feed → model → compiled reduction) over a
+   synthetic corpus with and without the per-channel mean and standard deviation, interleaved
+   runs, for the three layers above and for two early, large layers (the worst case).
 
     PYTHONPATH=. python benchmarks/look_speed.py [--images 24] [--rows 100000] [--repeat 5]
+        [--probe-images 96]
 """
 
 from __future__ import annotations
@@ -144,11 +148,46 @@ def similar_section(rows: int, repeat: int) -> None:
     )
 
 
+def style_section(args: argparse.Namespace, work: Path) -> None:
+    """The probe's core (feed → model → reduction) with and without the style statistics."""
+    from wga.corpus.corpus import open_corpus
+    from wga.corpus.feed import feed
+    from wga.corpus.probe import Prober
+    from wga.data.synthetic import make_synthetic_dataset
+    from wga.models import ModelRegistry
+
+    hed = ModelRegistry(None).load("vgg16-hed")
+    per_class = {"train": max(1, args.probe_images // 3)}
+    corpus = open_corpus(
+        make_synthetic_dataset(work / "style-corpus", per_class=per_class, side=160, seed=1)
+    )
+    ids = np.arange(len(corpus))
+    print(f"5. the probe's style statistics, {len(corpus)} images, batches of 16")
+    for layers in (LAYERS, ["block1_conv2", "block2_conv2"]):
+        probers = {style: Prober(hed, layers, 4, style=style) for style in (False, True)}
+        for prober in probers.values():  # warm: traced and compiled
+            prober(next(iter(feed(corpus, prober.rule, ids[:16], 16))))
+        seconds: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.repeat):
+            for style in (False, True):  # interleaved: the machine's load hits both alike
+                prober = probers[style]
+                started = time.perf_counter()
+                for batch in feed(corpus, prober.rule, ids, 16):
+                    prober(batch)
+                seconds[style].append(time.perf_counter() - started)
+        without, with_style = (statistics.median(seconds[flag]) for flag in (False, True))
+        print(
+            f"   {', '.join(layers):40s} without {without:6.2f} s, with {with_style:6.2f} s: "
+            f"+{100 * (with_style / without - 1):4.1f} % (target ≤ 10 %)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=24, help="synthetic corpus probed first")
     parser.add_argument("--rows", type=int, default=100_000, help="synthetic rows for 3 and 4")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--probe-images", type=int, default=96, help="corpus of section 5")
     args = parser.parse_args()
 
     from wga.quiet import quiet_keras, silence_tensorflow
@@ -157,8 +196,9 @@ def main() -> None:
     quiet_keras()
     with tempfile.TemporaryDirectory() as temp:
         view_section(args, Path(temp))
-    percentile_section(args.rows, args.repeat)
-    similar_section(args.rows, args.repeat)
+        percentile_section(args.rows, args.repeat)
+        similar_section(args.rows, args.repeat)
+        style_section(args, Path(temp))
 
 
 if __name__ == "__main__":

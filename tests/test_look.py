@@ -26,7 +26,7 @@ from wga.corpus.look import (
 )
 from wga.corpus.probe import run_probe
 from wga.corpus.ranks import percentiles_among, sorted_maxima, unit_percentiles
-from wga.corpus.similar import Search, similar, style_statistics
+from wga.corpus.similar import Search, query_features, similar, style_statistics
 from wga.data.synthetic import SYNTHETIC_CLASSES, synthetic_image
 from wga.errors import InvalidInput, NotFound
 
@@ -376,8 +376,8 @@ def test_look_and_similar_cli_errors_name_the_problem(index, tmp_path, capsys):
     base = ["similar", "--index", str(index.root), "--image", "1"]
     assert main([*base, "--layer", "block3_conv4"]) == 2
     assert "block3_conv3" in capsys.readouterr().err
-    assert main([*base, "--layer", "block3_conv3", "--by", "style"]) == 2
-    assert "no style statistics" in capsys.readouterr().err
+    assert main([*base, "--layer", "block3_conv3", "--k", "0"]) == 2
+    assert "--k must be" in capsys.readouterr().err
 
 
 # -- content, not frames -------------------------------------------------------------------------
@@ -444,3 +444,61 @@ def test_look_with_a_margin_reports_only_kept_positions(hed, index):
     values = np.where(seen.kept[..., None], seen.values, -np.inf)
     for unit in result.layers[0].units:
         assert unit.value == pytest.approx(float(values[..., unit.unit].max()))
+
+
+# -- style statistics and the border margin in the probe -----------------------------------------
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_stored_style_statistics_equal_a_brute_force_pass(hed, index, layer):
+    style = np.asarray(index.style(layer), np.float32)
+    assert style.shape == (len(index.images()), 2 * index.layer(layer)["units"])
+    assert np.isnan(style[resolve_image(index, "images/broken.jpg")]).all()
+    for image_id in (0, 3, 7):
+        values = _brute_force(hed, index, image_id, layer)
+        output = np.maximum(values, 0) if layer == "block3_conv3" else values
+        flat = output.reshape(-1, output.shape[-1]).astype(np.float64)
+        expected = np.concatenate([flat.mean(axis=0), flat.std(axis=0)])
+        np.testing.assert_allclose(style[image_id], expected, rtol=2e-3, atol=2e-2)
+        (seen,) = see(hed, [layer], picture_from_index(index, image_id))
+        np.testing.assert_allclose(query_features(seen, "style"), expected, rtol=2e-3, atol=2e-2)
+
+
+def test_similar_by_style_equals_brute_force_cosine(index):
+    layer = "block2_pool"
+    stored = np.asarray(index.style(layer), np.float32)
+    found = similar(index, layer, by="style", k=20, image=2)
+    expected = _brute_cosine(stored, stored[2])
+    expected.pop(2)
+    order = sorted(expected, key=lambda row: (-round(expected[row], 6), row))
+    assert [m.image for m in found] == order
+    for match in found:
+        assert match.score == pytest.approx(expected[match.image], abs=2e-6)
+    best = similar(index, layer, by="style", k=1, image=4)[0]
+    assert (best.image, best.score) == (8, 1.0)  # the byte-identical copy
+
+
+def test_a_probe_with_a_border_margin_records_it_and_agrees_with_look(hed, corpus_dir, tmp_path):
+    out = tmp_path / "margin"
+    corpus = open_corpus(corpus_dir)
+    framed = run_probe(
+        hed, corpus, ["block3_conv3"], out, k=3, batch_size=4, progress=False, border_margin=0.5
+    )
+    assert framed.description["border_margin"] == 0.5
+    for image_id in (1, 6):
+        result = look(
+            hed,
+            picture_from_index(framed, image_id),
+            ["block3_conv3"],
+            index=framed,
+            top=256,
+            groups=0,
+        )
+        assert result.margin == 0.5
+        stored = np.asarray(framed.maxima("block3_conv3")[image_id], np.float32)
+        for unit in result.layers[0].units:
+            assert unit.value == pytest.approx(float(stored[unit.unit]), rel=2e-3, abs=2e-2)
+    with pytest.raises(InvalidInput, match="border-margin"):
+        run_probe(hed, corpus, ["block3_conv3"], out, k=3, progress=False, border_margin=0.25)
+    with pytest.raises(InvalidInput, match="share from 0 to 1"):
+        run_probe(hed, corpus, ["block3_conv3"], tmp_path / "x", progress=False, border_margin=2)

@@ -168,6 +168,18 @@ DEFAULT_BORDER_MARGIN = 0.25
 BORDER_TOLERANCE = 1e-6  # shares equal up to rounding count as equal (ties at the best share)
 
 
+def check_border_margin(margin: object) -> float:
+    """``margin`` as a float from 0 to 1, or InvalidInput saying what it means."""
+    from wga.errors import InvalidInput
+
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin <= 1:
+        raise InvalidInput(
+            f"--border-margin is a share from 0 to 1 (0: every position on the image; 1: only "
+            f"positions whose whole receptive field is on it), not {margin!r}"
+        )
+    return float(margin)
+
+
 def inside_share(field: Field, extents: np.ndarray, count: int, axis: int) -> np.ndarray:
     """Per image and grid position along ``axis``, the share of the position's receptive field
     that lies on the image (``extents``: the resized image's size along that axis, (B,)).
@@ -204,8 +216,7 @@ def border_mask(
     """
     from wga.corpus.feed import valid_grid
 
-    if not 0.0 <= margin <= 1.0:
-        raise ValueError(f"a border margin is a share from 0 to 1, not {margin}")
+    margin = check_border_margin(margin)
     shapes = np.asarray(shapes, np.int64).reshape(-1, 2)
     height, width = grid_hw
     valid = valid_grid(shapes, grid_hw, side)
