@@ -23,6 +23,7 @@ from wga.corpus.receptive import DEFAULT_BORDER_MARGIN
 from wga.corpus.topk import merge
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.backends  # make test runs these again on JAX
 HED_LAYERS = ["block1_conv2", "block2_pool"]  # a conv with its ReLU inside, and a pooled output
 
 
