@@ -6,6 +6,8 @@ every unit's top-k artworks are taken over the positions that margin keeps
 (:func:`wga.corpus.receptive.border_mask`, what the probe applies). Per layer and margin it
 prints:
 
+* **edge** — the share of top-k examples whose maximum is within one grid step of the picture's
+  edge (where the zero padding answers: the margin's target);
 * **border** — the share of all units' top-k examples whose maximum sits at the picture's
   border: the position's centre on the frame band, or within one step of the layer's grid of
   the image's edge;
@@ -97,7 +99,7 @@ def main() -> None:
         f"top {args.top} per unit"
     )
     print(
-        f"{'layer':14s} {'field':>9s} {'margin':>6s} {'border':>7s} {'chance':>7s} "
+        f"{'layer':14s} {'field':>9s} {'margin':>6s} {'edge':>6s} {'border':>7s} {'chance':>7s} "
         f"{'dominated':>9s} {'by chance':>9s} {'fields':>7s} {'kept':>6s}"
     )
     sensitive: dict[str, tuple[int, dict[float, list[tuple[int, int, int]]]]] = {}
@@ -120,7 +122,7 @@ def main() -> None:
             per_margin[margin] = np.stack(maxima)  # images × units
             where[margin] = positions
             valid = sum(v.shape[0] * v.shape[1] for v in values)
-            border, plain, border_by_unit = _border_shares(
+            border, edge, plain, border_by_unit, edge_by_unit = _border_shares(
                 per_margin[margin],
                 where[margin],
                 pictures,
@@ -133,11 +135,11 @@ def main() -> None:
             dominated = float(np.mean(border_by_unit >= args.top / 2))
             expected = _binomial_tail(args.top, chance, (args.top + 1) // 2)
             print(
-                f"{layer:14s} {field.size[0]:6.0f} px {margin:6.2f} {border:7.1%} "
+                f"{layer:14s} {field.size[0]:6.0f} px {margin:6.2f} {edge:6.1%} {border:7.1%} "
                 f"{chance:7.1%} {dominated:9.1%} {expected:9.1%} {plain:7.1%} {kept / valid:6.1%}"
             )
             if margin == 0.0:
-                unit = int(np.argmax(border_by_unit))
+                unit = int(np.argmax(edge_by_unit))  # the figure: a unit of the picture's edge
                 sensitive[layer] = (unit, {})
         unit = sensitive[layer][0]
         for margin in (0.0, args.chosen):
@@ -181,9 +183,12 @@ def _in_zone(field, picture, known, mask) -> np.ndarray:
 
 
 def _border_shares(maxima, positions, pictures, values, truth, field, top):
-    """(border share, colour-field share, per-unit border counts) of the units' top examples."""
+    """(border share, edge share, colour-field share, per-unit border and edge counts) of the
+    units' top examples; "edge": the centre within one grid step of the picture's edge, frame
+    or not (the zero padding's own answer)."""
     images, units = maxima.shape
     border_by_unit = np.zeros(units)
+    edge_by_unit = np.zeros(units)
     plain = 0
     for unit in range(units):
         order = np.lexsort((np.arange(images), -maxima[:, unit]))[:top]
@@ -191,9 +196,16 @@ def _border_shares(maxima, positions, pictures, values, truth, field, top):
             cols = values[image].shape[1]
             gy, gx = divmod(int(positions[image][unit]), cols)
             border_by_unit[unit] += bool(_at_border(field, pictures[image], truth[image], gy, gx))
+            edge_by_unit[unit] += bool(_at_border(field, pictures[image], {"band": 0}, gy, gx))
             plain += bool(truth[image]["field"])
     total = units * min(top, images)
-    return border_by_unit.sum() / total, plain / total, border_by_unit
+    return (
+        border_by_unit.sum() / total,
+        edge_by_unit.sum() / total,
+        plain / total,
+        border_by_unit,
+        edge_by_unit,
+    )
 
 
 def _thumbnail(path: Path):
