@@ -296,7 +296,8 @@ def build_atlas(
     The sampling pass runs on ``executor`` (default: this process; ``workers``: how many on Ray);
     ``renderer`` renders the icon recipes (default: :func:`executor_renderer` on the same
     executor, into ``out/icons``; the server hands down its render queue instead,
-    :func:`wga.serve.atlases.queue_renderer`). ``timings`` (if given) receives the seconds spent sampling, laying out and rendering.
+    :func:`wga.serve.atlases.queue_renderer`). ``timings`` (if given) receives the seconds spent
+    sampling, laying out and rendering.
     """
     index = index if isinstance(index, ProbeIndex) else ProbeIndex.open(index)
     if index.description.get("model_fingerprint") not in (None, loaded.fingerprint):
