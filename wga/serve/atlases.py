@@ -42,9 +42,16 @@ from wga.corpus.atlas import (
     open_atlas,
 )
 from wga.corpus.atlas import icon_recipe as _icon_recipe
-from wga.errors import InvalidInput, NotFound, closest_names
+from wga.errors import InvalidInput, NotFound
 from wga.paths import atlases_dir
-from wga.serve.http import Response, client_key, json_body, reject_unknown
+from wga.serve.http import (
+    Response,
+    client_key,
+    folder_names,
+    json_body,
+    named_folder,
+    reject_unknown,
+)
 from wga.serve.http import integer as _integer
 from wga.vis.store import RenderStore, render_id
 from wga.vis.vectors import VectorStore
@@ -55,7 +62,6 @@ if TYPE_CHECKING:
     from wga.serve.probes import ProbeService
     from wga.serve.queue import RenderQueue
 
-_NAME = re.compile(r"^[A-Za-z0-9_.+=-]{1,200}$")
 MAX_ICON_CELLS = 1024  # one request; a whole 80 × 80 level is asked for in pages of cells
 
 
@@ -143,27 +149,11 @@ class AtlasService:
 
     # -- finding atlases ----------------------------------------------------------------------
     def _names(self) -> list[str]:
-        if not self.folder.is_dir():
-            return []
-        return sorted(
-            path.name
-            for path in self.folder.iterdir()
-            if _NAME.match(path.name) and (path / ATLAS_FILE).is_file()
-        )
+        return folder_names(self.folder, ATLAS_FILE)
 
     def _open(self, name: Any) -> tuple[Path, dict[str, Any]]:
-        names = self._names()
-        if not isinstance(name, str) or name not in names:
-            hint = (
-                closest_names(str(name), names)
-                if names
-                else (
-                    "there are none yet in the server's atlases folder: build one with "
-                    "`python -m wga atlas --out atlases/NAME` where wga serve runs (or --atlases)"
-                )
-            )
-            raise NotFound(f"no atlas {str(name)[:80]!r}: {hint} (GET /api/atlases)")
-        folder = self.folder / name
+        make = "build one with `python -m wga atlas --out atlases/NAME` where wga serve runs"
+        folder = named_folder(self.folder, ATLAS_FILE, name, "atlas", f"{make} (or --atlases)")
         atlas = open_atlas(folder)
         self._import_vectors(folder)
         return folder, atlas

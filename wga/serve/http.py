@@ -11,9 +11,10 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from wga.errors import InvalidInput, WgaError
+from wga.errors import InvalidInput, NotFound, WgaError, closest_names
 from wga.serve.jobs import DEFAULT_CLIENT
 
 TOKEN_ENV = "WGA_TOKEN"  # how the launcher hands the token to the gateway (never argv, never logs)
@@ -25,6 +26,7 @@ PEER_HEADER = "X-Wga-Peer"  # set by the gateway to the client's address (never 
 CLIENT_HEADER = "X-Wga-Client"  # a page's own id (one per tab), for fairness between tabs
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _LONG_INT = re.compile(rf"-?\d{{{MAX_INT_DIGITS + 1},}}")
+_FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]{0,199}$")
 
 
 @dataclass
@@ -215,3 +217,25 @@ def prefixed(prefix: str) -> Iterator[None]:
         if prefix:
             error.args = (f"{prefix}: {error}", *error.args[1:])
         raise
+
+
+def folder_names(root: Path, marker: str) -> list[str]:
+    """The subfolders of ``root`` that hold a ``marker`` file (a probe's description, an atlas's
+    json), by name, sorted; only plain names (a request never names a path)."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        entry.name
+        for entry in root.iterdir()
+        if _FOLDER_NAME.match(entry.name) and (entry / marker).is_file()
+    )
+
+
+def named_folder(root: Path, marker: str, name: Any, what: str, make: str) -> Path:
+    """``root/name`` when it is one of :func:`folder_names`, else :class:`NotFound` naming the
+    closest names, or ``make`` (how to make one) when there are none; ``what``: "probe"…"""
+    names = folder_names(root, marker)
+    if not isinstance(name, str) or name not in names:
+        hint = closest_names(str(name), names) if names else f"there are none yet: {make}"
+        raise NotFound(f"no {what} {str(name)[:80]!r}: {hint} (GET /api/{what}s)")
+    return root / name

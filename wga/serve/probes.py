@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 from wga.corpus.atlas import member_examples
 from wga.corpus.index import DESCRIPTION_NAME, Example, ProbeIndex
 from wga.corpus.views import crop_file, overlay_file, overlay_name, thumbnail_file
-from wga.errors import InvalidInput, NotFound, WgaError, closest_names
+from wga.errors import InvalidInput, NotFound, WgaError
 from wga.paths import PROBE_IMAGES_FOLDER, probes_dir
-from wga.serve.http import Response
+from wga.serve.http import Response, folder_names, named_folder
 
 if TYPE_CHECKING:
     from wga.serve.loading import ModelLoader
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PUBLIC_URL = "/public/"  # the gateway serves the cache folder's probes/ at /public/probes/
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 IMAGE_WORKERS = 4  # crops and thumbnails of one unit are cut in parallel (Pillow frees the GIL)
 
 
@@ -82,28 +81,11 @@ class ProbeService:
         return self._probes_root if self._probes_root is not None else probes_dir()
 
     def names(self) -> list[str]:
-        root = self.root()
-        if not root.is_dir():
-            return []
-        return sorted(
-            entry.name
-            for entry in root.iterdir()
-            if _SAFE_NAME.match(entry.name) and (entry / DESCRIPTION_NAME).is_file()
-        )
+        return folder_names(self.root(), DESCRIPTION_NAME)
 
     def index(self, name: Any) -> ProbeIndex:
-        names = self.names()
-        if not isinstance(name, str) or name not in names:
-            hint = (
-                closest_names(str(name), names)
-                if names
-                else (
-                    "there are none yet in the server's probes folder: build one with "
-                    "`python -m wga probe --out probes/NAME` where wga serve runs (or --probes)"
-                )
-            )
-            raise NotFound(f"unknown probe {name!r}: {hint} (GET /api/probes)")
-        path = self.root() / name
+        make = "build one with `python -m wga probe --out probes/NAME` where wga serve runs"
+        path = named_folder(self.root(), DESCRIPTION_NAME, name, "probe", f"{make} (or --probes)")
         stamp = max(
             (path / f).stat().st_mtime
             for f in (DESCRIPTION_NAME, "state.npz")
