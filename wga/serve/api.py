@@ -156,7 +156,7 @@ class RenderService:
             names = loaded.class_names
             if info.kind == "class" and names and len(names) == info.units:
                 entry["classes"] = list(names)
-            seconds = layer_estimates(name, info.name)  # measured here; absent before a step
+            seconds = layer_estimates(name, info.name, self.queue.clock)  # None before a step
             if seconds is not None:
                 entry["seconds"] = seconds
             layers.append(entry)

@@ -39,13 +39,7 @@ import wga
 from wga.errors import InvalidInput
 from wga.models import preprocess
 from wga.vis.direction import COSINE_POWER
-from wga.vis.estimate import STEP_CLOCK
-from wga.vis.features import (
-    FeatureGraph,
-    ModelScopedCache,
-    feature_graph,
-    fold_batchnorm_enabled,
-)
+from wga.vis.features import FeatureGraph, ModelScopedCache, feature_graph
 from wga.vis.hooks import Hook, hooks_for
 from wga.vis.objective import (
     DIVERSITY_WEIGHT,
@@ -72,6 +66,7 @@ from wga.vis.transform import MAX_MODEL_SIDE, TransformStack
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
+    from wga.vis.estimate import StepClock
     from wga.vis.vectors import VectorStore
 
 __all__ = [
@@ -81,6 +76,7 @@ __all__ = [
     "MAX_STEPS",
     "MIN_SIZE",
     "BatchRender",
+    "EngineOptions",
     "Recipe",
     "compiled_step",
     "group_by_batch",
@@ -92,6 +88,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_BATCH_PIXELS = 32 * 128 * 128  # one micro-batch: 32 images of 128 px, 10 of 224, 1 of 1024
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The engine's speed switches, both on: they change how fast an image comes, not what it
+    shows (measured: ``benchmarks/render_roofline.py``, ``benchmarks/time_to_quality.py --crop``).
+    Benchmarks turn them off to measure them, by passing other options; nothing reads them from
+    the environment."""
+
+    fold_batchnorm: bool = True  # BN folded into the convolution before it (wga.models.surgery)
+    crop_padding: bool = True  # a size² window of Lucid's padded canvas goes to the model
+
+
+DEFAULT_OPTIONS = EngineOptions()
 
 
 def max_batch_size(size: int) -> int:
@@ -182,16 +192,11 @@ def _image_param(loaded: LoadedModel, preset: Preset, side: int) -> ImageParam:
     )
 
 
-def crop_padding_enabled() -> bool:
-    """On unless ``WGA_CROP_PAD=0`` (benchmarks compare both)."""
-    return os.environ.get("WGA_CROP_PAD", "1") != "0"
-
-
-def _transforms(preset: Preset, side: int) -> TransformStack | None:
+def _transforms(preset: Preset, side: int, crop_padding: bool) -> TransformStack | None:
     """The preset's transform stack; presets without one still get the random crop that keeps
     the model's input under MAX_MODEL_SIDE (memory)."""
     if preset.transforms:
-        if crop_padding_enabled():
+        if crop_padding:
             # Lucid's pad 12 / jitter 8+4 make the model see (size + 12)² pixels, ~20 % more at
             # 128 px, the extra being mostly grey border. A size² window of the canvas, placed at
             # random (an extra jitter), drops that work; images and selectivity measured alike
@@ -211,6 +216,7 @@ def compiled_step(
     kind: str,
     diversity_weight: float = 0.0,
     cos_power: float = COSINE_POWER,
+    options: EngineOptions = DEFAULT_OPTIONS,
 ) -> _CompiledStep:
     """The cached compiled step; built (and later traced) once per key, reused by every batch.
 
@@ -218,14 +224,13 @@ def compiled_step(
     of atlas icons (each its own direction) is one trace and one pass."""
     param = _image_param(loaded, preset, side)
     key = ("step", layer, side, preset, kind, float(diversity_weight), param, float(cos_power))
-    fold = fold_batchnorm_enabled()
-    key += (fold, crop_padding_enabled())  # the two speed switches (benchmarks flip them)
+    key += (options,)
 
     def build() -> _CompiledStep:
         return _CompiledStep(
-            graph=feature_graph(loaded, layer, fold),
+            graph=feature_graph(loaded, layer, options.fold_batchnorm),
             param=param,
-            transforms=_transforms(preset, side),
+            transforms=_transforms(preset, side, options.crop_padding),
             preprocessing=loaded.spec.preprocessing,
             kind=kind,
             preset=preset,
@@ -260,6 +265,9 @@ class BatchRender:
     later where it was. ``diversity`` > 0 couples the batch on purpose (variations of one unit
     that should differ, see :func:`render_variations`); it is off for independent recipes. The
     model is ``loaded``; the recipes' ``model`` field is their identity, not read here.
+
+    ``clock`` (a :class:`~wga.vis.estimate.StepClock`, e.g. the render queue's) receives the
+    time of every step that did not trace, for estimates; ``options`` are the speed switches.
     """
 
     def __init__(
@@ -269,6 +277,8 @@ class BatchRender:
         *,
         diversity: float = 0.0,
         vectors: VectorStore | None = None,
+        options: EngineOptions = DEFAULT_OPTIONS,
+        clock: StepClock | None = None,
     ) -> None:
         if not recipes:
             raise InvalidInput("a batch needs at least one recipe")
@@ -281,6 +291,8 @@ class BatchRender:
         self.preset = first.preset_spec
         self.size = first.size
         self.diversity = float(diversity)
+        self.options = options
+        self.clock = clock
         self.schedule = self.preset.schedule(self.size, first.steps)
         self.total_steps: int = sum(steps for _, steps in self.schedule)
         self.steps_done: int = 0
@@ -348,6 +360,7 @@ class BatchRender:
             self.kind,
             self.diversity,
             cos_power=COSINE_POWER if first.cos_power is None else first.cos_power,
+            options=self.options,
         )
 
     def run(self, steps: int = 1) -> None:
@@ -376,9 +389,13 @@ class BatchRender:
             )
             chunk.scores = scores.numpy()
         # the first step of an octave and the first after the warm-up may trace: not a sample
-        if self.octave_step > 0 and self.steps_done != self.preset.warmup_steps:
+        if (
+            self.clock is not None
+            and self.octave_step > 0
+            and self.steps_done != self.preset.warmup_steps
+        ):
             seconds = time.perf_counter() - started
-            STEP_CLOCK.record(
+            self.clock.record(
                 self.loaded.name, self.recipes[0].layer, self.side, len(self.recipes), seconds
             )
         self.steps_done += 1
@@ -443,13 +460,14 @@ def render(
     recipes: Sequence[Recipe],
     on_snapshot: Callable[[BatchRender], None] | None = None,
     snapshot_every: int = 16,
+    options: EngineOptions = DEFAULT_OPTIONS,
 ) -> np.ndarray:
     """Render ``recipes`` (one batch key) to uint8 images ``(B, size, size, 3)``.
 
     ``on_snapshot(batch)`` is called every ``snapshot_every`` steps and once at the end; read
     ``batch.images()``, ``batch.progress`` and ``batch.steps_done`` from it.
     """
-    batch = BatchRender(loaded, recipes)
+    batch = BatchRender(loaded, recipes, options=options)
     every = max(1, int(snapshot_every))
     while not batch.done:
         batch.run(min(every, batch.total_steps - batch.steps_done))
