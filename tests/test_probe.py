@@ -78,6 +78,7 @@ def _brute_force(hed, corpus, layer: str, k: int, largest: bool):
             continue
         if layer == "block1_conv2":
             first = keras.Model(hed.model.input, hed.model.get_layer("block1_conv1").output)(batch)
+            first = ops.convert_to_numpy(first)
             kernel, bias = hed.model.get_layer("block1_conv2").get_weights()
             out = ops.convert_to_numpy(ops.conv(first, kernel, 1, "same") + bias)[0]
         else:

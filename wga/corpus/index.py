@@ -39,6 +39,7 @@ from wga.corpus.receptive import Field
 from wga.corpus.topk import LayerTop, Partial, TopK, TopState, merge
 from wga.errors import InvalidInput, NotFound, closest_names
 from wga.models import model_reference
+from wga.vis.backends import DEFAULT_BACKEND, backend_name
 
 if TYPE_CHECKING:
     from wga.corpus.probe import ProbeLayer
@@ -108,8 +109,16 @@ class IndexWriter:
             "k": k,
         }
         existing = root / DESCRIPTION_NAME
+        backend = backend_name()
         if existing.exists():
             description = json.loads(existing.read_text(encoding="utf-8"))
+            made_on = description.get("backend", DEFAULT_BACKEND)
+            if made_on != backend:
+                raise InvalidInput(
+                    f"{root} holds a probe made on the {made_on} backend: resume it with "
+                    f"--backend {made_on} (one index, one backend's arithmetic), or give another "
+                    "--out"
+                )
             theirs = {key: description.get(key) for key in identity}
             if theirs != identity:
                 changed = ", ".join(key for key in identity if theirs[key] != identity[key])
@@ -141,6 +150,7 @@ class IndexWriter:
             "corpus_kind": corpus.kind,
             "images": len(corpus),
             "feed": rule.as_dict(),
+            "backend": backend,
             "layers": layers,
             "batch_size": batch_size,
             "done": 0,
