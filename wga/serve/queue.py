@@ -46,7 +46,8 @@ from wga.errors import InvalidInput, NotFound, Unavailable, WgaError
 from wga.serve.cache import DEFAULT_CACHE_MAX, DEFAULT_GRACE_S, RenderCache
 from wga.serve.jobs import DEFAULT_CLIENT, LIVE, Job, JobStatus, JobTable, RecipeLike
 from wga.serve.journal import DEFAULT_SYNC_INTERVAL_S, Entry, Journal, Replayed
-from wga.serve.scheduler import DEFAULT_MAX_BATCH, BatchBudget, Scheduler
+from wga.serve.scheduler import Scheduler
+from wga.vis.budget import DEFAULT_MAX_BATCH, BatchBudget, detect_devices
 from wga.vis.estimate import StepClock
 from wga.vis.store import PUBLIC_URL, PngWriter, check_id, render_id, render_view
 
@@ -155,22 +156,6 @@ class _Worker:
             "busy": not self.idle,
             "batches": self.batches,
         }
-
-
-def detect_devices() -> list[str | None]:
-    """One worker per GPU when there are GPUs, else one CPU worker (TensorFlow); on JAX and
-    PyTorch one worker on the backend's default device."""
-    from wga.vis.backends import backend_name
-
-    if backend_name() != "tensorflow":
-        return [None]
-    try:
-        import tensorflow as tf  # lazy: the queue's tests and `wga --help` need no TensorFlow
-
-        gpus = tf.config.list_logical_devices("GPU")
-    except Exception:  # no TensorFlow, or it cannot list devices: the CPU still works
-        gpus = []
-    return [gpu.name for gpu in gpus] or ["/CPU:0"]
 
 
 class RenderQueue:
