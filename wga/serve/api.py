@@ -57,6 +57,7 @@ from wga.serve.http import (
 from wga.serve.http import integer as _integer
 from wga.serve.http import prefixed as _prefixed
 from wga.serve.http import reject_unknown as _reject_unknown
+from wga.serve.journal import JOURNAL_FOLDER
 from wga.serve.loading import ModelLoader
 from wga.serve.looks import LookService
 from wga.serve.probes import ProbeService
@@ -325,6 +326,7 @@ def build_service(
 ) -> RenderService:
     """The whole backend: registry, render queue over ``cache_dir/renders``, started."""
     registry = ModelRegistry(runs_dir)
+    queue_options.setdefault("journal", Path(cache_dir) / JOURNAL_FOLDER)  # accepted = kept
     queue = RenderQueue(Path(cache_dir) / paths.RENDERS_FOLDER, registry.load, **queue_options)
     service = RenderService(registry, queue.start())
     probes = ProbeService(cache_dir, service.loader)
@@ -340,6 +342,8 @@ def build_service(
 def service_from_env() -> RenderService:
     """:func:`build_service` configured by the launcher's environment (``WGA_*`` variables).
 
+    ``$WGA_JOURNAL_SYNC``: seconds between the job journal's syncs to disk (default 1; ``0``:
+    every write; ``off``: no journal, a crash forgets the queue).
     ``$WGA_RENDER_NICE=N`` (opt-in) lowers the kernel's CPU priority first (its render threads
     inherit it), so that the gateway process serving the page and the polls answers first while a
     render runs. Not the default: on a machine busy with other work a niced kernel starves (its
@@ -360,4 +364,9 @@ def service_from_env() -> RenderService:
     ):
         if os.environ.get(variable):
             options[option] = kind(os.environ[variable])
+    sync = os.environ.get("WGA_JOURNAL_SYNC", "").strip().lower()  # seconds between fsyncs
+    if sync in ("off", "none"):  # no journal: a crash forgets the queue (benchmarks compare)
+        options["journal"] = None
+    elif sync:
+        options["journal_sync_s"] = float(sync)
     return build_service(paths.cache_dir(), paths.runs_dir(), **options)
