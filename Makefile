@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make run    install into .venv and start the backend with the explorer page
-#   make test   install into .venv (with test tools) and run lint, format check and all tests
+#   make test   install into .venv (with test tools) and run lint, format check and all tests,
+#               then the backend-sensitive ones (pytest marker `backends`) again on JAX
 # Everything installs into the project's own virtual environment; nothing before is needed but
 # Python >= 3.11 and make.
 
@@ -21,7 +22,8 @@ run: $(STAMP)
 test: $(TEST_STAMP)
 	bash scripts/ensure_chromium.sh
 	$(MAKE) lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends $(PYTEST_ARGS) || test $$? -eq 5
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
@@ -35,11 +37,11 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[tensorflow]'
 	touch $@
 
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[tensorflow,test]'
 	touch $@
 
 clean:

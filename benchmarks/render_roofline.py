@@ -34,15 +34,14 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-# name → environment read when a step is built (see wga.vis.features / wga.vis.render)
-VARIANTS: dict[str, dict[str, str]] = {
-    "before": {"WGA_FOLD_BN": "0", "WGA_CROP_PAD": "0"},
+# name → the engine's speed switches (wga.vis.render.EngineOptions fields)
+VARIANTS: dict[str, dict[str, bool]] = {
+    "before": {"fold_batchnorm": False, "crop_padding": False},
     "after": {},
 }
 SWEEP: list[tuple[str, dict[str, str]]] = [
@@ -94,20 +93,6 @@ def load(name: str):
 _models: dict[str, object] = {}
 
 
-@contextmanager
-def environment(values: dict[str, str]):
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def useful_flops(case: Case, side: int) -> float:
     """2 × forward FLOPs of one image through the unfolded truncated model (TF profiler)."""
     import tensorflow as tf
@@ -139,26 +124,25 @@ def matmul_rate(n: int = 2048, repeats: int = 8) -> tuple[float, float]:
     return flops / (time.perf_counter() - wall), flops / (time.process_time() - cpu)
 
 
-def time_steps(case: Case, env: dict[str, str]) -> tuple[float, float, int]:
+def time_steps(case: Case, switches: dict[str, bool]) -> tuple[float, float, int]:
     """(wall s, CPU s) per plain step of 8 units, and the side the model sees."""
-    from wga.vis.render import BatchRender, Recipe
+    from wga.vis.render import BatchRender, EngineOptions, Recipe
 
     loaded = load(case.model)
     recipes = [
         Recipe(loaded.name, case.layer, unit, size=case.size, steps=1000, seed=unit)
         for unit in range(case.batch)
     ]
-    with environment(env):
-        batch = BatchRender(loaded, recipes)
-        batch.steps_done = batch.preset.warmup_steps  # time the plain step, not the warm-up
-        batch.run(1)  # traces it
+    batch = BatchRender(loaded, recipes, options=EngineOptions(**switches))
+    batch.steps_done = batch.preset.warmup_steps  # time the plain step, not the warm-up
+    batch.run(1)  # traces it
     wall, cpu = time.perf_counter(), time.process_time()
     batch.run(case.steps)
     seen = batch._step.transforms.output_size if batch._step.transforms else case.size
     return (time.perf_counter() - wall) / case.steps, (time.process_time() - cpu) / case.steps, seen
 
 
-def roofline(cases: list[Case], variants: dict[str, dict[str, str]]) -> None:
+def roofline(cases: list[Case], variants: dict[str, dict[str, bool]]) -> None:
     import tensorflow as tf
 
     print(f"render roofline — TensorFlow {tf.__version__}, {os.cpu_count()} CPUs (shared)")
@@ -171,9 +155,9 @@ def roofline(cases: list[Case], variants: dict[str, dict[str, str]]) -> None:
     print("-" * len(header))
     for case in cases:
         first_wall = None
-        for name, env in variants.items():
+        for name, switches in variants.items():
             peak_wall, peak_cpu = matmul_rate()
-            wall, cpu, seen = time_steps(case, env)
+            wall, cpu, seen = time_steps(case, switches)
             flops = useful_flops(case, seen) * case.batch
             label = f"{case.model} {case.layer} {case.size}px ×{case.batch}"
             speedup = "" if first_wall is None else f"  ×{first_wall / wall:.2f} vs first"

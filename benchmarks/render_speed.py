@@ -19,8 +19,9 @@ Other processes share the CPUs, so absolute numbers are noisy; the ratios are th
 
 ``--steady`` is the side-by-side of issue 16: steady state, the difference between a run of
 ``--long`` (112) and one of ``--short`` (16) steps, so start-up and tracing cancel, 8 units at
-once, for ``wga`` before the speed work (``WGA_FOLD_BN=0 WGA_CROP_PAD=0``), ``wga`` now and tf-keras-vis, in
-wall time and in process CPU time (other processes' load does not count against CPU time).
+once, for ``wga`` before the speed work (``EngineOptions(fold_batchnorm=False,
+crop_padding=False)``), ``wga`` now and tf-keras-vis, in wall time and in process CPU time (other
+processes' load does not count against CPU time).
 
     PYTHONPATH=. python benchmarks/render_speed.py            # ~5 minutes on 2 busy cores
     PYTHONPATH=. python benchmarks/render_speed.py --quick    # fewer steps, smaller batches
@@ -216,7 +217,7 @@ STEADY_CASES = [
     Case("vgg16-hed", "block4_conv2", 96, 8, 0),
     Case("resnet50-random", "conv4_block6_out", 128, 8, 0),
 ]
-BEFORE = {"WGA_FOLD_BN": "0", "WGA_CROP_PAD": "0"}  # the engine before issue 16
+BEFORE = {"fold_batchnorm": False, "crop_padding": False}  # the engine before issue 16
 
 
 def timed(run) -> tuple[float, float]:
@@ -225,18 +226,17 @@ def timed(run) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def steady_wga(case: Case, env: dict[str, str], short: int, long: int) -> tuple[float, float]:
+def steady_wga(case: Case, switches: dict[str, bool], short: int, long: int) -> tuple[float, float]:
     """(wall s, CPU s) per step of ``case.batch`` units: (time to ``long`` − to ``short``) ÷ Δ."""
-    from render_roofline import environment
     from render_roofline import load as fresh
 
-    from wga.vis.render import BatchRender
+    from wga.vis.render import BatchRender, EngineOptions
 
     loaded = fresh(case.model)
-    with environment(env):
-        batch = BatchRender(loaded, recipes(case, 1000, loaded.name))
-        batch.run(short)
-        whole = timed(lambda: batch.run(long - short))
+    options = EngineOptions(**switches)
+    batch = BatchRender(loaded, recipes(case, 1000, loaded.name), options=options)
+    batch.run(short)
+    whole = timed(lambda: batch.run(long - short))
     return whole[0] / (long - short), whole[1] / (long - short)  # the first `short` cancel
 
 

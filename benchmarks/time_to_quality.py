@@ -20,7 +20,7 @@ time and wall time spent in steps only (checkpoints excluded), per unit.
     PYTHONPATH=. python benchmarks/time_to_quality.py --crop --size 128 --reference-steps 128
 
 ``--crop`` instead compares the same lucid render with Lucid's padding seen by the model
-(``WGA_CROP_PAD=0``, before) and cropped away (now): activation, selectivity and CPU time.
+(``EngineOptions(crop_padding=False)``, before) and cropped away (now): activation, selectivity and CPU time.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def activations(loaded, layer: str, images: np.ndarray, units: list[int]) -> np.
 class Trial:
     """One schedule, stepped to checkpoints; time spent in steps only."""
 
-    def __init__(self, loaded, layer, units, size, preset, schedule=None) -> None:
+    def __init__(self, loaded, layer, units, size, preset, schedule=None, options=None) -> None:
         from wga.vis.presets import PRESETS
-        from wga.vis.render import BatchRender, Recipe
+        from wga.vis.render import DEFAULT_OPTIONS, BatchRender, Recipe
 
         PRESETS[preset.name] = preset
         total = sum(steps for _, steps in schedule) if schedule else preset.default_steps
@@ -63,7 +63,7 @@ class Trial:
             Recipe(loaded.name, layer, unit, size=size, preset=preset.name, steps=total, seed=unit)
             for unit in units
         ]
-        self.batch = BatchRender(loaded, recipes)
+        self.batch = BatchRender(loaded, recipes, options=options or DEFAULT_OPTIONS)
         if schedule:  # fixed steps per octave (BatchRender was built with the same first side)
             assert self.batch.schedule[0][0] == schedule[0][0]
             self.batch.schedule = list(schedule)
@@ -86,18 +86,17 @@ class Trial:
 
 
 def compare_crop(loaded, layer: str, units: list[int], size: int, steps: int) -> None:
-    from render_roofline import environment
-
     from wga.models import LoadedModel
     from wga.vis.presets import PRESETS
+    from wga.vis.render import EngineOptions
 
     lucid = replace(PRESETS["lucid"], name="ttq-crop", default_steps=steps)
     results = {}
-    for label, env in (("padding seen", {"WGA_CROP_PAD": "0"}), ("padding cropped", {})):
+    for label, crop in (("padding seen", False), ("padding cropped", True)):
         wrapper = LoadedModel(loaded.spec, loaded.model, loaded.fingerprint)  # own step cache
-        with environment(env):
-            trial = Trial(wrapper, layer, units, size, lucid)
-            trial.run_to(steps)
+        options = EngineOptions(crop_padding=crop)
+        trial = Trial(wrapper, layer, units, size, lucid, options=options)
+        trial.run_to(steps)
         own, spread, others = trial.measure()
         results[label] = own
         n = len(units)

@@ -29,7 +29,7 @@ def call(service: RenderService, route: str, body=None, path=None, raw: str | No
 @pytest.fixture(scope="module")
 def queue(registry, tmp_path_factory):
     queue = RenderQueue(
-        tmp_path_factory.mktemp("static") / "renders",
+        tmp_path_factory.mktemp("cache") / "renders",
         registry.load,
         devices=["/CPU:0"],
         snapshot_interval_s=0.05,
@@ -138,6 +138,16 @@ def test_render_is_queued_then_done_and_then_a_cache_hit(service, queue):
     again = call(service, "POST /api/renders", {**RECIPE, "steps": 4})
     assert again.status == 200 and again.body["id"] == first.body["id"]
     assert again.body["status"] == "done"
+
+
+def test_the_queue_times_its_steps_and_the_layers_say_how_long_a_render_takes(service, queue):
+    render = call(service, "POST /api/renders", {**RECIPE, "unit": 6, "seed": 1})
+    assert queue.wait(render.body["id"], 120)["status"] == "done"
+    assert queue.clock.unit_step_seconds("vgg16-hed", LAYER, 64) is not None  # the queue's own
+    response = call(service, "GET /api/models/:model/layers", path={"model": "vgg16-hed"})
+    layers = {layer["name"]: layer for layer in response.body["layers"]}
+    assert layers[LAYER]["seconds"]["lucid"]["128"] > 0
+    assert "seconds" not in layers["block5_conv3"]  # never rendered here: no guess
 
 
 def test_default_steps_and_explicit_default_steps_are_the_same_render(service, queue):

@@ -196,12 +196,12 @@ def api(registry, hed, index, atlas_dir, tmp_path_factory):
     from wga.serve.probes import ProbeService
     from wga.serve.queue import RenderQueue
 
-    static = tmp_path_factory.mktemp("static")
+    cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("WGA_VECTORS_DIR", str(static / "vectors"))  # the queue's renders read it
-        queue = RenderQueue(static / "renders", registry.load, devices=["/CPU:0"]).start()
+        patch.setenv("WGA_VECTORS_DIR", str(cache / "vectors"))  # the queue's renders read it
+        queue = RenderQueue(cache / "renders", registry.load, devices=["/CPU:0"]).start()
         service = RenderService(registry, queue)
-        probes = ProbeService(static, ModelLoader(registry), index.root.parent)
+        probes = ProbeService(cache, ModelLoader(registry), index.root.parent)
         service.routes.update(probes.routes)
         service.routes.update(AtlasService(service, atlas_dir.parent, probes=probes).routes)
         yield service
@@ -213,6 +213,7 @@ def test_api_lists_the_atlas_and_serves_its_levels_with_the_cli_icons(api, atlas
     assert [a["name"] for a in listed] == [atlas_dir.name]
     assert listed[0]["layer"] == LAYER and listed[0]["cells"] == len(atlas["cells"])
     about = call(api, "GET /api/atlases/:atlas", path={"atlas": atlas_dir.name}).body
+    assert str(atlas_dir.parent) not in json.dumps([listed, about])  # names, not server paths
     assert [level["grid"] for level in about["levels"]] == sorted(int(g) for g in atlas["levels"])
     path = {"atlas": atlas_dir.name, "grid": str(GRID)}
     level = call(api, "GET /api/atlases/:atlas/levels/:grid", path=path).body

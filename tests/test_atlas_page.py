@@ -7,7 +7,6 @@ render queue for those); the backend finds both through $WGA_PROBES_DIR and $WGA
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -41,24 +40,12 @@ def atlas_backend(tmp_path_factory, hed, artifacts) -> Iterator[Backend]:
     )
     options = AtlasOptions(LAYER, grid=2, icon=64, steps=4, per_image=12, levels=(2, 3))
     build_atlas(index, hed, options, base / "atlases" / NAME, progress=False)
-    variables = {
-        "WGA_PROBES_DIR": str(base / "probes"),
-        "WGA_ATLASES_DIR": str(base / "atlases"),
-        "WGA_VECTORS_DIR": str(base / "vectors"),
-    }
-    previous = {key: os.environ.get(key) for key in variables}
-    os.environ.update(variables)
-    server = Backend(free_port(), base / "runs", artifacts / "atlas-backend.log")
+    server = Backend(free_port(), base, artifacts / "atlas-backend.log")  # ./probes, ./atlases
     try:
         server.start()
         yield server
     finally:
         server.stop()
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.mark.timeout(400)

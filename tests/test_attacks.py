@@ -18,8 +18,9 @@ import time
 
 import pytest
 import requests
+from serving import serve_environment
 
-from wga.serve.gateway import PROJECT_ROOT, Gateway, free_port
+from wga.serve.gateway import Gateway, free_port
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow]
 
@@ -133,13 +134,11 @@ def test_a_render_through_the_fast_path_and_the_recent_listing(gateway):
 @pytest.mark.timeout(400)
 def test_off_loopback_every_endpoint_and_the_renders_need_the_token(tmp_path):
     port = free_port("0.0.0.0")
-    (tmp_path / "index.html").write_text("<p>the page</p>")
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env = serve_environment()
     env.pop("WGA_TOKEN", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "wga", "serve", "--host", "0.0.0.0", "--port", str(port),
-         "--static", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=PROJECT_ROOT,
+        [sys.executable, "-m", "wga", "serve", "--host", "0.0.0.0", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
         start_new_session=True,
     )  # fmt: skip
     try:
@@ -160,6 +159,7 @@ def test_off_loopback_every_endpoint_and_the_renders_need_the_token(tmp_path):
             ("DELETE", f"/api/renders/{job['id']}"), ("GET", "/api/status"),
             ("GET", job["url"]), ("GET", job["status_url"]), ("GET", "/public/renders/_status.json"),
             ("GET", "/public/./renders/_status.json"), ("GET", "/api/nothing"),
+            ("GET", "/public/probes/none/images/1.jpg"),
         ]  # fmt: skip
         for method, path in guarded:
             for headers, expected in (({}, 401), ({"Authorization": "token wrong"}, 403)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wga.vis.estimate import STEP_CLOCK, StepClock, estimate, layer_estimates, recipe_seconds
+from wga.vis.estimate import StepClock, estimate, layer_estimates, recipe_seconds
 from wga.vis.presets import PRESETS
 from wga.vis.recipe import Recipe
 
@@ -47,12 +47,13 @@ def test_layer_estimates_cover_every_preset_once_a_step_was_measured():
     assert table["preview"]["128"] < table["lucid"]["128"]
 
 
-def test_a_render_records_its_steps(hed):
+def test_a_render_records_its_steps_on_the_clock_it_was_handed(hed):
     from wga.vis.render import BatchRender
 
-    STEP_CLOCK.clear()
+    clock = StepClock()
     recipe = Recipe("vgg16-hed", "block1_conv2", 3, size=64, steps=4)
-    assert recipe_seconds(recipe) is None
-    BatchRender(hed, [recipe]).run(4)
-    seconds = recipe_seconds(recipe)
+    assert recipe_seconds(recipe, clock) is None
+    BatchRender(hed, [recipe], clock=clock).run(4)
+    seconds = recipe_seconds(recipe, clock)
     assert seconds is not None and seconds > 0
+    BatchRender(hed, [recipe]).run(4)  # no clock: nothing recorded anywhere, no error

@@ -73,7 +73,9 @@ def test_feed_one_gives_the_corpus_batch_for_a_file_and_for_its_bytes(folder):
     assert bad["ok"].tolist() == [False] and bad["error"][0]
 
 
+@pytest.mark.backends
 def test_numpy_preprocessing_is_the_models_bit_for_bit():
+    import keras
     from keras import ops
 
     from wga.corpus.feed import model_array
@@ -82,7 +84,10 @@ def test_numpy_preprocessing_is_the_models_bit_for_bit():
     pixels = np.random.default_rng(0).random((5, 7, 3), dtype=np.float32)
     for mode in ("caffe", "tf", "torch", "raw"):
         tensor = ops.convert_to_numpy(preprocess(ops.convert_to_tensor(pixels), mode))
-        np.testing.assert_array_equal(model_array(pixels, mode), tensor)
+        if keras.backend.backend() == "tensorflow":
+            np.testing.assert_array_equal(model_array(pixels, mode), tensor)
+        else:  # XLA may divide by multiplying with the reciprocal: one float32 ulp at most
+            np.testing.assert_array_max_ulp(model_array(pixels, mode), tensor, maxulp=1)
 
 
 def test_position_mask_keeps_the_valid_grid_and_nothing_of_a_failed_image():

@@ -8,7 +8,6 @@ One gateway serves the whole module (start-up costs ~10–20 s); a second one, s
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,8 +16,9 @@ import time
 
 import pytest
 import requests
+from serving import serve_environment
 
-from wga.serve.gateway import PROJECT_ROOT, Gateway, free_port, port_in_use
+from wga.serve.gateway import Gateway, free_port, port_in_use
 from wga.vis.png import read_png_metadata
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow]
@@ -106,14 +106,14 @@ def test_malformed_json_is_400(gateway, raw):
 
 
 @pytest.mark.timeout(300)
-def test_render_is_served_as_png_with_its_recipe(gateway, static_dir):
+def test_render_is_served_as_png_with_its_recipe(gateway, cache_dir):
     response = api(gateway, "POST", "/api/renders", QUICK)
     assert response.status_code == 202, response.text
     view = wait_done(gateway, response.json()["id"])
     assert view["status"] == "done", view
     image = requests.get(gateway.url + view["url"], timeout=TIMEOUT)
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
-    metadata = read_png_metadata(static_dir / "renders" / f"{view['id']}.png")
+    metadata = read_png_metadata(cache_dir / "renders" / f"{view['id']}.png")
     assert metadata["layer"] == "block2_conv1" and metadata["unit"] == 3
     again = api(gateway, "POST", "/api/renders", QUICK)
     assert again.status_code == 200 and again.json()["id"] == view["id"]
@@ -192,18 +192,19 @@ def test_concurrent_clients_get_valid_json_while_a_render_runs(gateway):
 
 
 @pytest.mark.timeout(300)
-def test_serve_command_prints_the_url_finds_cached_renders_and_stops_on_ctrl_c(gateway, static_dir):
+def test_serve_command_prints_the_url_finds_cached_renders_and_stops_on_ctrl_c(
+    gateway, cache_dir, tmp_path
+):
     done = api(gateway, "POST", "/api/renders", QUICK).json()
     assert done["status"] == "done"
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "wga", "serve", "--port", str(port), "--static", str(static_dir)],
+        [sys.executable, "-m", "wga", "serve", "--port", str(port), "--cache-dir", str(cache_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
-        cwd=PROJECT_ROOT,
+        env=serve_environment(),
+        cwd=tmp_path,
     )
     try:
         lines = []

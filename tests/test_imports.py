@@ -23,7 +23,15 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "wga"
-SHARED_GROUND = ("wga.models", "wga.atomic", "wga.errors", "wga.quiet", "wga.run", "wga.figures")
+SHARED_GROUND = (
+    "wga.models",
+    "wga.atomic",
+    "wga.errors",
+    "wga.quiet",
+    "wga.run",
+    "wga.figures",
+    "wga.paths",
+)
 SHARED_GROUND_PACKAGES = tuple(f"{name}." for name in SHARED_GROUND)  # their modules too
 ABOVE_THE_GROUND = ("wga.data", "wga.train", "wga.vis", "wga.serve", "wga.corpus", "wga.cli")
 

@@ -20,11 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def execute(name: str, tmp_path: Path, env: dict[str, str] | None = None, **parameters) -> dict:
-    """Run a notebook with papermill in ``tmp_path``; return the executed notebook as JSON."""
+def execute(
+    name: str | Path, tmp_path: Path, env: dict[str, str] | None = None, **parameters
+) -> dict:
+    """Run a notebook (a name in notebooks/, or a path) with papermill in ``tmp_path``; return the
+    executed notebook as JSON."""
     import papermill
 
-    output = tmp_path / f"executed-{name}"
+    source = name if isinstance(name, Path) else NOTEBOOKS / name
+    output = tmp_path / f"executed-{source.name}"
     variables = {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     }
@@ -33,7 +37,7 @@ def execute(name: str, tmp_path: Path, env: dict[str, str] | None = None, **para
     os.environ.update(variables)  # the kernel inherits them
     try:
         papermill.execute_notebook(
-            str(NOTEBOOKS / name),
+            str(source),
             str(output),
             parameters=parameters,
             cwd=str(tmp_path),
@@ -142,16 +146,18 @@ def test_finetune_then_figures_notebooks_make_a_run_and_the_papers_figures(tmp_p
 
 
 def test_backend_notebook_runs_top_to_bottom_outside_the_gateway(tmp_path):
-    static = tmp_path / "static"
+    from wga.paths import backend_notebook
+
+    cache = tmp_path / "cache"
     notebook = execute(
-        "backend.ipynb",
+        backend_notebook(),
         tmp_path,
-        env={"WGA_STATIC_DIR": str(static), "WGA_RUNS_DIR": str(tmp_path / "runs")},
+        env={"WGA_CACHE_DIR": str(cache), "WGA_RUNS_DIR": str(tmp_path / "runs")},
     )
     text = outputs_text(notebook)
     assert '"vgg16-hed"' in text and '"status": 200' in text
     assert "Traceback" not in text
-    assert (static / "renders").is_dir()
+    assert (cache / "renders").is_dir()
 
 
 def _tiny_run(folder: Path, classes: list[str]) -> Path:

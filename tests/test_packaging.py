@@ -56,13 +56,15 @@ def test_dockerfile_copies_paths_that_exist_and_installs_the_project(name):
             for source in sources:
                 assert (ROOT / source).exists(), f"{name} copies {source}, which is missing"
     runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
-    assert "-c constraints.txt" in runs and "-e ." in runs
+    assert "-c constraints.txt" in runs and '-e ".[tensorflow]"' in runs  # the default backend
     assert name.lower() in (ROOT / "README.md").read_text().lower()
 
 
 def test_conda_environment_lists_the_same_dependencies_as_pyproject():
+    """The environment is `pip install -e '.[tensorflow]'`: the core and the default backend."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    expected = {requirement_name(requirement) for requirement in project["dependencies"]}
+    default = project["dependencies"] + project["optional-dependencies"]["tensorflow"]
+    expected = {requirement_name(requirement) for requirement in default}
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     listed: set[str] = set()
     pip_lines: list[str] = []

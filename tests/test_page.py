@@ -30,9 +30,10 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
+from serving import serve_environment
 
-ROOT = Path(__file__).resolve().parents[1]
-STATIC = ROOT / "static"
+from wga.paths import page_dir
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-background-networking",
@@ -103,13 +104,18 @@ def make_wide_run(runs: Path) -> None:
 
 @dataclass
 class Backend:
-    """`python -m wga serve` in its own process group (killed as a group, by its pid)."""
+    """`python -m wga serve` started in ``home`` (its runs/, probes/, atlases/, cache/), in its
+    own process group (killed as a group, by its pid)."""
 
     port: int
-    runs: Path
+    home: Path
     log: Path
     proc: subprocess.Popen | None = None
     starts: int = field(default=0)
+
+    @property
+    def runs(self) -> Path:
+        return self.home / "runs"
 
     @property
     def origin(self) -> str:
@@ -120,7 +126,7 @@ class Backend:
         return f"{self.origin}/public/index.html?token={TOKEN}#{query}"
 
     def start(self, while_starting: Callable[[], None] | None = None) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "WGA_RUNS_DIR": str(self.runs)}
+        env = serve_environment()
         command = [sys.executable, "-m", "wga", "serve", "--host", "127.0.0.1"]
         # The page opened as a file (origin "null") may call the API: --allow-origin null.
         command += ["--port", str(self.port), "--token", TOKEN, "--allow-origin", "null"]
@@ -128,7 +134,7 @@ class Backend:
         with self.log.open("a") as log:
             log.write(f"\n=== start {self.starts}: {' '.join(command)}\n")
             self.proc = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                command, cwd=self.home, env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         if while_starting is not None:
@@ -171,9 +177,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[Backend]:
-    runs = tmp_path_factory.mktemp("runs")
-    server = Backend(free_port(), runs, artifacts / "backend.log")
-    server.start(while_starting=lambda: make_wide_run(runs))  # runs are listed on each request
+    server = Backend(free_port(), tmp_path_factory.mktemp("home"), artifacts / "backend.log")
+    server.start(while_starting=lambda: make_wide_run(server.runs))  # listed on each request
     try:
         yield server
     finally:
@@ -464,7 +469,7 @@ def test_page_reconnects_after_the_backend_restarts(backend, page):
 @pytest.mark.timeout(300)
 def test_page_opened_as_a_file_talks_to_the_api_through_cors(backend, page):
     page.goto(
-        f"{(STATIC / 'index.html').as_uri()}?token={TOKEN}#{urlencode(state(api=backend.origin))}"
+        f"{(page_dir() / 'index.html').as_uri()}?token={TOKEN}#{urlencode(state(api=backend.origin))}"
     )
     page.click("#layer-list button[data-layer='block1_conv1']")
     page.wait_for_function("document.querySelectorAll('#grid .tile[data-state=done]').length >= 4")

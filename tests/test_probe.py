@@ -22,6 +22,7 @@ from wga.corpus.probe import LocalExecutor, ProbeJob, Prober, run_probe
 from wga.corpus.topk import merge
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.backends  # make test runs these again on JAX
 HED_LAYERS = ["block1_conv2", "block2_pool"]  # a conv with its ReLU inside, and a pooled output
 
 

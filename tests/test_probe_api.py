@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,25 +55,26 @@ def setup(registry, hed, tmp_path_factory):
         progress=False,
     )
     (probes / "not-a-probe").mkdir()
-    static = base / "static"
-    queue = RenderQueue(static / "renders", registry.load, devices=["/CPU:0"])
+    cache = base / "cache"
+    queue = RenderQueue(cache / "renders", registry.load, devices=["/CPU:0"])
     service = RenderService(registry, queue)
-    service.routes.update(ProbeService(static, ModelLoader(registry), probes).routes)
-    return service, static
+    service.routes.update(ProbeService(cache, ModelLoader(registry), probes).routes)
+    return service, cache
 
 
-def test_probes_lists_the_index_folders_only(setup):
+def test_probes_lists_the_index_folders_only_by_name(setup, tmp_path_factory):
     service, _ = setup
     response = call(service, "GET /api/probes")
     assert response.status == 200
     (probe,) = response.body["probes"]
     assert probe["name"] == "hed-art" and probe["model"] == "vgg16-hed" and probe["images"] == 6
     assert [layer["name"] for layer in probe["layers"]] == ["block2_conv2", "block3_pool"]
-    assert Path(probe["corpus"]).name == "corpus"
+    assert probe["corpus"] == "corpus"
+    assert str(tmp_path_factory.getbasetemp()) not in json.dumps(response.body)  # names only
 
 
 def test_a_unit_gives_artworks_with_catalog_fields_crops_and_histogram(setup):
-    service, static = setup
+    service, cache = setup
     response = call(service, UNIT_ROUTE, {"probe": "hed-art", "layer": "block2_conv2", "unit": "3"})
     assert response.status == 200, response.body
     body = response.body
@@ -85,7 +85,7 @@ def test_a_unit_gives_artworks_with_catalog_fields_crops_and_histogram(setup):
         assert example["page"].startswith("https://www.wga.hu/html/")
         for key in ("image_url", "crop_url"):
             assert example[key].startswith("/public/probes/hed-art-")
-            file = static / example[key].removeprefix("/public/")
+            file = cache / example[key].removeprefix("/public/")
             with Image.open(file) as image:
                 assert min(image.size) >= 1
         assert example["overlay_url"].startswith(
@@ -94,7 +94,7 @@ def test_a_unit_gives_artworks_with_catalog_fields_crops_and_histogram(setup):
 
 
 def test_an_overlay_is_made_in_the_background_then_served(setup):
-    service, static = setup
+    service, cache = setup
     unit = call(service, UNIT_ROUTE, {"probe": "hed-art", "layer": "block3_pool", "unit": "0"}).body
     image = unit["examples"][0]["image"]
     path = {"probe": "hed-art", "layer": "block3_pool", "unit": "0"}
@@ -104,10 +104,10 @@ def test_an_overlay_is_made_in_the_background_then_served(setup):
         time.sleep(0.2)
         response = call(service, OVERLAY_ROUTE, path, {"image": [str(image)]})
     assert response.status == 200 and response.body["status"] == "done"
-    with Image.open(static / response.body["url"].removeprefix("/public/")) as overlay:
+    with Image.open(cache / response.body["url"].removeprefix("/public/")) as overlay:
         assert (
             overlay.size
-            == Image.open(static / unit["examples"][0]["image_url"].removeprefix("/public/")).size
+            == Image.open(cache / unit["examples"][0]["image_url"].removeprefix("/public/")).size
         )
 
 

@@ -7,7 +7,6 @@ the backend (`python -m wga serve`) finds the index through $WGA_PROBES_DIR.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,18 +67,12 @@ def probe_backend(tmp_path_factory, hed, artifacts) -> Iterator[Backend]:
         batch_size=5,
         progress=False,
     )
-    previous = os.environ.get("WGA_PROBES_DIR")
-    os.environ["WGA_PROBES_DIR"] = str(base / "probes")
-    server = Backend(free_port(), base / "runs", artifacts / "probe-backend.log")
+    server = Backend(free_port(), base, artifacts / "probe-backend.log")  # finds ./probes
     try:
         server.start()
         yield server
     finally:
         server.stop()
-        if previous is None:
-            os.environ.pop("WGA_PROBES_DIR", None)
-        else:
-            os.environ["WGA_PROBES_DIR"] = previous
 
 
 @pytest.mark.timeout(400)

@@ -14,7 +14,7 @@ import pytest
 
 from wga.models import BUILTIN_MODELS, LoadedModel
 from wga.vis.features import feature_graph
-from wga.vis.render import BatchRender, Recipe
+from wga.vis.render import BatchRender, EngineOptions, Recipe
 
 APPLICATIONS = [spec for spec in BUILTIN_MODELS if spec.source == "keras-applications"]
 
@@ -106,10 +106,8 @@ def test_folded_render_gives_the_same_images(hed, preset, steps):
         Recipe("vgg16-hed", layer, unit, size=64, preset=preset, steps=steps, seed=unit)
         for unit in units
     ]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("WGA_FOLD_BN", "0")
-        before = BatchRender(plain, recipes)
-        before.run(before.total_steps)
+    before = BatchRender(plain, recipes, options=EngineOptions(fold_batchnorm=False))
+    before.run(before.total_steps)
     after = BatchRender(with_bn, recipes)
     after.run(after.total_steps)
     expected, got = before.images().astype(int), after.images().astype(int)

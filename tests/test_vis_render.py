@@ -17,7 +17,7 @@ import tensorflow as tf
 from wga.errors import InvalidInput, NotFound
 from wga.models import LoadedModel, ModelSpec, preprocess
 from wga.vis.features import feature_graph
-from wga.vis.render import BatchRender, Recipe, render, render_variations
+from wga.vis.render import BatchRender, EngineOptions, Recipe, render, render_variations
 
 SIZE = 64
 STEPS = 32
@@ -173,3 +173,14 @@ def test_class_units_are_rendered_on_logits_at_any_size(pooling, fixed):
     assert batch.metadata(0)["objective"] == "logit"
     assert float(batch.scores[0]) > first
     assert batch.images().shape == (1, 96, 96, 3)
+
+
+def test_the_speed_switches_are_arguments_of_the_engine(hed):
+    recipe = Recipe("vgg16-hed", "block1_conv2", 0, size=SIZE, steps=2)
+    cropped = BatchRender(hed, [recipe])
+    padded = BatchRender(hed, [recipe], options=EngineOptions(crop_padding=False))
+    assert cropped._step.transforms.output_size == SIZE  # a size² window of the padded canvas
+    assert padded._step.transforms.output_size > SIZE  # Lucid's pad and jitter, all seen
+    assert padded._step is not cropped._step  # the switches are part of the step's key
+    unfolded = BatchRender(hed, [recipe], options=EngineOptions(fold_batchnorm=False))
+    assert unfolded._step is not cropped._step

@@ -132,7 +132,8 @@ def _add_bulk_options(parser: argparse.ArgumentParser) -> None:
     cache.add_argument(
         "--cache",
         type=Path,
-        help="render cache folder (default: the explorer's static/renders, as `wga serve` uses)",
+        help="render cache folder (default: renders/ in $WGA_CACHE_DIR or ./cache, as "
+        "`wga serve` started here uses)",
     )
     cache.add_argument("--no-cache", action="store_true", help="write only to --out")
 
@@ -235,12 +236,12 @@ def _bulk(
     fields: dict,
     units: list[int] | None,
 ) -> int:
-    from wga.serve.gateway import STATIC_DIR
+    from wga.paths import renders_dir
     from wga.vis.bulk import bulk_render, layer_recipes
     from wga.vis.store import RenderStore
 
     recipes = layer_recipes(loaded, fields, units)
-    cache = None if args.no_cache else (args.cache or STATIC_DIR / "renders")
+    cache = None if args.no_cache else (args.cache or renders_dir())
     log.info(
         "rendering %d unit(s) of %s/%s at %d px on %s",
         len(recipes),

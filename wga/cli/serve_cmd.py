@@ -8,13 +8,12 @@ import os
 import secrets
 import signal
 import sys
-from pathlib import Path
 
+from wga.paths import Places
 from wga.serve.cache import DEFAULT_CACHE_MAX, parse_size
 from wga.serve.gateway import (  # light: no tornado
     DEFAULT_HOST,
     DEFAULT_PORT,
-    STATIC_DIR,
     TOKEN_ENV,
     Gateway,
     NotebookServer,
@@ -30,9 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="start the render backend and the explorer page",
         description=(
-            "Start jupyter_kernel_gateway on notebooks/backend.ipynb: the REST API under /api/, "
-            "the explorer page at /public/index.html, renders at /public/renders/. "
-            "Stop it with Ctrl-C."
+            "Start jupyter_kernel_gateway on wga's backend notebook: the REST API under /api/, "
+            "the explorer page at /public/index.html, renders at /public/renders/. Runs, "
+            "probes, atlases, vectors and the cache live under the current folder unless "
+            "flags or WGA_*_DIR variables say otherwise. Stop it with Ctrl-C."
         ),
     )
     parser.add_argument(
@@ -49,9 +49,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder of fine-tuned runs to offer as models (default: $WGA_RUNS_DIR or ./runs)",
     )
     parser.add_argument(
-        "--static",
-        help="folder served at /public/ (default: the project's static/ with the explorer "
-        "page); renders are cached in its renders/ subfolder",
+        "--probes", help="folder of corpus indexes (default: $WGA_PROBES_DIR or ./probes)"
+    )
+    parser.add_argument(
+        "--atlases", help="folder of activation atlases (default: $WGA_ATLASES_DIR or ./atlases)"
+    )
+    parser.add_argument(
+        "--vectors",
+        help="folder of direction vectors (default: $WGA_VECTORS_DIR or ./vectors)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        help="the server's cache: renders, probe crops and the job journal (default: "
+        "$WGA_CACHE_DIR or ./cache)",
     )
     parser.add_argument(
         "--cache-max",
@@ -91,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--notebook-port",
         type=int,
-        help="also start a Jupyter notebook server on the notebooks/ folder on this port "
+        help="also start a Jupyter notebook server on the current folder on this port "
         "(same --host; it prints its login URL)",
     )
     parser.set_defaults(handler=run)
@@ -132,15 +142,22 @@ def page_address(gateway: Gateway, generated: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     port = args.port or free_port(args.host)
     token, generated = choose_token(args)
+    places = Places.resolve(
+        runs=args.runs,
+        probes=args.probes,
+        atlases=args.atlases,
+        cache=args.cache_dir,
+        vectors=args.vectors,
+    )
     gateway = Gateway(
         host=args.host,
         port=port,
-        runs_dir=Path(args.runs).resolve() if args.runs else None,
-        static_dir=Path(args.static).resolve() if args.static else STATIC_DIR,
+        places=places,
         allow_origins=tuple(o for o in args.allow_origin if o and o != "*"),
         allow_hosts=tuple(args.allow_host),
         token=token,
         queue_env={"WGA_CACHE_MAX": str(args.cache_max)} if args.cache_max else {},
+        verbosity=getattr(args, "verbose", 0),  # -v: the gateway's own info lines too
     )
     if args.no_token and not is_loopback(args.host):
         print(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wga.errors import InvalidInput
+from wga.paths import keep_compiled_code_out_of_packages
 
 UMAP_NEIGHBORS = 50
 UMAP_MIN_DIST = 0.05
@@ -40,6 +41,7 @@ def embed(vectors: np.ndarray, seed: int, neighbors: int = UMAP_NEIGHBORS) -> np
     """
     # umap-learn imports numba (and TensorFlow, for its parametric variant): seconds, so it
     # stays out of module import, which the page server and ``--help`` pay for.
+    keep_compiled_code_out_of_packages()  # numba's cache: not inside site-packages
     import umap
 
     count = len(vectors)

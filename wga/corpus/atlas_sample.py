@@ -169,7 +169,7 @@ def sample_layer(
     progress: bool = True,
 ) -> Sample:
     """Sample ``layer`` over the probe's corpus (or reuse the stored sample)."""
-    import keras
+    from wga.models.surgery import cut
 
     if per_image < 1 or cap < 1:
         raise InvalidInput("sample at least 1 position per image and at least 1 vector")
@@ -194,7 +194,7 @@ def sample_layer(
         ok_ids = np.arange(len(corpus))
     ids = _chosen_images(ok_ids, per_image, cap, seed)
     rule = FeedRule(index.side, loaded.spec.preprocessing)
-    model = keras.Model(loaded.model.inputs[0], loaded.model.get_layer(layer).output)
+    model = cut(loaded.model, layer)
     vectors, where = _sample_pass(
         model,
         (corpus, rule, ids),

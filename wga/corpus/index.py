@@ -418,7 +418,7 @@ class ProbeIndex:
         return {
             "name": self.name,
             "model": d["model"],
-            "corpus": d["corpus"],
+            "corpus": Path(d["corpus"]).name,  # a name: the server's paths stay its own
             "layers": [{"name": la["name"], "units": la["units"]} for la in d["layers"]],
             "images": d["images"],
             "done": d.get("done", 0),
@@ -541,8 +541,3 @@ class ProbeIndex:
             "quantiles": self.quantiles(layer, unit) if complete else {},
             "complete": complete,
         }
-
-
-def probes_dir() -> Path:
-    """Where the server looks for indexes: ``$WGA_PROBES_DIR``, else ``./probes``."""
-    return Path(os.environ.get("WGA_PROBES_DIR") or "probes")

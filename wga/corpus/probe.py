@@ -20,8 +20,10 @@ Shape (so that other executors can take the middle part)::
 **Values.** Where a layer's pre-activation is reachable the probe records it, which also gives
 negative examples (bottom-k): a ReLU layer → its input; a conv/Dense layer with a built-in ReLU
 (vgg16-hed's convs) → the same layer rebuilt linear (weights copied); the class layer → its
-logits. Otherwise (e.g. InceptionV3's ``mixedN`` concatenations) the layer's output, top-k only.
-For positive values ``relu(max pre) = max relu(pre)``, so the ranking is the layer's own.
+logits. Otherwise (e.g. InceptionV3's ``mixedN`` concatenations, leaky ReLUs, ReLU6: what counts
+as a ReLU is :func:`wga.models.surgery.is_relu`'s rule, the engine's too) the layer's output,
+top-k only. For positive values ``relu(max pre) = max relu(pre)``, so the ranking is the layer's
+own.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 
     from wga.corpus.index import ProbeIndex
     from wga.models import LoadedModel
+    from wga.models.surgery import Tap
 
 log = logging.getLogger(__name__)
 
@@ -81,39 +84,21 @@ class ProbeLayer:
         }
 
 
-def _is_relu(function: Any) -> bool:
-    return getattr(function, "__name__", None) == "relu"
-
-
-def _linear_twin(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> Any:
-    """``layer`` rebuilt without its activation and called on ``args`` (weights copied)."""
-    config = layer.get_config()
-    config["activation"] = "linear"
-    config["name"] = f"{layer.name}_preactivation"
-    twin = type(layer).from_config(config)
-    output = twin(*args, **kwargs)
-    twin.set_weights(layer.get_weights())
-    return output
-
-
-Source = Literal["input", "twin", "output"]
-
-
-def _value_source(layer: keras.layers.Layer, kind: str) -> tuple[ValueKind, Source]:
-    """What the probe records for ``layer`` and where it comes from (see the module docstring)."""
+def _recorded_value(layer: keras.layers.Layer, kind: str) -> tuple[ValueKind, Tap]:
+    """What the probe records for ``layer`` (see the module docstring); what a ReLU is, the
+    surgery decides (:func:`wga.models.surgery.is_relu`)."""
     import keras
 
-    activation = getattr(layer, "activation", None)
-    if isinstance(layer, keras.layers.ReLU) and not layer.get_config().get("max_value"):
-        return "pre-activation", "input"
+    from wga.models.surgery import has_builtin_relu, is_relu
+
+    if is_relu(layer):
+        return "pre-activation", "preactivation"
     if isinstance(layer, keras.layers.Activation):
-        return ("pre-activation", "input") if _is_relu(activation) else ("output", "output")
-    if kind == "class":
-        if getattr(activation, "__name__", "linear") == "linear":
-            return "logits", "output"
-        return "logits", "twin"
-    if _is_relu(activation):
-        return "pre-activation", "twin"
+        return "output", "output"
+    if kind == "class":  # a linear class layer's output is its pre-activation: the logits
+        return "logits", "preactivation"
+    if has_builtin_relu(layer):
+        return "pre-activation", "preactivation"
     return "output", "output"
 
 
@@ -129,11 +114,12 @@ def build_probe_model(
 ) -> tuple[keras.Model, list[ProbeLayer]]:
     """A model from the input to the recorded values of ``layers`` (in that order), and their plan.
 
-    The graph is cloned (sharing every weight) with each recorded layer that has its activation
-    built in replaced by its linear twin followed by the activation, so the pre-activation is
-    computed once and feeds both the record and the rest of the network.
+    The graph is rewired (:func:`wga.models.surgery.rewire`, sharing every weight) with each
+    recorded layer that has its activation built in split into its linear twin and the
+    activation, so the pre-activation is computed once and feeds both the record and the rest
+    of the network.
     """
-    import keras
+    from wga.models.surgery import cut, rewire
 
     if not layers:
         raise InvalidInput("name at least one layer to probe (--layers L1,L2)")
@@ -141,33 +127,19 @@ def build_probe_model(
         raise InvalidInput(f"a layer is named twice in {','.join(layers)}")
     side = feed_rule(loaded).side
     infos = {name: loaded.layer(name) for name in layers}  # NotFound with the closest names
-    recorded: dict[str, Any] = {}
-    values: dict[str, ValueKind] = {}
-
-    def call(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
-        if layer.name not in infos:
-            return layer(*args, **kwargs)
-        value, source = _value_source(layer, infos[layer.name].kind)
-        values[layer.name] = value
-        if source == "input":
-            recorded[layer.name] = args[0]
-            return layer(*args, **kwargs)
-        if source == "twin":
-            recorded[layer.name] = _linear_twin(layer, args, kwargs)
-            return keras.activations.get(layer.activation)(recorded[layer.name])
-        recorded[layer.name] = layer(*args, **kwargs)
-        return recorded[layer.name]
-
-    cloned = keras.models.clone_model(
-        loaded.model, clone_function=lambda layer: layer, call_function=call
-    )
-    outputs = [recorded[name] for name in layers]
+    recorded = {
+        name: _recorded_value(loaded.model.get_layer(name), info.kind)
+        for name, info in infos.items()
+    }
+    values = {name: value for name, (value, _) in recorded.items()}
+    rewired = rewire(loaded.model, taps={name: tap for name, (_, tap) in recorded.items()})
+    outputs = [rewired.taps[name] for name in layers]
     plan = []
     for name, output in zip(layers, outputs, strict=True):
         shape = tuple(output.shape)
         grid = (int(shape[1] or 0), int(shape[2] or 0)) if len(shape) == 4 else (1, 1)
         plan.append(ProbeLayer(name, infos[name].units, infos[name].kind, values[name], grid))
-    probe_model = keras.Model(cloned.inputs[0], outputs)
+    probe_model = cut(rewired.model, outputs)
     if any(0 in p.grid for p in plan):  # a free-size model: learn the grids from one call
         results = probe_model(np.zeros((1, side, side, 3), np.float32))
         results = results if isinstance(results, list | tuple) else [results]

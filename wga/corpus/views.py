@@ -159,11 +159,11 @@ def grad_cam(
     ``A`` to the class layer's input, and the logit is its affine part (a softmax, if any, is left
     out), so the gradient is taken by the backend's autodiff with respect to ``A`` alone.
     """
-    import keras
     from keras import ops
 
     from wga.corpus.feed import valid_grid
     from wga.corpus.inference import value_and_gradient
+    from wga.models.surgery import cut
 
     index.check_unit(layer, unit)
     model = loaded.model
@@ -172,8 +172,8 @@ def grad_cam(
     if not spatial:
         raise NotFound(f"layer {layer!r} has no spatial layer before it for Grad-CAM")
     last, dense = spatial[-1], model.get_layer(layer)
-    body = keras.Model(model.inputs[0], last.output)
-    head = keras.Model(last.output, dense.input)
+    body = cut(model, last.name)
+    head = cut(model, dense.input, start=last.output)
     rule = FeedRule(index.side, index.description["feed"]["preprocessing"])
     batch, shape, _ = model_input(image_path(index, image_id), rule)
     features = np.asarray(ops.convert_to_numpy(body(batch, training=False)), np.float32)

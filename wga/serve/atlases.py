@@ -42,6 +42,7 @@ from wga.corpus.atlas import (
 )
 from wga.corpus.atlas import icon_recipe as _icon_recipe
 from wga.errors import InvalidInput, NotFound, closest_names
+from wga.paths import atlases_dir
 from wga.serve.http import Response, client_key, json_body, reject_unknown
 from wga.serve.http import integer as _integer
 from wga.vis.store import RenderStore, render_id
@@ -53,11 +54,6 @@ if TYPE_CHECKING:
 
 _NAME = re.compile(r"^[A-Za-z0-9_.+=-]{1,200}$")
 MAX_ICON_CELLS = 1024  # one request; a whole 80 × 80 level is asked for in pages of cells
-
-
-def atlases_dir() -> Path:
-    """Where the server looks for atlases: ``$WGA_ATLASES_DIR``, else ``./atlases``."""
-    return Path(os.environ.get("WGA_ATLASES_DIR") or "atlases")
 
 
 def options_of(atlas: dict[str, Any]) -> AtlasOptions:
@@ -119,7 +115,10 @@ class AtlasService:
             hint = (
                 closest_names(str(name), names)
                 if names
-                else (f"there are none under {self.folder}: build one with `python -m wga atlas`")
+                else (
+                    "there are none yet in the server's atlases folder: build one with "
+                    "`python -m wga atlas --out atlases/NAME` where wga serve runs (or --atlases)"
+                )
             )
             raise NotFound(f"no atlas {str(name)[:80]!r}: {hint} (GET /api/atlases)")
         folder = self.folder / name

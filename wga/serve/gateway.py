@@ -4,14 +4,18 @@ Two things live here:
 
 * **A kernel-gateway personality** (this module is passed as ``--KernelGatewayApp.api``). It is
   the stock ``notebook_http`` personality — the backend notebook's annotated cells become the
-  REST endpoints, ``static/`` is served at ``/public/`` — with a guard on every handler (see
+  REST endpoints, the explorer page is served at ``/public/`` — with a guard on every handler (see
   :mod:`wga.serve.guard`): token, Host and Origin checks, CORS for allowed origins only, JSON
   bodies checked before they reach the kernel, and every error, the gateway's own included, as
-  ``{"error": …}`` JSON. Reads of a render's files mark it used (the cache's LRU), and the
-  render cache's state files are how pages poll without a kernel round-trip.
+  ``{"error": …}`` JSON. The cache folder's renders and crops are served beside the page
+  (``/public/renders/``, ``/public/probes/``); reads of a render's files mark it used (the
+  cache's LRU), and the render cache's state files are how pages poll without a kernel
+  round-trip.
 * **The launcher** (:class:`Gateway`): starts ``jupyter kernelgateway`` on the backend notebook
   with one kernel (the render queue is state in that kernel; several kernels would each have
-  their own queue), waits until the API answers, and stops it cleanly.
+  their own queue), waits until the API answers, and stops it cleanly. The page and the notebook
+  are package data; every folder the kernel reads or writes is resolved by :mod:`wga.paths`
+  before it starts, and the kernel runs in the folder the server was started in.
 """
 
 from __future__ import annotations
@@ -32,20 +36,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import wga
 from wga.errors import Unavailable
+from wga.paths import Places, backend_notebook, page_dir
 from wga.serve.http import TOKEN_ENV
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # wga/serve/gateway.py → the checkout
-BACKEND_NOTEBOOK = PROJECT_ROOT / "notebooks" / "backend.ipynb"
-STATIC_DIR = PROJECT_ROOT / "static"
+# Where the ``wga`` package is imported from: the kernel must import the same copy (a checkout
+# run with PYTHONPATH=. works from any folder too).
+IMPORT_ROOT = Path(wga.__file__).resolve().parents[1]
 DEFAULT_HOST = "127.0.0.1"  # local only; any other address requires a token
 DEFAULT_PORT = 8765
 PAGE_PATH = "/public/index.html"
 READY_PATH = "/api/status"
 START_TIMEOUT_S = 180.0  # TensorFlow start plus the seed cells, on a slow, busy machine
 STOP_TIMEOUT_S = 15.0
+LOG_LEVELS = ("WARN", "INFO", "DEBUG")  # the gateway's, by -v count: a quiet start by default
 
 
 def is_loopback(host: str) -> bool:
@@ -81,19 +88,21 @@ def port_in_use(host: str, port: int) -> bool:
 
 @dataclass
 class Gateway:
-    """A ``jupyter kernelgateway`` process serving the backend notebook and ``static/``."""
+    """A ``jupyter kernelgateway`` process serving the backend notebook and the page."""
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
-    notebook: Path = BACKEND_NOTEBOOK
-    static_dir: Path = STATIC_DIR
-    runs_dir: Path | None = None
+    places: Places = field(default_factory=Places.resolve)  # absolute folders (wga.paths)
+    workdir: Path = field(default_factory=Path.cwd)  # the kernel's working directory
+    notebook: Path = field(default_factory=backend_notebook)
+    page: Path = field(default_factory=page_dir)
     allow_origins: tuple[str, ...] = ()  # origins besides the page's own (e.g. "null": file://)
     allow_hosts: tuple[str, ...] = ()  # Host names answered besides the bound address
-    token: str | None = None  # required on /api/ and /public/renders/ when set
+    token: str | None = None  # required on /api/ and the cache's files when set
     queue_env: dict[str, str] = field(default_factory=dict)  # WGA_CACHE_MAX …, for the kernel
     env: dict[str, str] = field(default_factory=dict)
     log_file: IO[Any] | None = None  # where the gateway's log goes (None: inherit stderr)
+    verbosity: int = 0  # 0: warnings and errors only; 1 (-v): the gateway's info; 2: debug
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -115,10 +124,15 @@ class Gateway:
             "--KernelGatewayApp.api=wga.serve.gateway",
             f"--KernelGatewayApp.seed_uri={self.notebook}",
             f"--KernelGatewayApp.ip={self.host}",
+            f"--KernelGatewayApp.log_level={LOG_LEVELS[min(self.verbosity, 2)]}",
             f"--KernelGatewayApp.port={self.port}",
             "--KernelGatewayApp.port_retries=0",  # the printed URL must be the real one
             "--KernelGatewayApp.prespawn_count=1",  # one kernel: the queue is its state
-            f"--NotebookHTTPPersonality.static_path={self.static_dir}",
+            # The kernel talks to the gateway over Unix sockets in Jupyter's runtime folder:
+            # no TCP ports on this machine for other users to reach (and no warning about them).
+            "--KernelManager.transport=ipc",
+            f"--NotebookHTTPPersonality.static_path={self.page}",
+            f"--GuardedNotebookHTTPPersonality.wga_cache={self.places.cache}",
             f"--GuardedNotebookHTTPPersonality.wga_origins={','.join(self.allow_origins)}",
             f"--GuardedNotebookHTTPPersonality.wga_hosts={','.join(self.answered_hosts())}",
         ]
@@ -131,18 +145,16 @@ class Gateway:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        pythonpath = [str(PROJECT_ROOT), *filter(None, env.get("PYTHONPATH", "").split(":"))]
+        pythonpath = [str(IMPORT_ROOT), *filter(None, env.get("PYTHONPATH", "").split(":"))]
         env.update(
             {
                 "PYTHONPATH": ":".join(dict.fromkeys(pythonpath)),
-                "WGA_STATIC_DIR": str(self.static_dir),
                 "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
                 "KERAS_BACKEND": "tensorflow",
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1",
             }
         )
-        if self.runs_dir is not None:
-            env["WGA_RUNS_DIR"] = str(self.runs_dir)
+        env.update(self.places.environment())
         env.update(self.queue_env)
         env.update(self.env)
         env.pop(TOKEN_ENV, None)
@@ -163,10 +175,10 @@ class Gateway:
                 f"port {self.port} on {self.host} is already in use (another wga serve?); "
                 "stop that server or choose another --port"
             )
-        (self.static_dir / "renders").mkdir(parents=True, exist_ok=True)
+        self.places.renders.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             self.argv(),
-            cwd=PROJECT_ROOT,
+            cwd=self.workdir,
             env=self.environment(),
             stdin=subprocess.DEVNULL,
             stdout=self.log_file if self.log_file is not None else None,
@@ -235,13 +247,14 @@ def stop_process(
 
 @dataclass
 class NotebookServer:
-    """A Jupyter notebook server on ``notebooks/``, started beside the backend (Docker's CMD).
+    """A Jupyter notebook server on the folder the backend was started in (Docker's CMD).
 
     It prints its own URL with the login token; it runs in its own session like the gateway.
     """
 
     host: str = DEFAULT_HOST
     port: int = 8888
+    root: Path = field(default_factory=Path.cwd)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def argv(self) -> list[str]:
@@ -252,7 +265,7 @@ class NotebookServer:
             "--no-browser",
             f"--ServerApp.ip={self.host}",
             f"--ServerApp.port={self.port}",
-            f"--ServerApp.root_dir={PROJECT_ROOT / 'notebooks'}",
+            f"--ServerApp.root_dir={self.root}",
             "--ServerApp.allow_root=True",
         ]
 
@@ -262,7 +275,7 @@ class NotebookServer:
                 f"port {self.port} on {self.host} is already in use; choose another --notebook-port"
             )
         self.process = subprocess.Popen(
-            self.argv(), cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, start_new_session=True
+            self.argv(), cwd=self.root, stdin=subprocess.DEVNULL, start_new_session=True
         )
         return self
 

@@ -12,7 +12,8 @@ of its handlers (the notebook's endpoints, ``/public/`` static files, the 404 ca
 3. checks ``Origin``: same-origin and the ``--allow-origin`` list pass, and only those get CORS
    headers (a page on another site cannot read answers, nor drive the API);
 4. checks the token (``?token=`` or ``Authorization: token …``, compared in constant time) on
-   ``/api/`` and ``/public/renders/``: 401 without one, 403 with a wrong one;
+   ``/api/`` and the cache's files (``/public/renders/``, ``/public/probes/``): 401 without one,
+   403 with a wrong one;
 5. for POST and DELETE bodies: ``application/json`` only (415; browsers send ``text/plain``
    cross-origin without a pre-flight), at most :data:`MAX_BODY_BYTES` (413), UTF-8, not nested
    absurdly deep, no giant integers, valid JSON (400) — all before the kernel sees it; except
@@ -20,8 +21,11 @@ of its handlers (the notebook's endpoints, ``/public/`` static files, the 404 ca
    on as JSON (base64) for the kernel to check;
 6. tags API requests with the peer address (``X-Wga-Peer``), for fairness between clients.
 
-Every error, the gateway's own included (404 routes, 405 methods, static files), is
-``{"error": "<what is wrong and what to do>"}``. The request log never shows a token.
+``/public/`` joins two folders: the explorer page (read-only package data) and the server's
+cache folder (:mod:`wga.paths`), whose ``renders/`` and ``probes/`` are served at
+``/public/renders/`` and ``/public/probes/``. Every error, the gateway's own included (404
+routes, 405 methods, static files), is ``{"error": "<what is wrong and what to do>"}``. The
+request log never shows a token.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wga.errors import InvalidInput
+from wga.paths import PUBLIC_CACHE_FOLDERS, RENDERS_FOLDER
 from wga.serve.cache import mark_used
 from wga.serve.http import MAX_BODY_BYTES, PEER_HEADER, TOKEN_ENV, parse_json_text
 from wga.serve.uploads import MAX_UPLOAD_BYTES, TYPES
@@ -57,7 +62,8 @@ CORS_MAX_AGE = "600"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _RENDER_FILE = re.compile(r"^renders/([0-9a-f]{24})\.(png|json)$")
 STATE_ROUTE = r"/public/renders/(_status|[0-9a-f]{24})\.json"  # the fast path of polling
-_PAGE_ASSET = re.compile(r"^(?!renders/)[\w./-]+\.(html|css|js)$")  # the page itself: public
+CACHE_ROUTE = r"/public/((?:{})/.*)".format("|".join(PUBLIC_CACHE_FOLDERS))  # the cache's files
+_PAGE_ASSET = re.compile(r"^[\w./-]+\.(html|css|js)$")  # the page itself: public
 _TOKEN_QUERY = re.compile(r"([?&]token=)[^&]*")
 UPLOAD_PATH = "/api/looks"  # its body is an image (POST /api/looks), not JSON
 UPLOAD_TYPES = tuple(TYPES)
@@ -271,17 +277,24 @@ def log_request(handler: Any) -> None:
 
 
 @functools.cache
-def _file_handlers() -> tuple[type, type]:
-    """The handlers of ``/public/``: static files, and the fast path of polling."""
+def _file_handlers() -> tuple[type, type, type]:
+    """The handlers of ``/public/``: the page, the cache's files, and the fast path of polling."""
     import tornado.web
 
-    class RenderFileHandler(GuardMixin, tornado.web.StaticFileHandler):
-        """Static files that browsers revalidate (renders are rewritten while they progress);
-        a render's files need the token, and reading one marks the render used."""
+    class PageFileHandler(GuardMixin, tornado.web.StaticFileHandler):
+        """The page's own files, which browsers revalidate (a new version of wga may change
+        them); its scripts, styles and HTML are public, as Jupyter's login page is."""
 
         def prepare(self) -> Any:
             self.needs_token = not _PAGE_ASSET.match(_normal(self.path_args[0]))  # type: ignore[attr-defined]
             return super().prepare()
+
+        def set_extra_headers(self, path: str) -> None:
+            self.set_header("Cache-Control", "no-cache")
+
+    class CacheFileHandler(GuardMixin, tornado.web.StaticFileHandler):
+        """The cache's files (renders, rewritten while they progress; probe crops): they need
+        the token, and reading a render's marks it used."""
 
         def set_extra_headers(self, path: str) -> None:
             self.set_header("Cache-Control", "no-cache")
@@ -307,7 +320,7 @@ def _file_handlers() -> tuple[type, type]:
             self._json_headers()
             self.finish(data)
 
-    return RenderFileHandler, RenderStateHandler
+    return PageFileHandler, CacheFileHandler, RenderStateHandler
 
 
 @functools.cache
@@ -318,11 +331,11 @@ def personality_class() -> type:
     from kernel_gateway.notebook_http.handlers import NotebookAPIHandler
     from traitlets import Unicode
 
-    file_handler, state_handler = _file_handlers()
+    page_handler, cache_handler, state_handler = _file_handlers()
 
     def guarded(handler: type) -> type:
         if issubclass(handler, tornado.web.StaticFileHandler):
-            return file_handler
+            return page_handler
         mixin = ApiGuardMixin if issubclass(handler, NotebookAPIHandler) else GuardMixin
         return type(f"Guarded{handler.__name__}", (mixin, handler), {})
 
@@ -333,23 +346,40 @@ def personality_class() -> type:
         wga_hosts = Unicode(
             "", config=True, help="Host names answered ('' answers any: off-loopback binds)"
         )
+        wga_cache = Unicode(
+            "", config=True, help="the cache folder: its renders/ and probes/ under /public/"
+        )
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             _widen_tornado_limits(self.parent, self)
+            if int(self.parent.log_level) > logging.INFO:  # -v (INFO) shows the chatter
+                self.log.addFilter(_no_chatter)
 
         def create_request_handlers(self) -> list[tuple]:
             handlers = [
                 (pattern, guarded(handler), *rest)
                 for pattern, handler, *rest in super().create_request_handlers()
             ]
-            if self.static_path is not None:
-                folder = Path(self.static_path) / "renders"
-                state = (STATE_ROUTE, state_handler, {"folder": folder})
-                handlers.insert(0, state)
+            if self.wga_cache:  # before the page's /public/(.*): the cache's files win
+                cache = Path(self.wga_cache)
+                handlers[:0] = [
+                    (STATE_ROUTE, state_handler, {"folder": cache / RENDERS_FOLDER}),
+                    (CACHE_ROUTE, cache_handler, {"path": str(cache)}),
+                ]
             return handlers
 
     return GuardedNotebookHTTPPersonality
+
+
+# The gateway's lines a user can do nothing about: the kernel's idle/status messages that arrive
+# between requests (every start, and after a restart), and its note that the launcher stopped it
+# (the launcher says so itself). Shown with -v (INFO and below).
+_CHATTER = ("Could not find callback for kernel_id", "received signal")
+
+
+def _no_chatter(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_CHATTER)
 
 
 def _widen_tornado_limits(app: Any, personality: Any) -> None:

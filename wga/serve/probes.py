@@ -13,7 +13,7 @@
 
 Files are reached only through an index: a probe is named by its folder (listed, never joined
 from the request), an image by its id in that index, and every derived image is written under
-``static/probes/<probe>-<key>/`` (``key`` changes when the index is rebuilt, so stale crops are
+``probes/<probe>-<key>/`` in the server's cache folder (``key`` changes when the index is rebuilt, so stale crops are
 never shown). Crops and thumbnails are made on first request and cached.
 """
 
@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wga.corpus.atlas import member_examples
-from wga.corpus.index import DESCRIPTION_NAME, Example, ProbeIndex, probes_dir
+from wga.corpus.index import DESCRIPTION_NAME, Example, ProbeIndex
 from wga.corpus.views import crop_file, overlay_file, overlay_name, thumbnail_file
 from wga.errors import InvalidInput, NotFound, WgaError, closest_names
+from wga.paths import PROBE_IMAGES_FOLDER, probes_dir
 from wga.serve.http import Response
 
 if TYPE_CHECKING:
@@ -39,8 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PUBLIC_URL = "/public/"  # the gateway serves the static folder here
-CACHE_FOLDER = "probes"  # under the static folder
+PUBLIC_URL = "/public/"  # the gateway serves the cache folder's probes/ at /public/probes/
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 IMAGE_WORKERS = 4  # crops and thumbnails of one unit are cut in parallel (Pillow frees the GIL)
 
@@ -57,11 +57,11 @@ class ProbeService:
 
     def __init__(
         self,
-        static_dir: str | Path,
+        cache_dir: str | Path,
         loader: ModelLoader | None = None,
         probes: str | Path | None = None,
     ) -> None:
-        self.static_dir = Path(static_dir)
+        self.cache_dir = Path(cache_dir)
         self.loader = loader
         self._probes_root = Path(probes) if probes is not None else None
         self._indexes: dict[str, tuple[float, ProbeIndex]] = {}
@@ -97,7 +97,10 @@ class ProbeService:
             hint = (
                 closest_names(str(name), names)
                 if names
-                else (f"there are none yet in {self.root()}: build one with `python -m wga probe`")
+                else (
+                    "there are none yet in the server's probes folder: build one with "
+                    "`python -m wga probe --out probes/NAME` where wga serve runs (or --probes)"
+                )
             )
             raise NotFound(f"unknown probe {name!r}: {hint} (GET /api/probes)")
         path = self.root() / name
@@ -115,13 +118,14 @@ class ProbeService:
             return index
 
     def _cache(self, index: ProbeIndex) -> tuple[Path, str]:
-        """The static folder of ``index``'s derived images and its URL prefix."""
+        """The cache folder of ``index``'s derived images and its URL prefix."""
         d = index.description
         identity = (
             f"{d.get('created')}\0{d.get('model_fingerprint')}\0{d.get('corpus_fingerprint')}"
         )
         folder = f"{index.name}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
-        return self.static_dir / CACHE_FOLDER / folder, f"{PUBLIC_URL}{CACHE_FOLDER}/{folder}/"
+        public = f"{PUBLIC_URL}{PROBE_IMAGES_FOLDER}/{folder}/"
+        return self.cache_dir / PROBE_IMAGES_FOLDER / folder, public
 
     # -- endpoints ------------------------------------------------------------------------------
     def list_probes(self, request: dict[str, Any]) -> Response:
@@ -131,7 +135,7 @@ class ProbeService:
                 probes.append(self.index(name).summary())
             except (OSError, ValueError, KeyError) as error:  # a broken folder is not fatal
                 log.warning("probe %s cannot be read: %s", name, error)
-        return Response(200, {"probes": probes, "folder": str(self.root())})
+        return Response(200, {"probes": probes})
 
     def _unit(self, request: dict[str, Any]) -> tuple[ProbeIndex, str, int]:
         path = request["path"]

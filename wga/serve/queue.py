@@ -31,12 +31,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wga.errors import InvalidInput, NotFound, Unavailable, WgaError
 from wga.serve.cache import DEFAULT_CACHE_MAX, DEFAULT_GRACE_S, RenderCache
 from wga.serve.jobs import DEFAULT_CLIENT, LIVE, Job, JobStatus, JobTable, RecipeLike
 from wga.serve.scheduler import DEFAULT_MAX_BATCH, BatchBudget, Scheduler
+from wga.vis.estimate import StepClock
 from wga.vis.store import PUBLIC_URL, PngWriter, check_id, render_id
 
 if TYPE_CHECKING:
@@ -141,7 +143,8 @@ class RenderQueue:
 
     ``loader(model_name)`` returns a :class:`LoadedModel` (the registry's ``load``);
     ``batch_factory(loaded, recipes)`` returns a :class:`BatchRender`. Both run in the worker,
-    so a model that cannot load fails only the jobs that asked for it.
+    so a model that cannot load fails only the jobs that asked for it. The engine's batches time
+    their steps on :attr:`clock`, which the API asks for estimates.
     """
 
     def __init__(
@@ -174,6 +177,7 @@ class RenderQueue:
         self.scheduler = Scheduler(BatchBudget(max_batch, max_batch_pixels))
         self._loader = loader
         self._batch_factory = batch_factory
+        self.clock = StepClock()
         self._devices = list(devices) if devices is not None else None
         self.max_pending = max_pending
         self.max_per_client = max_per_client
@@ -557,7 +561,7 @@ class RenderQueue:
         if factory is None:
             from wga.vis.render import BatchRender  # the engine imports TensorFlow
 
-            factory = BatchRender
+            factory = partial(BatchRender, clock=self.clock)
         try:
             with self._device(worker):
                 batch = factory(loaded, [job.recipe for job in jobs])

@@ -26,7 +26,7 @@ from typing import Literal
 
 from wga.serve.jobs import Job
 
-DEFAULT_MAX_BATCH = 32  # units per batch: the page's grid window (static/js/grid.js)
+DEFAULT_MAX_BATCH = 32  # units per batch: the page's grid window (wga/serve/page/js/grid.js)
 GPU_BATCH_PIXELS = 64 * 128 * 128  # per batch: 32 × 64 px, 20 × 224 px, 1 × 1024 px
 # On a CPU the step is compute- and memory-bound: batches above ~16 previews measured slower per
 # unit than single renders (benchmarks/queue_speed.py on 2 cores), so CPU workers batch less.

@@ -1,13 +1,14 @@
-"""How long a render will take here, from the steps this process has measured.
+"""How long a render will take here, from the steps measured on this machine.
 
 Every step a :class:`~wga.vis.render.BatchRender` takes is timed (wall clock: what a user waits
-for) and recorded per (model, layer) as seconds per unit-step per megapixel the image has — a
+for) and, when the batch was handed a :class:`StepClock` (the render queue owns one; its API
+asks it), recorded per (model, layer) as seconds per unit-step per megapixel the image has — a
 step's cost grows with the pixels. Units rendered alone and units sharing a batch are kept apart:
 a batch shares the fixed costs, so a unit costs less there (about half, measured on 2 cores).
 
 :func:`estimate` turns that into the seconds a recipe will take: the preset's octave schedule
-(steps per side), each octave's pixels, the rate. ``None`` until this layer has run a step in
-this process (the grid's previews usually have, by the time a unit is opened); never a guess
+(steps per side), each octave's pixels, the rate. ``None`` until this layer has run a step on
+this clock (the grid's previews usually have, by the time a unit is opened); never a guess
 from another machine. Steps that trace (the first of an octave, the first after the warm-up) and
 outliers are not recorded.
 """
@@ -73,11 +74,8 @@ class StepClock:
             self._rates.clear()
 
 
-STEP_CLOCK = StepClock()
-
-
 def estimate(
-    model: str, layer: str, schedule: list[tuple[int, int]], clock: StepClock = STEP_CLOCK
+    model: str, layer: str, schedule: list[tuple[int, int]], clock: StepClock
 ) -> float | None:
     """Seconds a one-unit render with ``schedule`` (``(side, steps)`` per octave) will take."""
     total = 0.0
@@ -89,7 +87,7 @@ def estimate(
     return total
 
 
-def recipe_seconds(recipe: Recipe, clock: StepClock = STEP_CLOCK) -> float | None:
+def recipe_seconds(recipe: Recipe, clock: StepClock) -> float | None:
     """Seconds ``recipe`` will take rendered alone (its preset's schedule), or ``None``."""
     schedule = recipe.preset_spec.schedule(recipe.size, recipe.steps)
     return estimate(recipe.model, recipe.layer, schedule, clock)
@@ -98,9 +96,7 @@ def recipe_seconds(recipe: Recipe, clock: StepClock = STEP_CLOCK) -> float | Non
 ESTIMATE_SIZES = (64, 96, 128, 192, 256, 384, 512, 768, 1024)  # the sizes the page offers
 
 
-def layer_estimates(
-    model: str, layer: str, clock: StepClock = STEP_CLOCK
-) -> dict[str, dict[str, float]] | None:
+def layer_estimates(model: str, layer: str, clock: StepClock) -> dict[str, dict[str, float]] | None:
     """``{preset: {size: seconds}}`` for one unit of ``layer`` with each preset's default steps,
     or ``None`` before any step of this layer was measured (``GET /api/models/:model/layers``)."""
     if clock.unit_step_seconds(model, layer, 128) is None:

@@ -41,12 +41,7 @@ import wga
 from wga.errors import InvalidInput
 from wga.models import preprocess
 from wga.vis.backends import backend_name
-from wga.vis.estimate import STEP_CLOCK
-from wga.vis.features import (
-    ModelScopedCache,
-    feature_graph,
-    fold_batchnorm_enabled,
-)
+from wga.vis.features import ModelScopedCache, feature_graph
 from wga.vis.hooks import Hook, hooks_for
 from wga.vis.objective import DIVERSITY_WEIGHT
 from wga.vis.objective_table import Call, Objective
@@ -68,6 +63,7 @@ from wga.vis.transform import MAX_MODEL_SIDE, TransformStack
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel
+    from wga.vis.estimate import StepClock
     from wga.vis.vectors import VectorStore
 
 __all__ = [
@@ -77,6 +73,7 @@ __all__ = [
     "MAX_STEPS",
     "MIN_SIZE",
     "BatchRender",
+    "EngineOptions",
     "Recipe",
     "compiled_step",
     "group_by_batch",
@@ -88,6 +85,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_BATCH_PIXELS = 32 * 128 * 128  # one micro-batch: 32 images of 128 px, 10 of 224, 1 of 1024
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The engine's speed switches, both on: they change how fast an image comes, not what it
+    shows (measured: ``benchmarks/render_roofline.py``, ``benchmarks/time_to_quality.py --crop``).
+    Benchmarks turn them off to measure them, by passing other options; nothing reads them from
+    the environment."""
+
+    fold_batchnorm: bool = True  # BN folded into the convolution before it (wga.models.surgery)
+    crop_padding: bool = True  # a size² window of Lucid's padded canvas goes to the model
+
+
+DEFAULT_OPTIONS = EngineOptions()
 
 
 def max_batch_size(size: int) -> int:
@@ -115,16 +126,11 @@ def _image_param(loaded: LoadedModel, preset: Preset, side: int) -> ImageParam:
     )
 
 
-def crop_padding_enabled() -> bool:
-    """On unless ``WGA_CROP_PAD=0`` (benchmarks compare both)."""
-    return os.environ.get("WGA_CROP_PAD", "1") != "0"
-
-
-def _transforms(preset: Preset, side: int) -> TransformStack | None:
+def _transforms(preset: Preset, side: int, crop_padding: bool) -> TransformStack | None:
     """The preset's transform stack; presets without one still get the random crop that keeps
     the model's input under MAX_MODEL_SIDE (memory)."""
     if preset.transforms:
-        if crop_padding_enabled():
+        if crop_padding:
             # Lucid's pad 12 / jitter 8+4 make the model see (size + 12)² pixels, ~20 % more at
             # 128 px, the extra being mostly grey border. A size² window of the canvas, placed at
             # random (an extra jitter), drops that work; images and selectivity measured alike
@@ -141,6 +147,7 @@ def compiled_step(
     objective: Objective,
     side: int,
     preset: Preset,
+    options: EngineOptions = DEFAULT_OPTIONS,
 ) -> CompiledStep:
     """The cached compiled step for a bound ``objective``'s form; built (and later traced) once
     per key, reused by every batch.
@@ -149,24 +156,22 @@ def compiled_step(
     batch of atlas icons (each its own direction) is one trace and one pass."""
     param = _image_param(loaded, preset, side)
     layers = tuple(objective.layers())
-    fold = fold_batchnorm_enabled()
-    # the two speed switches (benchmarks flip them) and the backend are part of the key
-    key = ("step", layers, side, preset, objective.structure(), param, fold)
-    key += (crop_padding_enabled(), backend_name())
+    # the speed switches (benchmarks flip them) and the backend are part of the key
+    key = ("step", layers, side, preset, objective.structure(), param, options, backend_name())
 
     def build() -> CompiledStep:
-        if len(layers) != 1:
+        if not layers:
             raise InvalidInput(
-                f"objective {objective.text()!r} reads layers {', '.join(layers) or 'none'}: "
-                "an objective reads exactly one layer for now"
+                f"objective {objective.text()!r} reads no layer: add a term that does "
+                "(a regulariser alone would only smooth noise)"
             )
-        graph = feature_graph(loaded, layers[0], fold)
+        graph = feature_graph(loaded, layers, options.fold_batchnorm)
         return CompiledStep(
             model=graph.model,
             layers=layers,
             fixed_size=graph.fixed_size,
             param=param,
-            transforms=_transforms(preset, side),
+            transforms=_transforms(preset, side, options.crop_padding),
             preprocess=partial(preprocess, mode=loaded.spec.preprocessing),
             objective=objective,
             preset=preset,
@@ -198,6 +203,9 @@ class BatchRender:
     recipe's objective, which couples the batch on purpose (variations of one unit that should
     differ, see :func:`render_variations`); an objective can also carry that term itself. The
     model is ``loaded``; the recipes' ``model`` field is their identity, not read here.
+
+    ``clock`` (a :class:`~wga.vis.estimate.StepClock`, e.g. the render queue's) receives the
+    time of every step that did not trace, for estimates; ``options`` are the speed switches.
     """
 
     def __init__(
@@ -207,6 +215,8 @@ class BatchRender:
         *,
         diversity: float = 0.0,
         vectors: VectorStore | None = None,
+        options: EngineOptions = DEFAULT_OPTIONS,
+        clock: StepClock | None = None,
     ) -> None:
         if not recipes:
             raise InvalidInput("a batch needs at least one recipe")
@@ -223,6 +233,8 @@ class BatchRender:
         self.preset = first.preset_spec
         self.size = first.size
         self.diversity = float(diversity)
+        self.options = options
+        self.clock = clock
         self.schedule = self.preset.schedule(self.size, first.steps)
         self.total_steps: int = sum(steps for _, steps in self.schedule)
         self.steps_done: int = 0
@@ -279,7 +291,7 @@ class BatchRender:
         return _image_param(self.loaded, self.preset, side)
 
     def _compiled(self, side: int) -> CompiledStep:
-        return compiled_step(self.loaded, self.objectives[0], side, self.preset)
+        return compiled_step(self.loaded, self.objectives[0], side, self.preset, self.options)
 
     def run(self, steps: int = 1) -> None:
         """Advance up to ``steps`` steps (fewer when the render finishes)."""
@@ -301,9 +313,13 @@ class BatchRender:
             )
             chunk.scores = np.asarray(ops.convert_to_numpy(scores))
         # the first step of an octave and the first after the warm-up may trace: not a sample
-        if self.octave_step > 0 and self.steps_done != self.preset.warmup_steps:
+        if (
+            self.clock is not None
+            and self.octave_step > 0
+            and self.steps_done != self.preset.warmup_steps
+        ):
             seconds = time.perf_counter() - started
-            STEP_CLOCK.record(
+            self.clock.record(
                 self.loaded.name, self.recipes[0].layer, self.side, len(self.recipes), seconds
             )
         self.steps_done += 1
@@ -377,13 +393,14 @@ def render(
     recipes: Sequence[Recipe],
     on_snapshot: Callable[[BatchRender], None] | None = None,
     snapshot_every: int = 16,
+    options: EngineOptions = DEFAULT_OPTIONS,
 ) -> np.ndarray:
     """Render ``recipes`` (one batch key) to uint8 images ``(B, size, size, 3)``.
 
     ``on_snapshot(batch)`` is called every ``snapshot_every`` steps and once at the end; read
     ``batch.images()``, ``batch.progress`` and ``batch.steps_done`` from it.
     """
-    batch = BatchRender(loaded, recipes)
+    batch = BatchRender(loaded, recipes, options=options)
     every = max(1, int(snapshot_every))
     while not batch.done:
         batch.run(min(every, batch.total_steps - batch.steps_done))

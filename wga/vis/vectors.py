@@ -10,7 +10,7 @@ what is special about a direction rather than what every activation shares) is d
 host, once per vector: the whitened vector is stored under its own hash and the render step only
 ever sees unit vectors.
 
-The store folder: ``$WGA_VECTORS_DIR``, else ``~/.cache/wga/vectors``; an atlas folder carries a
+The store folder: ``$WGA_VECTORS_DIR``, else ``./vectors`` (:mod:`wga.paths`); an atlas folder carries a
 ``vectors/`` store of its own that a server imports on first use.
 """
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from wga.atomic import atomic_path
 from wga.errors import InvalidInput, NotFound
+from wga.paths import vectors_dir
 
 HASH_LENGTH = 64  # hex digits of sha256
 MAX_CHANNELS = 8192  # no registry layer is wider (EfficientNet top: 1280, Xception: 2048)
@@ -109,7 +110,7 @@ class VectorStore:
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         if directory is None:
-            directory = os.environ.get("WGA_VECTORS_DIR") or Path.home() / ".cache/wga/vectors"
+            directory = vectors_dir()
         self.directory = Path(directory).expanduser()
 
     def path(self, reference: str) -> Path:

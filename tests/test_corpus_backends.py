@@ -1,0 +1,162 @@
+"""The corpus side on every Keras backend: a probe without TensorFlow, the same index on TensorFlow
+and JAX, Grad-CAM by each backend's autodiff."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = "block1_conv2,block3_pool,block4_conv3"  # pre-activation (bottom), pooled, deep
+
+# Run `python -m wga …` in a process where importing TensorFlow fails, as on a machine without it.
+WITHOUT_TENSORFLOW = """
+import importlib.abc, runpy, sys
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "tensorflow":
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+
+sys.meta_path.insert(0, NoTensorFlow())
+sys.argv = ["wga", *sys.argv[1:]]
+runpy.run_module("wga", run_name="__main__", alter_sys=True)
+"""
+
+needs_jax = pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="JAX is not installed (pip install 'wga[jax]')"
+)
+
+
+def wga(
+    *args: str, backend: str, tensorflow: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "wga", *args]
+    if not tensorflow:
+        command = [sys.executable, "-c", WITHOUT_TENSORFLOW, *args]
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(7)
+    for index in range(7):
+        height, width = int(rng.integers(40, 120)), int(rng.integers(40, 120))
+        pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"art{index}.{'jpg' if index % 2 else 'png'}")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    return root
+
+
+def probe(corpus: Path, out: Path, backend: str, tensorflow: bool = True) -> Path:
+    wga(
+        *("probe", "--model", "vgg16-hed", "--corpus", str(corpus), "--layers", LAYERS),
+        *("--top", "4", "--batch", "3", "--out", str(out), "--no-progress"),
+        backend=backend,
+        tensorflow=tensorflow,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def jax_index(corpus, tmp_path_factory) -> Path:
+    return probe(corpus, tmp_path_factory.mktemp("jax") / "index", "jax", tensorflow=False)
+
+
+@needs_jax
+def test_probe_and_examples_run_on_jax_without_tensorflow(jax_index):
+    result = wga(
+        *("examples", "--index", str(jax_index), "--layer", "block1_conv2", "--unit", "5"),
+        "--json",
+        backend="jax",
+        tensorflow=False,
+    )
+    document = json.loads(result.stdout)
+    assert len(document["examples"]) == 4 and len(document["negatives"]) == 4
+    assert all(example["file"].startswith("art") for example in document["examples"])
+    assert json.loads((jax_index / "probe.json").read_text())["skipped"]  # broken.jpg, listed
+
+
+@needs_jax
+def test_tensorflow_and_jax_indexes_agree(corpus, jax_index, tmp_path):
+    from wga.corpus.index import ProbeIndex
+
+    tf_index = ProbeIndex.open(probe(corpus, tmp_path / "tf", "tensorflow"))
+    other = ProbeIndex.open(jax_index)
+    for layer in LAYERS.split(","):
+        for negatives in (False, True):
+            ours, theirs = tf_index.top(layer, negatives), other.top(layer, negatives)
+            if ours is None:
+                assert theirs is None
+                continue
+            np.testing.assert_array_equal(ours.ids, theirs.ids)  # the same top-k artworks
+            scale = max(1.0, float(np.abs(ours.values).max()))
+            np.testing.assert_allclose(ours.values, theirs.values, rtol=1e-4, atol=1e-5 * scale)
+        np.testing.assert_allclose(
+            tf_index.maxima(layer).astype(np.float32),
+            other.maxima(layer).astype(np.float32),
+            rtol=2e-3,  # float16 storage: one step of rounding may differ
+            atol=1e-3,
+        )
+
+
+@pytest.mark.backends
+def test_grad_cam_is_the_closed_form_of_a_pooled_dense_head(tmp_path, corpus):
+    """conv → global average pool → Dense: ∂logit/∂A_c is kernel[c, u] / (H·W) at every position,
+    so Grad-CAM is ReLU(Σ_c kernel[c, u] · A_c / (H·W)), whatever the backend's autodiff."""
+    import keras
+    from keras import ops
+
+    from wga.corpus.corpus import open_corpus
+    from wga.corpus.probe import run_probe
+    from wga.corpus.views import grad_cam, model_input
+    from wga.models import ModelRegistry
+
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((None, None, 3))
+    maps = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="conv")(
+        inputs
+    )
+    pooled = keras.layers.GlobalAveragePooling2D()(maps)
+    logits = keras.layers.Dense(3, activation="softmax", name="predictions")(pooled)
+    keras.Model(inputs, logits).save(run / "model.keras")
+    (run / "model.json").write_text(json.dumps({"preprocessing": "tf", "input_size": 64}))
+    loaded = ModelRegistry(None).load(str(run / "model.keras"))
+    index = run_probe(
+        loaded, open_corpus(corpus), ["predictions"], tmp_path / "index", k=2, progress=False
+    )
+    kernel = loaded.model.get_layer("predictions").get_weights()[0]
+    body = keras.Model(loaded.model.inputs[0], loaded.model.get_layer("conv").output)
+    for unit in range(3):
+        for image_id in (0, 3):
+            cam = grad_cam(loaded, index, "predictions", unit, image_id)
+            batch, shape, _ = model_input(open_corpus(corpus).path(image_id), index_rule(index))
+            features = ops.convert_to_numpy(body(batch))[0]
+            height, width = features.shape[:2]
+            expected = np.maximum(features @ kernel[:, unit] / (height * width), 0)
+            rows, cols = cam.shape
+            assert (rows, cols) == (-(-shape[0] * height // 64), -(-shape[1] * width // 64))
+            np.testing.assert_allclose(cam, expected[:rows, :cols], rtol=1e-4, atol=1e-6)
+
+
+def index_rule(index):
+    from wga.corpus.feed import FeedRule
+
+    return FeedRule(index.side, index.description["feed"]["preprocessing"])
