@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from keras import ops
 
+from wga.corpus.inference import value_and_gradient
 from wga.errors import InvalidInput
 from wga.vis.hooks import HOOKS, hooks_for
-from wga.corpus.inference import value_and_gradient
 from wga.vis.objective import (
     SCORES,
     Target,
