@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import pytest
 
 from wga.serve.api import MAX_PRIORITY, RenderService, Response
@@ -216,6 +217,7 @@ def test_status_reports_queue_workers_and_cache(service):
     body = call(service, "GET /api/status").body
     assert body["workers_alive"] is True
     assert {"queued", "running", "cache_entries", "workers", "models_loaded"} <= set(body)
+    assert body["backend"] == keras.backend.backend()  # the Keras backend the renders run on
 
 
 def test_a_bug_in_an_endpoint_is_a_json_500_not_an_exception(service, monkeypatch):

@@ -17,17 +17,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = "block1_conv2,block3_pool,block4_conv3"  # pre-activation (bottom), pooled, deep
 
-# Run `python -m wga …` in a process where importing TensorFlow fails, as on a machine without it.
+# Run `python -m wga …` in a process where TensorFlow is not there for anyone: `import tensorflow`
+# raises ModuleNotFoundError and importlib.util.find_spec("tensorflow") answers None, exactly as
+# on a machine without it (PyTorch's dynamo and wga's backend check both ask find_spec).
 WITHOUT_TENSORFLOW = """
-import importlib.abc, runpy, sys
+import runpy, sys
 
-class NoTensorFlow(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] == "tensorflow":
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
-        return None
-
-sys.meta_path.insert(0, NoTensorFlow())
+sys.modules["tensorflow"] = None
 sys.argv = ["wga", *sys.argv[1:]]
 runpy.run_module("wga", run_name="__main__", alter_sys=True)
 """
@@ -38,7 +34,7 @@ needs_jax = pytest.mark.skipif(
 
 
 def wga(
-    *args: str, backend: str, tensorflow: bool = True, timeout: float = 600
+    *args: str, backend: str, tensorflow: bool = True, timeout: float = 600, status: int = 0
 ) -> subprocess.CompletedProcess:
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "wga", *args]
@@ -47,7 +43,7 @@ def wga(
     result = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == status, result.stderr[-3000:]
     return result
 
 
@@ -63,12 +59,13 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
-def probe(corpus: Path, out: Path, backend: str, tensorflow: bool = True) -> Path:
+def probe(corpus: Path, out: Path, backend: str, tensorflow: bool = True, status: int = 0) -> Path:
     wga(
-        *("probe", "--model", "vgg16-hed", "--corpus", str(corpus), "--layers", LAYERS),
-        *("--top", "4", "--batch", "3", "--out", str(out), "--no-progress"),
-        backend=backend,
+        *("--backend", backend, "probe", "--model", "vgg16-hed", "--corpus", str(corpus)),
+        *("--layers", LAYERS, "--top", "4", "--batch", "3", "--out", str(out), "--no-progress"),
+        backend="tensorflow",  # the flag wins over KERAS_BACKEND
         tensorflow=tensorflow,
+        status=status,
     )
     return out
 
@@ -89,15 +86,64 @@ def test_probe_and_examples_run_on_jax_without_tensorflow(jax_index):
     document = json.loads(result.stdout)
     assert len(document["examples"]) == 4 and len(document["negatives"]) == 4
     assert all(example["file"].startswith("art") for example in document["examples"])
-    assert json.loads((jax_index / "probe.json").read_text())["skipped"]  # broken.jpg, listed
+    description = json.loads((jax_index / "probe.json").read_text())
+    assert description["skipped"]  # broken.jpg, listed
+    assert description["backend"] == "jax"
 
 
 @needs_jax
-def test_tensorflow_and_jax_indexes_agree(corpus, jax_index, tmp_path):
+def test_the_backend_flag_checks_the_backend_and_finetune_names_its_extra(tmp_path):
+    # TensorFlow "not installed" (the import blocker): the error names the extra and the way out.
+    refused = wga("--backend", "tensorflow", "models", backend="jax", tensorflow=False, status=2)
+    assert "pip install 'wga[tensorflow]'" in refused.stderr and "--backend jax" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    finetune = ["finetune", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    refused = wga("--backend", "jax", *finetune, backend="tensorflow", tensorflow=False, status=2)
+    assert refused.stderr.strip().splitlines() == [
+        "error: finetune needs TensorFlow (its input pipeline is tf.data), not 'jax': "
+        "pip install 'wga[tensorflow]' and run it with --backend tensorflow"
+    ]
+    if importlib.util.find_spec("torch") is None:
+        refused = wga("--backend", "torch", "models", backend="jax", status=2)
+        assert "pip install 'wga[torch]'" in refused.stderr
+
+
+@needs_jax
+def test_an_index_resumes_only_on_the_backend_that_made_it(hed, corpus, jax_index):
+    from wga.corpus.corpus import open_corpus
+    from wga.corpus.probe import run_probe
+    from wga.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="made on the jax backend: resume it with --backend jax"):
+        run_probe(hed, open_corpus(corpus), LAYERS.split(","), jax_index, k=4, batch_size=3)
+
+
+needs_torch = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None,
+    reason="PyTorch is not installed (pip install 'wga[torch]'; make test does not install it)",
+)
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("jax", marks=needs_jax), pytest.param("torch", marks=needs_torch)]
+)
+def test_tensorflow_and_other_backends_give_the_same_index(
+    corpus, jax_index, tmp_path_factory, backend
+):
     from wga.corpus.index import ProbeIndex
 
-    tf_index = ProbeIndex.open(probe(corpus, tmp_path / "tf", "tensorflow"))
-    other = ProbeIndex.open(jax_index)
+    tf_folder = tmp_path_factory.getbasetemp() / "tf-index"
+    if not tf_folder.exists():
+        probe(corpus, tf_folder, "tensorflow")
+    tf_index = ProbeIndex.open(tf_folder)
+    if backend == "jax":
+        other = ProbeIndex.open(jax_index)
+    else:
+        other = ProbeIndex.open(
+            probe(corpus, tmp_path_factory.mktemp(backend) / "i", backend, False)
+        )
+    assert tf_index.description["backend"] == "tensorflow"
+    assert other.description["backend"] == backend
     for layer in LAYERS.split(","):
         for negatives in (False, True):
             ours, theirs = tf_index.top(layer, negatives), other.top(layer, negatives)

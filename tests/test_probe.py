@@ -19,6 +19,7 @@ from wga.corpus.corpus import open_corpus
 from wga.corpus.feed import FeedRule, chunks, feed, valid_grid
 from wga.corpus.index import ProbeIndex
 from wga.corpus.probe import LocalExecutor, ProbeJob, Prober, run_probe
+from wga.corpus.receptive import DEFAULT_BORDER_MARGIN
 from wga.corpus.topk import merge
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +79,7 @@ def _brute_force(hed, corpus, layer: str, k: int, largest: bool):
             continue
         if layer == "block1_conv2":
             first = keras.Model(hed.model.input, hed.model.get_layer("block1_conv1").output)(batch)
+            first = ops.convert_to_numpy(first)
             kernel, bias = hed.model.get_layer("block1_conv2").get_weights()
             out = ops.convert_to_numpy(ops.conv(first, kernel, 1, "same") + bias)[0]
         else:
@@ -324,10 +326,12 @@ def test_probe_resumes_after_sigkill_and_gives_the_same_index(hed, tmp_path):
         k=3,
         batch_size=2,
         progress=False,
+        border_margin=DEFAULT_BORDER_MARGIN,  # the CLI's default
     )
     for negatives in (False, True):
         assert killed.top("block1_conv2", negatives).equal(whole.top("block1_conv2", negatives))
     np.testing.assert_array_equal(killed.maxima("block1_conv2"), whole.maxima("block1_conv2"))
+    np.testing.assert_array_equal(killed.style("block1_conv2"), whole.style("block1_conv2"))
     assert killed.histogram("block1_conv2", 7) == whole.histogram("block1_conv2", 7)
 
 

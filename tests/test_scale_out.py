@@ -30,6 +30,7 @@ from wga.corpus.atlas import (
 from wga.corpus.corpus import open_corpus
 from wga.corpus.index import ProbeIndex
 from wga.corpus.probe import run_probe
+from wga.corpus.receptive import DEFAULT_BORDER_MARGIN
 from wga.data.synthetic import make_synthetic_dataset
 from wga.executors import RAY_EXTRA_MESSAGE
 from wga.executors.local import LocalExecutor
@@ -169,6 +170,7 @@ def _same_index(a: ProbeIndex, b: ProbeIndex, layers: list[str]) -> None:
         negatives = a.top(layer, negatives=True)
         assert negatives is not None and negatives.equal(b.top(layer, negatives=True))
         assert np.array_equal(a.maxima(layer), b.maxima(layer), equal_nan=True)  # NaN: skipped
+        assert np.array_equal(a.style(layer), b.style(layer), equal_nan=True)
         assert a.histogram(layer, 0) == b.histogram(layer, 0)
 
 
@@ -176,7 +178,14 @@ def _same_index(a: ProbeIndex, b: ProbeIndex, layers: list[str]) -> None:
 def test_probe_on_ray_data_writes_the_local_index(ray_cluster, hed, small_corpus, tmp_path):
     layers = ["block1_conv2", "block2_conv1"]
     local = run_probe(
-        hed, small_corpus, layers, tmp_path / "local", k=4, batch_size=4, progress=False
+        hed,
+        small_corpus,
+        layers,
+        tmp_path / "local",
+        k=4,
+        batch_size=4,
+        progress=False,
+        border_margin=DEFAULT_BORDER_MARGIN,  # the CLI's default
     )
     argv = ["probe", "--model", "vgg16-hed", "--corpus", str(small_corpus.root)]
     argv += ["--layers", ",".join(layers), "--top", "4", "--batch", "4", "--no-progress"]

@@ -24,7 +24,6 @@ _NATIVE_LOG_LINE = re.compile(
 def silence_tensorflow() -> None:
     """Hide TensorFlow's C++ info logs and Python warnings; keep real errors visible."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
 

@@ -16,8 +16,10 @@ import sys
 from collections.abc import Sequence
 
 from wga import __version__
+from wga.cli.backend import KERAS_FREE_COMMANDS, choose_backend
 from wga.errors import InvalidInput, NotFound, WgaError
 from wga.quiet import filter_native_stderr, silence_tensorflow
+from wga.vis.backends import BACKENDS
 
 # A subcommand exists only once its feature is built (no placeholders).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -47,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="Keras backend to run on (default: KERAS_BACKEND, else tensorflow); "
+        "install it with the extra of the same name, e.g. pip install 'wga[jax]'",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -72,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     try:
+        if args.command not in KERAS_FREE_COMMANDS:
+            choose_backend(args.backend)
         return int(args.handler(args) or 0)
     except WgaError as error:
         # Errors the user can act on: one line, no traceback.

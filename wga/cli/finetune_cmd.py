@@ -102,6 +102,14 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from wga.errors import InvalidInput
+    from wga.vis.backends import backend_name
+
+    if backend_name() != "tensorflow":
+        raise InvalidInput(
+            f"finetune needs TensorFlow (its input pipeline is tf.data), not {backend_name()!r}: "
+            "pip install 'wga[tensorflow]' and run it with --backend tensorflow"
+        )
     from wga.models import ModelRegistry, default_registry
     from wga.train.finetune import finetune
 

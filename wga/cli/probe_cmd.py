@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from wga.corpus.probe import CHECKPOINT_SECONDS, DEFAULT_BATCH, DEFAULT_TOP
+    from wga.corpus.receptive import DEFAULT_BORDER_MARGIN
 
     parser = subparsers.add_parser(
         "probe",
@@ -40,6 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--top", type=int, default=DEFAULT_TOP, help="artworks kept per unit and sign"
     )
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="images per batch")
+    parser.add_argument(
+        "--border-margin",
+        type=float,
+        default=DEFAULT_BORDER_MARGIN,
+        metavar="M",
+        help="ignore positions whose receptive field reaches past the picture by more than "
+        f"(1 - M)/2 of its size: frames and edges do not win (default {DEFAULT_BORDER_MARGIN:g}, "
+        "measured; 0 keeps every position on the image)",
+    )
     add_cluster_options(parser, "probe")
     parser.add_argument(
         "--checkpoint",
@@ -58,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if not layers:
         raise InvalidInput("--layers is empty: name at least one layer (wga models --layers M)")
     check_cluster_options(args)
+    from wga.corpus.receptive import check_border_margin
+
+    check_border_margin(args.border_margin)
     from wga.corpus.corpus import open_corpus
     from wga.corpus.probe import run_probe
     from wga.models import default_registry
@@ -91,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             executor=executor,
             progress=not args.no_progress,
             checkpoint_seconds=args.checkpoint,
+            border_margin=args.border_margin,
         )
     described = index.description
     print(

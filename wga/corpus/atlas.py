@@ -57,6 +57,7 @@ from wga.corpus.atlas_sample import CAP, PER_IMAGE, Sample, sample_layer
 from wga.corpus.index import Example, ProbeIndex, original_position
 from wga.corpus.probe import model_reference
 from wga.errors import InvalidInput
+from wga.vis.backends import backend_name
 from wga.vis.objective_table import COSINE_POWER
 from wga.vis.presets import DEFAULT_PRESET
 from wga.vis.store import RenderStore
@@ -390,6 +391,7 @@ def _describe(
         "version": ATLAS_VERSION,
         "model": index.description.get("model", loaded.name),
         "model_fingerprint": loaded.fingerprint,
+        "backend": backend_name(),
         "layer": options.layer,
         "probe": index.name,
         "index": str(index.root.resolve()),

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from wga.corpus.corpus import Corpus, open_corpus
-from wga.corpus.feed import FeedRule, feed, position_mask
+from wga.corpus.feed import FeedRule, feed
+from wga.corpus.receptive import border_mask, check_border_margin
 from wga.corpus.topk import Partial, Reduced, batch_partial
 from wga.errors import InvalidInput
 from wga.models import model_reference
@@ -156,14 +157,18 @@ def build_probe_model(
     return probe_model, plan
 
 
-def reduce_layer(output: Any, mask: Any, bottom: bool) -> dict[str, Any]:
+def reduce_layer(
+    output: Any, mask: Any, bottom: bool, *, relu: bool = False, style: bool = True
+) -> dict[str, Any]:
     """One layer's per-image reduction on ``keras.ops`` (backend-free, compiled by the caller).
 
-    ``output`` (B, H, W, C) or (B, C); ``mask`` (B, H, W) bool from
-    :func:`wga.corpus.feed.position_mask`. Returns the fields of
-    :class:`wga.corpus.topk.Reduced` by name: the spatial maximum of each unit over the kept
-    positions and its flat position (and the minimum where ``bottom``). A new statistic is one
-    more entry here and one more field there.
+    ``output`` (B, H, W, C) or (B, C); ``mask`` (B, H, W) bool, the kept positions
+    (:func:`wga.corpus.receptive.border_mask`: on the image, past the border margin). Returns the
+    fields of :class:`wga.corpus.topk.Reduced` by name: the spatial maximum of each unit over the
+    kept positions and its flat position (and the minimum where ``bottom``); with ``style``, the
+    per-channel mean and standard deviation over the kept positions of the layer's output (the
+    ReLU of ``output`` where ``relu``: a recorded pre-activation) — the style statistics. A new
+    statistic is one more entry here and one more field there.
     """
     from keras import ops
 
@@ -179,27 +184,48 @@ def reduce_layer(output: Any, mask: Any, bottom: bool) -> dict[str, Any]:
         low = ops.where(keep, flat, np.inf)
         result["min"] = ops.min(low, axis=1)
         result["argmin"] = ops.argmin(low, axis=1)
+    if style:
+        active = ops.relu(flat) if relu else flat
+        weight = ops.cast(keep, "float32")
+        count = ops.maximum(ops.sum(weight, axis=1), 1.0)  # an unreadable image keeps nothing
+        mean = ops.sum(active * weight, axis=1) / count
+        spread = (active - mean[:, None, :]) * weight  # two passes: exact for large activations
+        result["mean"] = mean
+        result["std"] = ops.sqrt(ops.sum(spread * spread, axis=1) / count)
     return result
 
 
 class Prober:
     """A model and a compiled reduction step: a batch of the feed → its :class:`Partial`."""
 
-    def __init__(self, loaded: LoadedModel, layers: Sequence[str], k: int = DEFAULT_TOP) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        layers: Sequence[str],
+        k: int = DEFAULT_TOP,
+        *,
+        border_margin: float = 0.0,
+        style: bool = True,
+    ) -> None:
         from wga.corpus.inference import compile_inference
+        from wga.corpus.receptive import receptive_field
 
         if k < 1:
             raise InvalidInput(f"--top must be at least 1, not {k}")
         self.loaded = loaded
         self.k = k
+        self.border_margin = check_border_margin(border_margin)
         self.rule = feed_rule(loaded)
         self.model, self.plan = build_probe_model(loaded, layers)
+        self.fields = [receptive_field(loaded.model, p.name, self.rule.side) for p in self.plan]
         plan = self.plan
 
         def reduce(outputs: Any, masks: list[Any]) -> list[dict[str, Any]]:
             outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
             return [
-                reduce_layer(out, mask, layer.bottom)
+                reduce_layer(
+                    out, mask, layer.bottom, relu=layer.values == "pre-activation", style=style
+                )
                 for layer, out, mask in zip(plan, outputs, masks, strict=True)
             ]
 
@@ -211,7 +237,10 @@ class Prober:
 
     def reduce(self, images: np.ndarray, shapes: np.ndarray) -> dict[str, Reduced]:
         """Per layer, the per-image maxima (and minima) with positions (numpy)."""
-        masks = [position_mask(shapes, layer.grid, self.rule.side) for layer in self.plan]
+        masks = [
+            border_mask(field, shapes, layer.grid, self.rule.side, self.border_margin)
+            for layer, field in zip(self.plan, self.fields, strict=True)
+        ]
         reduced = self._reduce(np.asarray(images, np.float32), masks)
         return {
             layer.name: Reduced(grid=layer.grid, **fields)
@@ -244,11 +273,17 @@ class ProbeJob:
     k: int
     batch_size: int
     rule: FeedRule | None = None  # how workers decode the corpus (the driver's prober.rule)
+    border_margin: float = 0.0  # positions kept (wga.corpus.receptive.border_mask)
 
     def prober(self) -> Prober:
         from wga.models import default_registry
 
-        return Prober(default_registry().load(self.model), self.layers, self.k)
+        return Prober(
+            default_registry().load(self.model),
+            self.layers,
+            self.k,
+            border_margin=self.border_margin,
+        )
 
 
 class Executor(Protocol):
@@ -289,12 +324,15 @@ def run_probe(
     executor: Executor | None = None,
     progress: bool = True,
     checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    border_margin: float = 0.0,
 ) -> ProbeIndex:
     """Build (or resume) the index of ``loaded`` over ``corpus`` at ``out``; returns it, opened.
 
     A run killed at any moment resumes from its last checkpoint (written every
     ``checkpoint_seconds``): done chunks are never fed again, and the finished index is the
-    same as an uninterrupted run's.
+    same as an uninterrupted run's. ``border_margin`` (:func:`wga.corpus.receptive.border_mask`):
+    0 keeps every position on the image (the library's default, as before the margin existed);
+    ``python -m wga probe`` uses the measured :data:`~wga.corpus.receptive.DEFAULT_BORDER_MARGIN`.
     """
     from tqdm.auto import tqdm
 
@@ -302,7 +340,7 @@ def run_probe(
 
     if batch_size < 1:
         raise InvalidInput(f"--batch must be at least 1, not {batch_size}")
-    prober = Prober(loaded, layers, k)
+    prober = Prober(loaded, layers, k, border_margin=border_margin)
     writer = IndexWriter.open(
         out,
         loaded=loaded,
@@ -311,6 +349,7 @@ def run_probe(
         rule=prober.rule,
         k=k,
         batch_size=batch_size,
+        border_margin=prober.border_margin,
     )
     todo = writer.todo_chunks()
     job = ProbeJob(
@@ -320,6 +359,7 @@ def run_probe(
         k,
         writer.batch_size,
         prober.rule,
+        prober.border_margin,
     )
     executor = executor or LocalExecutor(prober, corpus)
     done_before = writer.done_count()

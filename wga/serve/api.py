@@ -287,7 +287,13 @@ class RenderService:
         return Response(200, self.queue.cancel(request["path"].get("id", "")))
 
     def _status_extra(self) -> dict[str, Any]:
-        return {"models_loaded": self.loader.loaded(), "version": wga.__version__}
+        from wga.vis.backends import backend_name
+
+        return {
+            "models_loaded": self.loader.loaded(),
+            "version": wga.__version__,
+            "backend": backend_name(),
+        }
 
     def status(self, request: dict[str, Any]) -> Response:
         return Response(200, {**self.queue.status(), **self._status_extra()})

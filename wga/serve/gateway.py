@@ -40,6 +40,7 @@ import wga
 from wga.errors import Unavailable
 from wga.paths import Places, backend_notebook, page_dir
 from wga.serve.http import TOKEN_ENV
+from wga.vis.backends import backend_name
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class Gateway:
             {
                 "PYTHONPATH": ":".join(dict.fromkeys(pythonpath)),
                 "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-                "KERAS_BACKEND": "tensorflow",
+                "KERAS_BACKEND": backend_name(),  # the kernel runs on the server's backend
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1",
             }
         )

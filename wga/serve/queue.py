@@ -128,7 +128,12 @@ class _Worker:
 
 
 def detect_devices() -> list[str | None]:
-    """One worker per GPU when there are GPUs, else one CPU worker."""
+    """One worker per GPU when there are GPUs, else one CPU worker (TensorFlow); on JAX and
+    PyTorch one worker on the backend's default device."""
+    from wga.vis.backends import backend_name
+
+    if backend_name() != "tensorflow":
+        return [None]
     try:
         import tensorflow as tf  # lazy: the queue's tests and `wga --help` need no TensorFlow
 
