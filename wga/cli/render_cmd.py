@@ -110,8 +110,8 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
         default=AUTO,
         help="what to maximise: auto (channel; logit for the class layer), one of "
         + ", ".join(OBJECTIVES)
-        + ", or a weighted sum such as \"channel(mixed5, 3) - 0.5 * channel(mixed5, 7) + "
-        "0.05 * tv\" (arguments left out come from --layer, the unit, --position, --direction; "
+        + ', or a weighted sum such as "channel(mixed5, 3) - 0.5 * channel(mixed5, 7) + '
+        '0.05 * tv" (arguments left out come from --layer, the unit, --position, --direction; '
         "see README)",
     )
 
