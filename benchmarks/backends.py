@@ -54,24 +54,11 @@ class Worker:
         )
 
 
-def load(name: str):
-    """The offline HED VGG16, or InceptionV3 with random weights (timing only)."""
-    from wga.models import LoadedModel, ModelRegistry, ModelSpec
-
-    if name == "vgg16-hed":
-        return ModelRegistry(None).load("vgg16-hed")
-    import keras
-
-    model = keras.applications.InceptionV3(
-        weights=None, include_top=False, input_shape=(None, None, 3)
-    )
-    spec = ModelSpec(name, "InceptionV3, random weights (timing only)", "tf", 299, "file")
-    return LoadedModel(spec, model, fingerprint="random-weights")
-
-
 def worker(case: str) -> None:
     """Warm up, say ``ready``, then answer ``run N`` with the seconds N steps took."""
     model, layer, size, batch = CASES[case]
+    from render_speed import load  # the same two models as the other render benchmarks
+
     from wga.vis.render import BatchRender, Recipe
 
     loaded = load(model)
