@@ -1,6 +1,6 @@
 """The render step on TensorFlow: ``tf.GradientTape`` inside one ``tf.function`` per step.
 
-Measured (benchmarks/backends.py, InceptionV3 ``mixed5``, 8 × 128 px, 2 cores): the plain graph
+Measured (a bare gradient step, InceptionV3 ``mixed5``, 8 × 128 px, 2 cores): the plain graph
 with oneDNN is the fastest form; XLA (``jit_compile=True``) was 0.4–0.8× of it. The batch axis is
 ``None`` in the signature, so every batch size reuses one trace.
 """
@@ -57,7 +57,7 @@ def compile_step(
 
     def build(args: tuple) -> Callable[..., Any]:
         signature = tf.nest.map_structure(_spec, list(args))
-        return tf.function(step, input_signature=signature)
+        return tf.function(step, input_signature=signature, autograph=False)
 
     compiled = _Lazy(build)
 
@@ -72,7 +72,8 @@ def compile_function(function: Callable[..., Any]) -> Callable[..., Any]:
     """``function`` traced once per argument signature, the batch axis free."""
 
     def build(args: tuple) -> Callable[..., Any]:
-        return tf.function(function, input_signature=tf.nest.map_structure(_spec, list(args)))
+        signature = tf.nest.map_structure(_spec, list(args))
+        return tf.function(function, input_signature=signature, autograph=False)
 
     compiled = _Lazy(build)
     return lambda *args: compiled(*(tf.convert_to_tensor(a) for a in args))
