@@ -18,9 +18,10 @@ from PIL import Image
 from wga.corpus.corpus import open_corpus
 from wga.corpus.feed import FeedRule, chunks, feed, valid_grid
 from wga.corpus.index import ProbeIndex
-from wga.corpus.probe import LocalExecutor, ProbeJob, Prober, run_probe
+from wga.corpus.probe import ProbeJob, Prober, probe_chunks, run_probe
 from wga.corpus.receptive import DEFAULT_BORDER_MARGIN
 from wga.corpus.topk import merge
+from wga.executors.local import LocalExecutor
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.backends  # make test runs these again on JAX
@@ -151,8 +152,8 @@ def test_no_image_appears_twice_for_a_unit(hed_index):
 def test_merging_shards_in_any_order_equals_the_single_pass(hed, hed_index, download_corpus):
     corpus = open_corpus(download_corpus)
     prober = Prober(hed, HED_LAYERS, k=3)
-    job = ProbeJob("vgg16-hed", str(corpus.root), tuple(HED_LAYERS), 3, 3)
-    parts = list(LocalExecutor(prober, corpus).run(job, chunks(len(corpus), 3)))
+    job = ProbeJob("vgg16-hed", str(corpus.root), tuple(HED_LAYERS), 3, 3, prober.rule)
+    parts = list(probe_chunks(LocalExecutor(), job, chunks(len(corpus), 3), prober=prober))
     single = None
     for part in parts:
         single = merge(single, part)

@@ -73,26 +73,23 @@ def run(args: argparse.Namespace) -> int:
     check_border_margin(args.border_margin)
     from wga.corpus.corpus import open_corpus
     from wga.corpus.probe import run_probe
+    from wga.executors import open_executor
     from wga.models import default_registry
     from wga.quiet import quiet_keras
 
     corpus = open_corpus(args.corpus)  # before TensorFlow: a wrong folder fails fast
-    cluster = None
-    if args.ray:
-        from wga.executors import open_executor
-
-        cluster = open_executor(args.ray)  # a missing extra fails here, in one line
-    with contextlib.closing(cluster) if cluster is not None else contextlib.nullcontext():
+    executor = open_executor(args.ray)  # a missing extra fails here, in one line
+    with contextlib.closing(executor):
         quiet_keras()
         registry = default_registry()
         loaded = registry.load(args.model or registry.default_name())
-        executor = None
-        if cluster is not None:
-            from wga.corpus.probe_executor import ExecutorProbe
-
-            executor = ExecutorProbe(cluster, args.workers)
         log.info(
-            "probing %s over %d images (%s) → %s", loaded.name, len(corpus), corpus.kind, args.out
+            "probing %s over %d images (%s) on %s → %s",
+            loaded.name,
+            len(corpus),
+            corpus.kind,
+            executor.name,
+            args.out,
         )
         index = run_probe(
             loaded,
@@ -102,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             k=args.top,
             batch_size=args.batch,
             executor=executor,
+            workers=args.workers,
             progress=not args.no_progress,
             checkpoint_seconds=args.checkpoint,
             border_margin=args.border_margin,

@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -44,7 +44,6 @@ from wga.models import model_reference
 from wga.vis.backends import DEFAULT_BACKEND, backend_name
 
 if TYPE_CHECKING:
-    from wga.corpus.probe import ProbeLayer
     from wga.models import LoadedModel
 
 DESCRIPTION_NAME = "probe.json"
@@ -61,6 +60,35 @@ QUANTILES = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0)
 STATS_BLOCK_UNITS = 256  # columns of the maxima matrix read at once when computing statistics
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 LEGACY_IDENTITY = {"border_margin": 0.0}  # what an index made before the key existed used
+
+
+ValueKind = Literal["pre-activation", "logits", "output"]
+
+
+@dataclass(frozen=True)
+class ProbeLayer:
+    """A probed layer as the index describes it (``probe.json``): what its recorded values are
+    (:mod:`wga.corpus.probe` decides) and whether it has negatives."""
+
+    name: str
+    units: int
+    kind: str  # LayerInfo.kind
+    values: ValueKind
+    grid: tuple[int, int]  # feature map (H, W) for a side × side input; (1, 1) without positions
+
+    @property
+    def bottom(self) -> bool:
+        return self.values != "output"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "units": self.units,
+            "kind": self.kind,
+            "values": self.values,
+            "bottom": self.bottom,
+            "grid": list(self.grid),
+        }
 
 
 def _sign_arrays(prefix: str, top: TopK) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ al. 2018), for an artwork of a probed corpus or any image file:
   groups with scikit-learn's :class:`~sklearn.decomposition.NMF`: each group's spatial map, its
   share of the activation, its strongest units, and the recipe of its icon (the direction
   objective on the group's channel vector, as the atlas renders its cells). Icons are rendered by
-  whatever renderer the caller hands in (the server's queue, an in-process queue for the CLI):
+  whatever renderer the caller hands in (the server's queue, an executor in this process for the CLI):
   this floor never imports the server.
 
 The artwork is fed exactly as the probe fed it (:mod:`wga.corpus.feed`'s rule: same resize,

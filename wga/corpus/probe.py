@@ -1,9 +1,9 @@
 """The probe: one streaming pass of a model over a corpus → the top artworks of every unit.
 
-Shape (so that other executors can take the middle part)::
+Shape (the middle part runs on any :mod:`wga.executors` executor: this process, or Ray Data)::
 
     driver:   IndexWriter (resume?) → todo chunks → executor → Partial … → merge → checkpoint → finish
-    executor: for each chunk: feed (wga.corpus.feed) → Prober (model + on-device reduction)
+    executor: for each chunk: ChunkFeed (wga.corpus.feed) → Prober (model + on-device reduction)
               → batch_partial (wga.corpus.topk) → Partial
 
 * :class:`Prober` is what a worker holds: the model truncated to a multi-output model of the
@@ -11,11 +11,14 @@ Shape (so that other executors can take the middle part)::
   the device to per-image spatial maxima/minima and their positions, masked to the image's
   valid region (padding never wins). ``prober(batch) → Partial`` for a batch from
   :func:`wga.corpus.feed.feed`.
-* :class:`ProbeJob` is a picklable description a remote worker rebuilds a :class:`Prober` from.
-* An executor is anything with ``run(job, chunks) → Iterator[Partial]`` (order free);
-  :class:`LocalExecutor` is the in-process one. The Ray adapter lives with the Ray code.
+* :class:`ProbeJob` is a picklable description a remote worker rebuilds a :class:`Prober` from;
+  in this process the worker holds the driver's own prober (:attr:`WorkerSpec.here`).
+* Each chunk of image ids is one row of the executor's dataset pass
+  (:meth:`~wga.executors.Executor.map_batches`): one chunk is one batch everywhere, so every
+  image meets the same batch and the index is the same bit for bit.
 * :func:`run_probe` is the driver: it only merges (:func:`wga.corpus.topk.merge`) and writes
-  (:class:`wga.corpus.index.IndexWriter`), so every executor yields the same index.
+  (:class:`wga.corpus.index.IndexWriter`), alone and atomically, so every executor yields the
+  same index and workers need no shared disk.
 
 **Values.** Where a layer's pre-activation is reachable the probe records it, which also gives
 negative examples (bottom-k): a ReLU layer → its input; a conv/Dense layer with a built-in ReLU
@@ -33,21 +36,22 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wga.corpus.corpus import Corpus, open_corpus
-from wga.corpus.feed import FeedRule, feed
+from wga.corpus.corpus import Corpus
+from wga.corpus.feed import ChunkFeed, FeedRule, chunk_rows
+from wga.corpus.index import IndexWriter, ProbeIndex, ProbeLayer, ValueKind
 from wga.corpus.receptive import border_mask, check_border_margin
 from wga.corpus.topk import Partial, Reduced, batch_partial
 from wga.errors import InvalidInput
+from wga.executors import Executor, WorkerSpec
 from wga.models import model_reference
 
 if TYPE_CHECKING:
     import keras
 
-    from wga.corpus.index import ProbeIndex
     from wga.models import LoadedModel
     from wga.models.surgery import Tap
 
@@ -56,33 +60,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TOP = 16  # Feature Visualization shows 10 per sign; 16 leaves room for a 4 × 4 grid
 DEFAULT_BATCH = 32
 CHECKPOINT_SECONDS = 60.0
-
-ValueKind = Literal["pre-activation", "logits", "output"]
-
-
-@dataclass(frozen=True)
-class ProbeLayer:
-    """A probed layer: what its recorded values are and whether it has negatives."""
-
-    name: str
-    units: int
-    kind: str  # LayerInfo.kind
-    values: ValueKind
-    grid: tuple[int, int]  # feature map (H, W) for a side × side input; (1, 1) without positions
-
-    @property
-    def bottom(self) -> bool:
-        return self.values != "output"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "units": self.units,
-            "kind": self.kind,
-            "values": self.values,
-            "bottom": self.bottom,
-            "grid": list(self.grid),
-        }
 
 
 def _recorded_value(layer: keras.layers.Layer, kind: str) -> tuple[ValueKind, Tap]:
@@ -272,7 +249,7 @@ class ProbeJob:
     layers: tuple[str, ...]
     k: int
     batch_size: int
-    rule: FeedRule | None = None  # how workers decode the corpus (the driver's prober.rule)
+    rule: FeedRule  # how workers decode the corpus (the driver's prober.rule)
     border_margin: float = 0.0  # positions kept (wga.corpus.receptive.border_mask)
 
     def prober(self) -> Prober:
@@ -286,31 +263,19 @@ class ProbeJob:
         )
 
 
-class Executor(Protocol):
-    """Runs chunks of image ids through a :class:`Prober` somewhere; yields one Partial per chunk."""
-
-    def run(self, job: ProbeJob, chunks: Sequence[np.ndarray]) -> Iterator[Partial]: ...
-
-
-class LocalExecutor:
-    """In-process: one feed (parallel decode, prefetch) into one Prober."""
-
-    def __init__(self, prober: Prober | None = None, corpus: Corpus | None = None) -> None:
-        self.prober = prober
-        self.corpus = corpus
-
-    def run(self, job: ProbeJob, chunks: Sequence[np.ndarray]) -> Iterator[Partial]:
-        prober = self.prober or job.prober()
-        corpus = self.corpus or open_corpus(job.corpus)
-        if not chunks:
-            return
-        ordered = sorted(chunks, key=lambda c: int(c[0]))
-        sizes = {len(c) for c in ordered[:-1]}
-        if len(sizes) > 1 or (sizes and len(ordered[-1]) > next(iter(sizes))):
-            raise ValueError("chunks must be of equal size, the last one may be shorter")
-        batch = len(ordered[0])
-        for data in feed(corpus, prober.rule, np.concatenate(ordered), batch):
-            yield prober(data)
+def probe_chunks(
+    executor: Executor,
+    job: ProbeJob,
+    chunks: Sequence[np.ndarray],
+    *,
+    prober: Prober | None = None,
+    workers: int | None = None,
+) -> Iterator[Partial]:
+    """The Partial of every chunk (any order) on ``executor``; ``prober``: the driver's, for
+    an in-process executor to use rather than build another."""
+    spec = WorkerSpec(ProbeJob.prober, (job,), gpu=True, here=prober)
+    feed = ChunkFeed(job.corpus, job.rule)
+    yield from executor.map_batches(chunk_rows(chunks), feed, spec, workers=workers)
 
 
 def run_probe(
@@ -322,21 +287,21 @@ def run_probe(
     k: int = DEFAULT_TOP,
     batch_size: int = DEFAULT_BATCH,
     executor: Executor | None = None,
+    workers: int | None = None,
     progress: bool = True,
     checkpoint_seconds: float = CHECKPOINT_SECONDS,
     border_margin: float = 0.0,
 ) -> ProbeIndex:
     """Build (or resume) the index of ``loaded`` over ``corpus`` at ``out``; returns it, opened.
 
-    A run killed at any moment resumes from its last checkpoint (written every
+    The chunks run on ``executor`` (default: this process; ``workers``: how many on Ray). A run
+    killed at any moment resumes from its last checkpoint (written every
     ``checkpoint_seconds``): done chunks are never fed again, and the finished index is the
     same as an uninterrupted run's. ``border_margin`` (:func:`wga.corpus.receptive.border_mask`):
     0 keeps every position on the image (the library's default, as before the margin existed);
     ``python -m wga probe`` uses the measured :data:`~wga.corpus.receptive.DEFAULT_BORDER_MARGIN`.
     """
     from tqdm.auto import tqdm
-
-    from wga.corpus.index import IndexWriter, ProbeIndex
 
     if batch_size < 1:
         raise InvalidInput(f"--batch must be at least 1, not {batch_size}")
@@ -361,7 +326,10 @@ def run_probe(
         prober.rule,
         prober.border_margin,
     )
-    executor = executor or LocalExecutor(prober, corpus)
+    if executor is None:
+        from wga.executors.local import LocalExecutor
+
+        executor = LocalExecutor()
     done_before = writer.done_count()
     if done_before:
         log.info("resuming %s: %d of %d images done", out, done_before, len(corpus))
@@ -369,7 +337,7 @@ def run_probe(
     with tqdm(
         total=len(corpus), initial=done_before, unit="img", disable=not progress, desc="probe"
     ) as bar:
-        for partial in executor.run(job, todo):
+        for partial in probe_chunks(executor, job, todo, prober=prober, workers=workers):
             writer.add(partial)
             bar.update(len(partial.ids) + len(partial.skipped))
             if time.monotonic() - last >= checkpoint_seconds:
