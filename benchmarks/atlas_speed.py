@@ -42,10 +42,11 @@ def main() -> None:
 
     silence_tensorflow()
     quiet_keras()
-    from wga.corpus.atlas import AtlasOptions, build_atlas, icon_recipe, queue_renderer
+    from wga.corpus.atlas import AtlasOptions, build_atlas, executor_renderer, icon_recipe
     from wga.corpus.corpus import open_corpus
     from wga.corpus.probe import run_probe
     from wga.data.synthetic import make_synthetic_dataset
+    from wga.executors.local import LocalExecutor
     from wga.models import ModelRegistry
     from wga.serve.queue import RenderQueue
     from wga.vis.render import BatchRender
@@ -94,7 +95,7 @@ def main() -> None:
         base = [icon_recipe(hed.spec.name, options, cell["direction"]) for cell in cells]
         batched = [replace(recipe, seed=1000 + i) for i, recipe in enumerate(base)]
         single = [replace(recipe, seed=2000 + i) for i, recipe in enumerate(base)]
-        render_all = queue_renderer(hed, work / "batched", store, progress=False)
+        render_all = executor_renderer(LocalExecutor(), hed, work / "atlas", progress=False)
         # warm-up: trace the step for a batch of every size used below (not timed)
         render_all([replace(recipe, seed=3000 + i) for i, recipe in enumerate(base)])
         render_all([replace(base[0], seed=4000)])

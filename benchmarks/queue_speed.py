@@ -14,6 +14,14 @@
    file, served without a kernel round-trip). Target: p95 ≤ 100 ms on the fast path, 0 errors.
    ``--only-polling`` runs just this part (on an older checkout it measures the kernel path only:
    the "before").
+5. **The job journal's cost.** What journalling adds to accepting a new job: the journal's own
+   append (``Journal.add`` of one job, the work a request waits for), then ``RenderQueue.submit``
+   and ``POST /api/renders`` through the real kernel gateway with and without the journal, side
+   by side — each a fresh recipe queued behind a cheap, more urgent render that keeps the worker
+   busy (the new jobs never start, so they cost no CPU). With a sync to disk every second (the
+   default) and on every write. The variants take turns request by request, so that a busy
+   moment of the machine hits each alike. Target: the journal adds ≤ 5 ms to the p95.
+   ``--only-journal`` runs just this part.
 
 Run: ``PYTHONPATH=. python benchmarks/queue_speed.py`` (about 3–6 minutes on 2 CPU cores;
 ``--skip-gateway`` leaves out part 3). Uses the offline model ``vgg16-hed``.
@@ -30,6 +38,7 @@ import threading
 import time
 from pathlib import Path
 
+from wga.paths import Places
 from wga.quiet import silence_tensorflow
 
 silence_tensorflow()
@@ -166,7 +175,9 @@ def api_latency(args, rows: Table) -> None:
     from wga.serve.gateway import Gateway, free_port
 
     with tempfile.TemporaryDirectory() as folder, open(Path(folder) / "gateway.log", "wb") as log:
-        gateway = Gateway(port=free_port(), static_dir=Path(folder) / "static", log_file=log)
+        gateway = Gateway(
+            port=free_port(), places=Places.resolve(base=folder), workdir=Path(folder), log_file=log
+        )
         with gateway:
             url = gateway.url
 
@@ -250,7 +261,9 @@ def polling(args, rows: Table) -> None:
     from wga.serve.gateway import Gateway, free_port
 
     with tempfile.TemporaryDirectory() as folder, open(Path(folder) / "gateway.log", "wb") as log:
-        gateway = Gateway(port=free_port(), static_dir=Path(folder) / "static", log_file=log)
+        gateway = Gateway(
+            port=free_port(), places=Places.resolve(base=folder), workdir=Path(folder), log_file=log
+        )
         with gateway:
             url = gateway.url
             session = requests.Session()
@@ -281,6 +294,135 @@ def polling(args, rows: Table) -> None:
                     )
                 )
             session.delete(url + f"/api/renders/{job['id']}")
+
+
+def journal_cost(registry, args, rows: Table) -> None:
+    """Accepting new jobs with and without the job journal (see the module docstring)."""
+    import requests
+
+    from wga.serve.gateway import Gateway, free_port
+    from wga.serve.journal import Entry, Journal
+    from wga.serve.queue import RenderQueue
+    from wga.vis.recipe import Recipe
+
+    count = args.journal_rounds * 10
+    times: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for index, (name, sync) in enumerate((("sync every 1 s", 1.0), ("sync every write", 0.0))):
+            journal, _ = Journal.open(Path(folder) / str(index), sync)
+            times[name] = []
+            for seed in range(count):
+                recipe = Recipe(MODEL, args.layer, 1, size=args.size, steps=8, seed=seed)
+                entry = Entry(f"{seed:024x}", recipe.as_dict(), "f" * 16, 0, "c", ["c"], 0.0, seed)
+                started = time.perf_counter()
+                journal.add([entry])
+                times[name].append(time.perf_counter() - started)
+                time.sleep(0.005)  # requests arrive apart; the syncer runs between them
+            journal.close()
+    _journal_rows(rows, "Journal.add of one job (the journal's own work)", times, added=False)
+
+    fingerprint = registry.load(MODEL).fingerprint
+    blocker = Recipe(MODEL, "block1_conv1", 5, size=64, steps=10_000)
+    for variants in (
+        {"no journal": None, "journal, sync every 1 s (default)": 1.0},
+        {"journal, sync every write": 0.0},
+    ):
+        times = {name: [] for name in variants}
+        with tempfile.TemporaryDirectory() as folder:
+            queues = {}
+            for index, (name, sync) in enumerate(variants.items()):
+                journal = None if sync is None else Path(folder) / str(index) / "journal"
+                queue = RenderQueue(
+                    Path(folder) / str(index) / "renders", registry.load, _SleepingBatch,
+                    journal=journal, journal_sync_s=sync or 0.0,
+                )  # fmt: skip
+                queues[name] = queue.start()
+                queue.submit(blocker, fingerprint, 10)  # busy (asleep: no CPU) ahead of all
+            for seed in range(count):  # the variants take turns, request by request
+                for name, queue in queues.items():
+                    recipe = Recipe(MODEL, args.layer, 1, size=args.size, steps=8, seed=seed)
+                    started = time.perf_counter()
+                    queue.submit(recipe, fingerprint)
+                    times[name].append(time.perf_counter() - started)
+                time.sleep(0.005)
+            for queue in queues.values():
+                queue.stop()
+        _journal_rows(rows, "RenderQueue.submit of a new job", times)
+
+    times = {"no journal (WGA_JOURNAL_SYNC=off)": [], "journal (default)": []}
+    with tempfile.TemporaryDirectory() as folder:
+        gateways = []
+        for index, name in enumerate(times):
+            home = Path(folder) / str(index)
+            home.mkdir()
+            env = {"WGA_JOURNAL_SYNC": "off"} if index == 0 else {}
+            log = open(home / "gateway.log", "wb")  # noqa: SIM115 - closed below
+            gateway = Gateway(
+                port=free_port(), places=Places.resolve(base=home), workdir=home, log_file=log,
+                env=env,
+            )  # fmt: skip
+            gateways.append((name, gateway.__enter__(), log))
+        try:
+            sessions = {name: requests.Session() for name in times}
+            body = {"model": MODEL, "layer": "block1_conv1", "unit": 5, "size": 64}
+            body.update(steps=9999, priority=10)  # cheap, and ahead of everything below
+            for name, gateway, _ in gateways:
+                sessions[name].post(gateway.url + "/api/renders", json=body, timeout=300)
+            for seed in range(count):  # the two servers take turns, request by request
+                for name, gateway, _ in gateways:
+                    body = {"model": MODEL, "layer": args.layer, "unit": 1, "size": args.size,
+                            "steps": 8, "seed": seed}  # fmt: skip
+                    started = time.perf_counter()
+                    response = sessions[name].post(
+                        gateway.url + "/api/renders", json=body, timeout=300
+                    )
+                    times[name].append(time.perf_counter() - started)
+                    if response.status_code != 202:
+                        raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+        finally:
+            for _, gateway, log in gateways:
+                gateway.__exit__(None, None, None)
+                log.close()
+    _journal_rows(rows, "POST /api/renders of a new job, through the gateway", times)
+
+
+class _SleepingBatch:
+    """A batch that keeps a worker busy without using the CPU: in-process, the queue's own
+    costs are measured, not a render's competition for the cores."""
+
+    total_steps = 10**9
+
+    def __init__(self, loaded, recipes) -> None:
+        self.recipes, self.steps_done = list(recipes), 0
+
+    @property
+    def done(self) -> bool:
+        return False
+
+    def run(self, steps: int = 1) -> None:
+        time.sleep(0.05)
+        self.steps_done += steps
+
+    def images(self):
+        import numpy as np
+
+        return np.zeros((len(self.recipes), 8, 8, 3), "uint8")
+
+    def metadata(self, index: int) -> dict:
+        return self.recipes[index].as_dict()
+
+
+def _journal_rows(
+    rows: Table, what: str, times: dict[str, list[float]], added: bool = True
+) -> None:
+    base = None
+    for name, values in times.items():
+        p50, p95 = statistics.median(values) * 1000, percentile(values, 0.95) * 1000
+        change = "" if base is None or not added else f"  (p95 {p95 - base:+.2f} ms)"
+        base = p95 if base is None else base
+        rows.append(
+            (f"{what}, {name}: p50 / p95 over {len(values)}", f"{p50:.2f} / {p95:.2f} ms{change}")
+        )
 
 
 def _hammer(url: str, paths: list[str], args) -> tuple[list[list[float]], list[str], float]:
@@ -332,6 +474,8 @@ def main() -> int:
     parser.add_argument("--skip-preemption", action="store_true")
     parser.add_argument("--skip-gateway", action="store_true")
     parser.add_argument("--only-polling", action="store_true", help="only part 4")
+    parser.add_argument("--only-journal", action="store_true", help="only part 5")
+    parser.add_argument("--journal-rounds", type=int, default=20, help="× 10 requests a variant")
     args = parser.parse_args()
 
     from wga.models import ModelRegistry
@@ -343,6 +487,9 @@ def main() -> int:
     if args.only_polling:
         polling(args, rows)
         return 0
+    if args.only_journal:
+        journal_cost(registry, args, rows)
+        return 0
     if not args.skip_batching:
         batching(registry, args, rows)
     if not args.skip_preemption:
@@ -350,6 +497,7 @@ def main() -> int:
     if not args.skip_gateway:
         api_latency(args, rows)
         polling(args, rows)
+    journal_cost(registry, args, rows)
     return 0
 
 

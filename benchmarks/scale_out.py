@@ -74,7 +74,7 @@ def bench_render(executor, recipes, out: Path, workers: int | None) -> tuple[dic
     return {"wall": wall, "first": first, "steady": steady}, png_bytes(out)
 
 
-def bench_probe(loaded, corpus, out: Path, executor) -> tuple[float, object]:
+def bench_probe(loaded, corpus, out: Path, executor, workers=None) -> tuple[float, object]:
     from wga.corpus.probe import run_probe
 
     started = time.monotonic()
@@ -86,6 +86,7 @@ def bench_probe(loaded, corpus, out: Path, executor) -> tuple[float, object]:
         k=16,
         batch_size=16,
         executor=executor,
+        workers=workers,
         progress=False,
     )
     return time.monotonic() - started, index
@@ -152,7 +153,6 @@ def main() -> int:
 
         if not args.skip_probe:
             from wga.corpus.corpus import open_corpus
-            from wga.corpus.probe_executor import ExecutorProbe
             from wga.data.synthetic import make_synthetic_dataset
 
             per = -(-args.images // 3)
@@ -164,9 +164,7 @@ def main() -> int:
             row("in-process", f"{n / local_s:.1f} images/s ({local_s:.1f} s)")
             probe_rates = {}
             for workers in (1, 2):
-                wall, index = bench_probe(
-                    loaded, corpus, root / f"p{workers}", ExecutorProbe(ray_exec, workers)
-                )
+                wall, index = bench_probe(loaded, corpus, root / f"p{workers}", ray_exec, workers)
                 probe_rates[workers] = n / wall
                 same = same_index(local_index, index)
                 row(

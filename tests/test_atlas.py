@@ -18,17 +18,20 @@ import tensorflow as tf
 from PIL import Image
 
 from wga.cli import main as cli_main
-from wga.corpus.atlas import AtlasOptions, build_atlas, executor_renderer
+from wga.corpus.atlas import AtlasOptions, build_atlas, executor_renderer, icon_recipe
 from wga.corpus.atlas_sample import sample_layer
 from wga.corpus.corpus import open_corpus
 from wga.corpus.probe import run_probe
 from wga.data.synthetic import make_synthetic_dataset
 from wga.executors.local import LocalExecutor
 from wga.models import preprocess
+from wga.serve.atlases import queue_renderer
+from wga.serve.queue import RenderQueue
 from wga.vis.direction import cosine_weighted_dot
 from wga.vis.features import feature_graph
 from wga.vis.png import read_png_metadata
-from wga.vis.render import Recipe, render
+from wga.vis.render import BatchRender, Recipe, render
+from wga.vis.store import RenderStore
 from wga.vis.vectors import VectorStore
 
 pytestmark = pytest.mark.slow
@@ -102,19 +105,17 @@ def test_same_seed_same_layout_and_atlas_json(hed, index, atlas_dir, atlas, tmp_
         index, hed, AtlasOptions(**OPTIONS), atlas_dir, renderer=_cached(atlas_dir), progress=False
     )
     assert again == atlas
-    # from scratch in a new folder, icons on the executor seam (what --ray uses): the same
+    # from scratch in a new folder, by the default renderer (an in-process executor): the same
     # layout, the same atlas.json (icons under the same content ids), the same pictures
-    renderer = executor_renderer(LocalExecutor(), hed, tmp_path, progress=False)
     options = AtlasOptions(**OPTIONS)
-    fresh = build_atlas(index, hed, options, tmp_path, renderer=renderer, progress=False)
+    fresh = build_atlas(index, hed, options, tmp_path, progress=False)
     np.testing.assert_array_equal(
         np.load(tmp_path / "layout.npz")["layout"], np.load(atlas_dir / "layout.npz")["layout"]
     )
     assert fresh == atlas
     for cell in atlas["cells"]:
-        ours = np.asarray(Image.open(tmp_path / cell["icon"]), dtype=int)
-        theirs = np.asarray(Image.open(atlas_dir / cell["icon"]), dtype=int)
-        assert np.abs(ours - theirs).max() <= 2
+        ours = np.asarray(Image.open(tmp_path / cell["icon"]))
+        np.testing.assert_array_equal(ours, np.asarray(Image.open(atlas_dir / cell["icon"])))
     other = sample_layer(index, hed, LAYER, per_image=PER_IMAGE, seed=6, progress=False)
     same = sample_layer(index, hed, LAYER, per_image=PER_IMAGE, seed=5, progress=False)
     assert not np.array_equal(other.where, same.where)
@@ -137,6 +138,39 @@ def _cached(folder: Path):
 
 def recipe_weights(folder: Path) -> str:
     return json.loads((folder / "atlas.json").read_text())["model_fingerprint"]
+
+
+def test_the_servers_queue_and_an_executor_cutting_the_same_batches_render_the_same_icons(
+    hed, tmp_path
+):
+    """Three icons in batches of two: the server's queue handed down as the renderer
+    (:func:`wga.serve.atlases.queue_renderer`) and the in-process executor write the same ids,
+    records and bytes into the atlas's render store."""
+    store = VectorStore(tmp_path / "executor" / "vectors")
+    rng = np.random.default_rng(1)
+    options = AtlasOptions(layer=LAYER, icon=64, steps=3)
+    recipes = [icon_recipe("vgg16-hed", options, store.put(rng.normal(size=128))) for _ in range(3)]
+    by_executor = executor_renderer(LocalExecutor(), hed, tmp_path / "executor", batch=2)
+    served = VectorStore(tmp_path / "server-vectors")  # the server's own store
+    queue = RenderQueue(
+        tmp_path / "renders",
+        loader=lambda name: hed,
+        batch_factory=lambda model, group: BatchRender(model, group, vectors=served),
+        max_batch=2,
+    ).start()
+    try:
+        VectorStore(tmp_path / "queued" / "vectors").import_from(store)
+        by_queue = queue_renderer(queue, hed, tmp_path / "queued", served, progress=False)
+        paths = by_queue(recipes)
+    finally:
+        queue.stop()
+    assert by_executor(recipes) == paths and all(paths)
+    for path in paths:
+        assert (tmp_path / "queued" / path).read_bytes() == (
+            tmp_path / "executor" / path
+        ).read_bytes()
+        icons = RenderStore(tmp_path / "queued" / "icons")
+        assert icons.lookup(Path(path).stem)["params"]["vector"] in served
 
 
 def test_one_hot_direction_reproduces_the_channel_and_neuron_images(hed, tmp_path, monkeypatch):
@@ -203,7 +237,8 @@ def api(registry, hed, index, atlas_dir, tmp_path_factory):
         service = RenderService(registry, queue)
         probes = ProbeService(cache, ModelLoader(registry), index.root.parent)
         service.routes.update(probes.routes)
-        service.routes.update(AtlasService(service, atlas_dir.parent, probes=probes).routes)
+        atlases = AtlasService(queue, service.loader, service.vectors, atlas_dir.parent, probes)
+        service.routes.update(atlases.routes)
         yield service
         queue.stop()
 

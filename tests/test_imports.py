@@ -1,9 +1,25 @@
-"""The package's dependencies run one way: no import cycles, shared ground imports nothing above
-it, and front ends validate a render without TensorFlow.
+"""The package's dependencies run one way: no import cycles, every module on its floor imports
+only from its own package or lower floors, and front ends validate a render without TensorFlow.
+
+The floors (DESIGN.md, the charter), lowest first::
+
+    ground      wga's root modules: atomic, errors, quiet, run, figures, …
+    data, executors
+    models
+    vis, train
+    corpus
+    serve
+    cli
+
+Packages that share a floor do not import each other either (data ↛ executors, vis ↛ train): a
+sideways arrow is the start of a circle. A higher floor hands a seam down instead (a renderer,
+an executor).
 
 Imports are read with ``ast`` from every module of ``wga/``, function-level ones included (a
-cycle hidden in a function is still a cycle); imports under ``if TYPE_CHECKING:`` are left out,
-as they never run. ``import a.b.c`` depends on ``a.b.c``; ``from a.b import c`` on ``a.b.c``
+cycle hidden in a function is still a cycle), and those under ``if TYPE_CHECKING:`` too: a
+type-only import never runs, but it still ties the two modules together (one cannot be read,
+moved or tested without the other), so it counts for circles and floors alike; the shared type
+moves down instead. ``import a.b.c`` depends on ``a.b.c``; ``from a.b import c`` on ``a.b.c``
 when that is a module, else on ``a.b``.
 
 A package's ``__init__``: Python runs it before any of its submodules, so a submodule that
@@ -23,17 +39,17 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "wga"
-SHARED_GROUND = (
-    "wga.models",
-    "wga.atomic",
-    "wga.errors",
-    "wga.quiet",
-    "wga.run",
-    "wga.figures",
-    "wga.paths",
+GROUND = "ground"  # wga's root modules (a module directly in wga/, not a package)
+FLOORS: tuple[tuple[str, ...], ...] = (
+    (GROUND,),
+    ("wga.data", "wga.executors"),
+    ("wga.models",),
+    ("wga.vis", "wga.train"),
+    ("wga.corpus",),
+    ("wga.serve",),
+    ("wga.cli",),
 )
-SHARED_GROUND_PACKAGES = tuple(f"{name}." for name in SHARED_GROUND)  # their modules too
-ABOVE_THE_GROUND = ("wga.data", "wga.train", "wga.vis", "wga.serve", "wga.corpus", "wga.cli")
+ENTRY_POINTS = {"wga.__main__": "wga.cli"}  # ``python -m wga`` is the CLI
 
 
 def module_files() -> dict[str, Path]:
@@ -47,24 +63,12 @@ def module_files() -> dict[str, Path]:
     return modules
 
 
-def _type_checking_blocks(tree: ast.AST) -> set[int]:
-    """ids of the import nodes inside ``if TYPE_CHECKING:`` blocks."""
-    skipped: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skipped.update(id(inner) for child in node.body for inner in ast.walk(child))
-    return skipped
-
-
 def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The wga modules that ``module`` imports, anywhere in its code."""
+    """The wga modules that ``module`` imports, anywhere in its code (type-only ones too)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skipped = _type_checking_blocks(tree)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
         if isinstance(node, ast.Import):
             found.update(_known(alias.name, modules) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -161,15 +165,65 @@ def test_no_module_of_wga_takes_part_in_an_import_cycle():
     assert cycles(graph) == []
 
 
-def test_shared_ground_imports_nothing_above_it():
+def floor_of(module: str, packages: set[str] | None = None) -> tuple[int, str]:
+    """The floor of ``module`` (its index in :data:`FLOORS`) and the package that puts it there
+    (:data:`GROUND` for a root module). ``packages``: the names that are packages (default:
+    wga's), so that a root module is told from a package of its own."""
+    packages = (
+        packages
+        if packages is not None
+        else {name for name, path in module_files().items() if path.name == "__init__.py"}
+    )
+    module = ENTRY_POINTS.get(module, module)
+    if module == "wga" or (module.count(".") == 1 and module not in packages):
+        return 0, GROUND
+    for index, names in enumerate(FLOORS):
+        for name in names:
+            if module == name or module.startswith(f"{name}."):
+                return index, name
+    raise AssertionError(f"{module} is on no floor: add its package to FLOORS (and DESIGN.md)")
+
+
+def wrong_arrows(graph: dict[str, set[str]], packages: set[str]) -> list[str]:
+    """Imports that climb to a higher floor or cross to another package of the same floor."""
+    wrong = []
+    for module, targets in sorted(graph.items()):
+        floor, package = floor_of(module, packages)
+        for target in sorted(targets):
+            target_floor, target_package = floor_of(target, packages)
+            if target_floor > floor:
+                wrong.append(f"{module} → {target} (up: {package} → {target_package})")
+            elif target_floor == floor and package != target_package:
+                wrong.append(f"{module} → {target} (sideways: {package} → {target_package})")
+    return wrong
+
+
+def test_the_floor_check_sees_upward_sideways_and_type_only_arrows(tmp_path):
+    (tmp_path / "vis.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import serve\n"
+    )
+    (tmp_path / "serve.py").write_text("def f():\n    import vis, train\n")
+    (tmp_path / "train.py").write_text("import vis\n")
+    modules = {name: tmp_path / f"{name}.py" for name in ("vis", "serve", "train")}
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert graph == {"vis": {"serve"}, "serve": {"vis", "train"}, "train": {"vis"}}
+    assert cycles(graph) == [["serve", "train", "vis"]]  # a type-only import closes a circle too
+    real = {f"wga.{name}": {f"wga.{t}" for t in targets} for name, targets in graph.items()}
+    packages = set(real)  # as if each were a package of wga
+    assert wrong_arrows(real, packages) == [
+        "wga.train → wga.vis (sideways: wga.train → wga.vis)",
+        "wga.vis → wga.serve (up: wga.vis → wga.serve)",
+    ]
+    assert floor_of("wga.atomic", packages) == (0, GROUND)
+    assert floor_of("wga.models.surgery", packages) == (2, "wga.models")
+
+
+def test_every_module_imports_only_from_its_floor_or_below():
     graph = import_graph()
-    ground = [m for m in graph if m in SHARED_GROUND or m.startswith(SHARED_GROUND_PACKAGES)]
-    assert "wga.models.registry" in ground
-    wrong = {
-        module: sorted(t for t in graph[module] if t.startswith(ABOVE_THE_GROUND))
-        for module in ground
-    }
-    assert {module: targets for module, targets in wrong.items() if targets} == {}
+    packages = {name for name, path in module_files().items() if path.name == "__init__.py"}
+    assert floor_of("wga.run", packages) == (0, GROUND)
+    assert floor_of("wga.models.registry", packages)[1] == "wga.models"
+    assert wrong_arrows(graph, packages) == []
 
 
 def test_front_ends_validate_a_render_request_without_starting_tensorflow():

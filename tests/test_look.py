@@ -26,7 +26,7 @@ from wga.corpus.look import (
 )
 from wga.corpus.probe import run_probe
 from wga.corpus.ranks import percentiles_among, sorted_maxima, unit_percentiles
-from wga.corpus.similar import Search, similar, style_statistics
+from wga.corpus.similar import Search, query_features, similar, style_statistics
 from wga.data.synthetic import SYNTHETIC_CLASSES, synthetic_image
 from wga.errors import InvalidInput, NotFound
 
@@ -376,5 +376,129 @@ def test_look_and_similar_cli_errors_name_the_problem(index, tmp_path, capsys):
     base = ["similar", "--index", str(index.root), "--image", "1"]
     assert main([*base, "--layer", "block3_conv4"]) == 2
     assert "block3_conv3" in capsys.readouterr().err
-    assert main([*base, "--layer", "block3_conv3", "--by", "style"]) == 2
-    assert "no style statistics" in capsys.readouterr().err
+    assert main([*base, "--layer", "block3_conv3", "--k", "0"]) == 2
+    assert "--k must be" in capsys.readouterr().err
+
+
+# -- content, not frames -------------------------------------------------------------------------
+
+
+def test_border_margin_zero_keeps_every_valid_position_and_one_keeps_whole_fields(hed):
+    from wga.corpus.receptive import border_mask, inside_share, receptive_field
+
+    field = receptive_field(hed.model, "block4_conv1", 224)
+    shapes = np.array([[224, 224], [150, 224], [224, 97], [0, 0]])
+    valid = valid_grid(shapes, (28, 28), 224)
+    none = border_mask(field, shapes, (28, 28), 224, 0.0)
+    for mask, (rows, cols) in zip(none, valid, strict=True):
+        expected = np.zeros((28, 28), bool)
+        expected[:rows, :cols] = True
+        np.testing.assert_array_equal(mask, expected)
+    whole = border_mask(field, shapes, (28, 28), 224, 1.0)
+    for mask, (height, width) in zip(whole[:3], shapes[:3], strict=True):
+        ys, xs = np.nonzero(mask)
+        assert len(ys)
+        assert inside_share(field, np.array([height]), 28, 0)[0, ys].min() >= 1 - 1e-6
+        assert inside_share(field, np.array([width]), 28, 1)[0, xs].min() >= 1 - 1e-6
+    assert not whole[3].any()  # an unreadable image keeps nothing
+
+
+def test_border_margin_treats_all_four_sides_alike(hed):
+    """The feed pads only the bottom and the right, but the margin is measured from the picture's
+    own edges: the band dropped at the top equals the band dropped at the bottom."""
+    from wga.corpus.receptive import border_mask, receptive_field
+
+    field = receptive_field(hed.model, "block4_conv1", 224)
+    square = border_mask(field, np.array([[224, 224]]), (28, 28), 224, 0.5)[0]
+    np.testing.assert_array_equal(square, square[::-1, ::-1])
+    for height in (150, 131, 97):
+        mask = border_mask(field, np.array([[height, 224]]), (28, 28), 224, 0.5)[0]
+        rows = np.nonzero(mask.any(axis=1))[0]
+        centres = field.start[0] + rows * field.jump[0]
+        top, bottom = centres[0] - (-0.5), (height - 0.5) - centres[-1]
+        assert abs(top - bottom) <= field.jump[0]  # within one step of the grid
+        assert top >= 0.5 * field.size[0] / 2 - 1e-6  # the margin: half the half-field inside
+
+
+def test_a_field_wider_than_the_picture_keeps_its_most_central_positions(hed):
+    from wga.corpus.receptive import border_mask, receptive_field
+
+    field = receptive_field(hed.model, "block5_conv3", 224)
+    assert field.size[0] > 150
+    mask = border_mask(field, np.array([[60, 224]]), (14, 14), 224, 1.0)[0]
+    assert mask.any() and mask.any(axis=1).sum() >= 1
+
+
+def test_look_with_a_margin_reports_only_kept_positions(hed, index):
+    from wga.corpus.receptive import border_mask
+
+    picture = picture_from_index(index, 5)
+    result = look(hed, picture, ["block3_conv3"], top=30, groups=0, margin=0.5)
+    assert result.margin == 0.5
+    field = index.field("block3_conv3")
+    (layer,) = result.layers
+    mask = border_mask(field, np.asarray([picture.shape]), layer.grid, index.side, 0.5)[0]
+    for unit in result.layers[0].units:
+        assert mask[unit.grid]
+    (seen,) = see(hed, ["block3_conv3"], picture, margin=0.5)
+    values = np.where(seen.kept[..., None], seen.values, -np.inf)
+    for unit in result.layers[0].units:
+        assert unit.value == pytest.approx(float(values[..., unit.unit].max()))
+
+
+# -- style statistics and the border margin in the probe -----------------------------------------
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_stored_style_statistics_equal_a_brute_force_pass(hed, index, layer):
+    style = np.asarray(index.style(layer), np.float32)
+    assert style.shape == (len(index.images()), 2 * index.layer(layer)["units"])
+    assert np.isnan(style[resolve_image(index, "images/broken.jpg")]).all()
+    for image_id in (0, 3, 7):
+        values = _brute_force(hed, index, image_id, layer)
+        output = np.maximum(values, 0) if layer == "block3_conv3" else values
+        flat = output.reshape(-1, output.shape[-1]).astype(np.float64)
+        expected = np.concatenate([flat.mean(axis=0), flat.std(axis=0)])
+        np.testing.assert_allclose(style[image_id], expected, rtol=2e-3, atol=2e-2)
+        (seen,) = see(hed, [layer], picture_from_index(index, image_id))
+        np.testing.assert_allclose(query_features(seen, "style"), expected, rtol=2e-3, atol=2e-2)
+
+
+def test_similar_by_style_equals_brute_force_cosine(index):
+    layer = "block2_pool"
+    stored = np.asarray(index.style(layer), np.float32)
+    found = similar(index, layer, by="style", k=20, image=2)
+    expected = _brute_cosine(stored, stored[2])
+    expected.pop(2)
+    order = sorted(expected, key=lambda row: (-round(expected[row], 6), row))
+    assert [m.image for m in found] == order
+    for match in found:
+        assert match.score == pytest.approx(expected[match.image], abs=2e-6)
+    best = similar(index, layer, by="style", k=1, image=4)[0]
+    assert (best.image, best.score) == (8, 1.0)  # the byte-identical copy
+
+
+def test_a_probe_with_a_border_margin_records_it_and_agrees_with_look(hed, corpus_dir, tmp_path):
+    out = tmp_path / "margin"
+    corpus = open_corpus(corpus_dir)
+    framed = run_probe(
+        hed, corpus, ["block3_conv3"], out, k=3, batch_size=4, progress=False, border_margin=0.5
+    )
+    assert framed.description["border_margin"] == 0.5
+    for image_id in (1, 6):
+        result = look(
+            hed,
+            picture_from_index(framed, image_id),
+            ["block3_conv3"],
+            index=framed,
+            top=256,
+            groups=0,
+        )
+        assert result.margin == 0.5
+        stored = np.asarray(framed.maxima("block3_conv3")[image_id], np.float32)
+        for unit in result.layers[0].units:
+            assert unit.value == pytest.approx(float(stored[unit.unit]), rel=2e-3, abs=2e-2)
+    with pytest.raises(InvalidInput, match="border-margin"):
+        run_probe(hed, corpus, ["block3_conv3"], out, k=3, progress=False, border_margin=0.25)
+    with pytest.raises(InvalidInput, match="share from 0 to 1"):
+        run_probe(hed, corpus, ["block3_conv3"], tmp_path / "x", progress=False, border_margin=2)

@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
-from serving import serve_environment
+from serving import kill_tree, serve_environment
 
 from wga.paths import page_dir
 
@@ -159,6 +159,12 @@ class Backend:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=15)
+
+    def kill(self) -> None:
+        """SIGKILL the whole server (launcher, gateway, kernel) at once: a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            kill_tree(self.proc.pid)
             self.proc.wait(timeout=15)
 
     def api(self, method: str, path: str, **kwargs: object) -> requests.Response:
@@ -464,6 +470,36 @@ def test_page_reconnects_after_the_backend_restarts(backend, page):
     # Work goes on: a unit opened after the restart renders.
     page.click("#grid .tile[data-unit='1']")
     wait_done(page)
+
+
+@pytest.mark.timeout(400)
+def test_a_render_survives_a_backend_crash_and_the_page_waits_for_it(backend, page):
+    """The server is SIGKILLed mid-render and started again: the unit view keeps polling (no
+    error, no "failed"), the same job finishes, and its image is shown."""
+    page.goto(backend.page_url(**state(layer="block2_conv1", unit=11, size=DETAIL_SIZE,
+                                       steps=400)))  # fmt: skip
+    page.wait_for_selector("#detail[open]")
+    page.evaluate(
+        """() => { window.seen = new Set();
+            const record = () => { window.seen.add(document.querySelector('#pane-a').dataset.status);
+              for (const t of document.querySelectorAll('.toast.error')) window.seen.add('toast: ' + t.textContent); };
+            new MutationObserver(record).observe(document.body, {subtree: true, childList: true,
+              attributes: true, attributeFilter: ['data-status']}); }"""
+    )  # fmt: skip
+    page.wait_for_function(
+        "() => document.querySelector('#pane-a progress').value > 0.02", timeout=120_000
+    )
+    running = backend.api("GET", "/api/status").json()["running"]
+    (render_id,) = [job["id"] for job in running if job["params"]["unit"] == 11]
+    backend.kill()
+    page.wait_for_selector("#connection[data-state='offline']", timeout=30_000)
+    backend.start()
+    wait_done(page, timeout_ms=300_000)
+    src = page.get_attribute("#pane-a img", "src")
+    assert f"/public/renders/{render_id}.png" in src  # the job accepted before the crash
+    seen = page.evaluate("() => [...window.seen]")
+    assert "failed" not in seen and not [s for s in seen if s.startswith("toast:")], seen
+    assert backend.api("GET", f"/api/renders/{render_id}").json()["status"] == "done"
 
 
 @pytest.mark.timeout(300)

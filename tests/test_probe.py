@@ -18,8 +18,10 @@ from PIL import Image
 from wga.corpus.corpus import open_corpus
 from wga.corpus.feed import FeedRule, chunks, feed, valid_grid
 from wga.corpus.index import ProbeIndex
-from wga.corpus.probe import LocalExecutor, ProbeJob, Prober, run_probe
+from wga.corpus.probe import ProbeJob, Prober, probe_chunks, run_probe
+from wga.corpus.receptive import DEFAULT_BORDER_MARGIN
 from wga.corpus.topk import merge
+from wga.executors.local import LocalExecutor
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.backends  # make test runs these again on JAX
@@ -150,8 +152,8 @@ def test_no_image_appears_twice_for_a_unit(hed_index):
 def test_merging_shards_in_any_order_equals_the_single_pass(hed, hed_index, download_corpus):
     corpus = open_corpus(download_corpus)
     prober = Prober(hed, HED_LAYERS, k=3)
-    job = ProbeJob("vgg16-hed", str(corpus.root), tuple(HED_LAYERS), 3, 3)
-    parts = list(LocalExecutor(prober, corpus).run(job, chunks(len(corpus), 3)))
+    job = ProbeJob("vgg16-hed", str(corpus.root), tuple(HED_LAYERS), 3, 3, prober.rule)
+    parts = list(probe_chunks(LocalExecutor(), job, chunks(len(corpus), 3), prober=prober))
     single = None
     for part in parts:
         single = merge(single, part)
@@ -325,10 +327,12 @@ def test_probe_resumes_after_sigkill_and_gives_the_same_index(hed, tmp_path):
         k=3,
         batch_size=2,
         progress=False,
+        border_margin=DEFAULT_BORDER_MARGIN,  # the CLI's default
     )
     for negatives in (False, True):
         assert killed.top("block1_conv2", negatives).equal(whole.top("block1_conv2", negatives))
     np.testing.assert_array_equal(killed.maxima("block1_conv2"), whole.maxima("block1_conv2"))
+    np.testing.assert_array_equal(killed.style("block1_conv2"), whole.style("block1_conv2"))
     assert killed.histogram("block1_conv2", 7) == whole.histogram("block1_conv2", 7)
 
 

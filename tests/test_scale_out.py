@@ -20,24 +20,26 @@ import pytest
 
 from wga.cli import main
 from wga.corpus.atlas import (
-    ICONS_DIR,
     VECTORS_DIR,
     AtlasOptions,
     executor_renderer,
     icon_recipe,
-    queue_renderer,
 )
 from wga.corpus.corpus import open_corpus
 from wga.corpus.index import ProbeIndex
 from wga.corpus.probe import run_probe
+from wga.corpus.receptive import DEFAULT_BORDER_MARGIN
 from wga.data.synthetic import make_synthetic_dataset
 from wga.executors import RAY_EXTRA_MESSAGE
 from wga.executors.local import LocalExecutor
 from wga.executors.ray_cluster import ACTOR_PREFIX, RayExecutor
+from wga.serve.atlases import queue_renderer
 from wga.serve.cache import RenderCache
+from wga.serve.queue import RenderQueue
 from wga.vis.bulk import bulk_render, layer_recipes
 from wga.vis.png import read_png_metadata
 from wga.vis.recipe import recipe_file_name
+from wga.vis.render import BatchRender
 from wga.vis.store import RenderStore, render_id
 from wga.vis.vectors import VectorStore
 
@@ -169,6 +171,7 @@ def _same_index(a: ProbeIndex, b: ProbeIndex, layers: list[str]) -> None:
         negatives = a.top(layer, negatives=True)
         assert negatives is not None and negatives.equal(b.top(layer, negatives=True))
         assert np.array_equal(a.maxima(layer), b.maxima(layer), equal_nan=True)  # NaN: skipped
+        assert np.array_equal(a.style(layer), b.style(layer), equal_nan=True)
         assert a.histogram(layer, 0) == b.histogram(layer, 0)
 
 
@@ -176,7 +179,14 @@ def _same_index(a: ProbeIndex, b: ProbeIndex, layers: list[str]) -> None:
 def test_probe_on_ray_data_writes_the_local_index(ray_cluster, hed, small_corpus, tmp_path):
     layers = ["block1_conv2", "block2_conv1"]
     local = run_probe(
-        hed, small_corpus, layers, tmp_path / "local", k=4, batch_size=4, progress=False
+        hed,
+        small_corpus,
+        layers,
+        tmp_path / "local",
+        k=4,
+        batch_size=4,
+        progress=False,
+        border_margin=DEFAULT_BORDER_MARGIN,  # the CLI's default
     )
     argv = ["probe", "--model", "vgg16-hed", "--corpus", str(small_corpus.root)]
     argv += ["--layers", ",".join(layers), "--top", "4", "--batch", "4", "--no-progress"]
@@ -188,7 +198,8 @@ def test_probe_on_ray_data_writes_the_local_index(ray_cluster, hed, small_corpus
 
 @pytest.mark.slow
 def test_atlas_icons_on_ray_equal_the_queue_rendered_icons(ray_cluster, hed, tmp_path):
-    """Directions travel with the tasks; icons land under the queue's ids, with its bytes."""
+    """Directions travel with the tasks; icons land under the queue's ids, with its bytes (the
+    server's queue handed down as the renderer, :func:`wga.serve.atlases.queue_renderer`)."""
     local_dir, ray_dir = tmp_path / "local", tmp_path / "ray"
     store = VectorStore(ray_dir / VECTORS_DIR)  # the workers never see this folder
     rng = np.random.default_rng(0)
@@ -197,7 +208,15 @@ def test_atlas_icons_on_ray_equal_the_queue_rendered_icons(ray_cluster, hed, tmp
     recipes = [
         icon_recipe("vgg16-hed", options, store.put(rng.normal(size=channels))) for _ in range(2)
     ]
-    local = queue_renderer(hed, local_dir / ICONS_DIR, store, progress=False)(recipes)
+    queue = RenderQueue(
+        tmp_path / "renders",
+        loader=lambda name: hed,
+        batch_factory=lambda model, group: BatchRender(model, group, vectors=store),
+    ).start()
+    try:
+        local = queue_renderer(queue, hed, local_dir, store, progress=False)(recipes)
+    finally:
+        queue.stop()
     on_ray = executor_renderer(RayExecutor("auto"), hed, ray_dir, workers=1, progress=False)
     assert on_ray(recipes) == local and all(local)
     for path in local:

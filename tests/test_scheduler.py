@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from wga.serve.jobs import Job
-from wga.serve.scheduler import BatchBudget, Scheduler
+from wga.serve.scheduler import Scheduler
+from wga.vis.budget import BatchBudget
 
 CPU, GPU = "/CPU:0", "/device:GPU:0"
 

@@ -44,8 +44,9 @@ VECTORS_ENV = "WGA_VECTORS_DIR"
 NUMBA_CACHE_ENV = "NUMBA_CACHE_DIR"
 RENDERS_FOLDER = "renders"  # under the cache folder; served at /public/renders/
 PROBE_IMAGES_FOLDER = "probes"  # under the cache folder; served at /public/probes/
+LOOKS_FOLDER = "looks"  # under the cache folder: uploaded images; served at /public/looks/
 # The cache's subfolders the server publishes under /public/ (beside the page's own files).
-PUBLIC_CACHE_FOLDERS = (RENDERS_FOLDER, PROBE_IMAGES_FOLDER)
+PUBLIC_CACHE_FOLDERS = (RENDERS_FOLDER, PROBE_IMAGES_FOLDER, LOOKS_FOLDER)
 
 
 PathLike = str | os.PathLike[str]

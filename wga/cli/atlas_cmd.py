@@ -11,6 +11,7 @@ the layout and every icon already rendered.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from wga.cli.cluster import add_cluster_options, check_cluster_options
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="an activation atlas of a layer over a probed corpus",
         description="Sample a layer's activations over the corpus of a probe index, lay them "
         "out with UMAP, and render every grid cell's mean activation as an icon (the direction "
-        "objective, through the render queue). Reruns reuse what is done.",
+        "objective). Reruns reuse what is done.",
     )
     parser.add_argument("--index", required=True, type=Path, help="probe index folder")
     parser.add_argument("--layer", required=True, help="a spatial layer of the probe's model")
@@ -44,14 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-whiten", action="store_true", help="optimise the raw mean, not the whitened one"
     )
     parser.add_argument("--model", help="the probe's model (default: the one the index names)")
-    add_cluster_options(parser, "render the icons")
+    add_cluster_options(parser, "sample and render the icons")
     parser.add_argument("--out", required=True, type=Path, help="atlas folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from wga.corpus.atlas import AtlasOptions, build_atlas, executor_renderer
+    from wga.corpus.atlas import AtlasOptions, build_atlas
     from wga.corpus.index import ProbeIndex
     from wga.executors import open_executor
     from wga.models import default_registry
@@ -73,21 +74,19 @@ def run(args: argparse.Namespace) -> int:
         get_preset(args.preset)  # a wrong name fails before any model loads
     check_cluster_options(args)
     index = ProbeIndex.open(args.index)
-    executor = open_executor(args.ray) if args.ray else None  # a missing extra fails at once
-    quiet_keras()
-    loaded = default_registry().load(args.model or index.description["model"])
-    renderer = None
-    if executor is not None:
-        renderer = executor_renderer(
-            executor, loaded, args.out, workers=args.workers, progress=not args.no_progress
-        )
-    try:
+    executor = open_executor(args.ray)  # a missing extra fails at once
+    with contextlib.closing(executor):
+        quiet_keras()
+        loaded = default_registry().load(args.model or index.description["model"])
         document = build_atlas(
-            index, loaded, options, args.out, renderer=renderer, progress=not args.no_progress
+            index,
+            loaded,
+            options,
+            args.out,
+            executor=executor,
+            workers=args.workers,
+            progress=not args.no_progress,
         )
-    finally:
-        if executor is not None:
-            executor.close()
     icons = sum(1 for cell in document["cells"] if cell["icon"])
     print(
         f"{args.out}: {len(document['cells'])} cells of {options.grid}×{options.grid} "

@@ -82,11 +82,12 @@ def run(args: argparse.Namespace) -> int:
     picture = picture_named(args.image, index, feed_rule(loaded))
     renderer = vectors = None
     if args.icons:
-        from wga.corpus.atlas import queue_renderer
+        from wga.corpus.atlas import VECTORS_DIR, executor_renderer
+        from wga.executors.local import LocalExecutor
         from wga.vis.vectors import VectorStore
 
-        vectors = VectorStore(args.out / "vectors")
-        renderer = queue_renderer(loaded, args.out / "icons", vectors, progress=False)
+        vectors = VectorStore(args.out / VECTORS_DIR)
+        renderer = executor_renderer(LocalExecutor(), loaded, args.out, progress=False)
     seen = look(
         loaded,
         picture,

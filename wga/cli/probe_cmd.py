@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from wga.corpus.probe import CHECKPOINT_SECONDS, DEFAULT_BATCH, DEFAULT_TOP
+    from wga.corpus.receptive import DEFAULT_BORDER_MARGIN
 
     parser = subparsers.add_parser(
         "probe",
@@ -40,6 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--top", type=int, default=DEFAULT_TOP, help="artworks kept per unit and sign"
     )
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="images per batch")
+    parser.add_argument(
+        "--border-margin",
+        type=float,
+        default=DEFAULT_BORDER_MARGIN,
+        metavar="M",
+        help="ignore positions whose receptive field reaches past the picture by more than "
+        f"(1 - M)/2 of its size: frames and edges do not win (default {DEFAULT_BORDER_MARGIN:g}, "
+        "measured; 0 keeps every position on the image)",
+    )
     add_cluster_options(parser, "probe")
     parser.add_argument(
         "--checkpoint",
@@ -58,28 +68,28 @@ def run(args: argparse.Namespace) -> int:
     if not layers:
         raise InvalidInput("--layers is empty: name at least one layer (wga models --layers M)")
     check_cluster_options(args)
+    from wga.corpus.receptive import check_border_margin
+
+    check_border_margin(args.border_margin)
     from wga.corpus.corpus import open_corpus
     from wga.corpus.probe import run_probe
+    from wga.executors import open_executor
     from wga.models import default_registry
     from wga.quiet import quiet_keras
 
     corpus = open_corpus(args.corpus)  # before TensorFlow: a wrong folder fails fast
-    cluster = None
-    if args.ray:
-        from wga.executors import open_executor
-
-        cluster = open_executor(args.ray)  # a missing extra fails here, in one line
-    with contextlib.closing(cluster) if cluster is not None else contextlib.nullcontext():
+    executor = open_executor(args.ray)  # a missing extra fails here, in one line
+    with contextlib.closing(executor):
         quiet_keras()
         registry = default_registry()
         loaded = registry.load(args.model or registry.default_name())
-        executor = None
-        if cluster is not None:
-            from wga.corpus.probe_executor import ExecutorProbe
-
-            executor = ExecutorProbe(cluster, args.workers)
         log.info(
-            "probing %s over %d images (%s) → %s", loaded.name, len(corpus), corpus.kind, args.out
+            "probing %s over %d images (%s) on %s → %s",
+            loaded.name,
+            len(corpus),
+            corpus.kind,
+            executor.name,
+            args.out,
         )
         index = run_probe(
             loaded,
@@ -89,8 +99,10 @@ def run(args: argparse.Namespace) -> int:
             k=args.top,
             batch_size=args.batch,
             executor=executor,
+            workers=args.workers,
             progress=not args.no_progress,
             checkpoint_seconds=args.checkpoint,
+            border_margin=args.border_margin,
         )
     described = index.description
     print(

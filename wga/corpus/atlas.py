@@ -9,8 +9,11 @@ The pipeline (Carter et al., 2019, for the user's own corpus and model):
 3. give every kept cell a **direction**: its mean activation, whitened by the layer's inverse
    activation correlation, stored by hash (:mod:`wga.vis.vectors`);
 4. render the icons of the chosen grid with the ``direction`` objective (dot × cos², at the
-   centre position) **through the render queue** (batched, content-addressed: a rerun finds its
-   icons done); the finer levels' icons are rendered on demand, by the page;
+   centre position) **through a renderer handed in** — by default on an executor
+   (:mod:`wga.executors`: this process, or a Ray cluster), into the atlas's render store
+   (:mod:`wga.vis.store`: batched, content-addressed, so a rerun finds its icons done); the
+   server hands down its render queue instead; the finer levels' icons are rendered on demand,
+   by the page;
 5. write ``atlas.json`` (atomic) and ``atlas.png``.
 
 Output folder::
@@ -21,7 +24,7 @@ Output folder::
     DIR/atlas.png       the chosen grid's icons, tiled
     DIR/layout.npz      the UMAP layout of the sample (reused by a rerun with the same sample/seed)
     DIR/vectors/        the cells' directions, <sha256>.npy
-    DIR/icons/          the icons, <render id>.png with their recipe (and the queue's records)
+    DIR/icons/          the icons: a render store (<render id>.png with its recipe, and its record)
 
 ``atlas.json`` holds nothing that changes between runs (no time stamps), so the same seed gives
 the same file.
@@ -182,61 +185,28 @@ def icon_recipe(model: str, options: AtlasOptions, direction: str) -> Any:
 IconRenderer = Callable[[Sequence[Any]], list[str | None]]
 
 
-def queue_renderer(
-    loaded: LoadedModel, icons_dir: Path, store: VectorStore, *, progress: bool = True
-) -> IconRenderer:
-    """Icons through an in-process render queue whose cache is ``icons_dir``: batched, and
-    content-addressed (a rerun finds every icon done). Returns each recipe's PNG path relative
-    to the atlas folder (``None`` if it failed)."""
-
-    def render(recipes: Sequence[Any]) -> list[str | None]:
-        from tqdm.auto import tqdm
-
-        from wga.serve.queue import RenderQueue
-        from wga.vis.render import BatchRender
-
-        if not recipes:
-            return []
-        queue = RenderQueue(
-            icons_dir,
-            loader=lambda name: loaded,
-            batch_factory=lambda model, group: BatchRender(model, group, vectors=store),
-            max_pending=max(len(recipes), 1),
-            max_per_client=max(len(recipes), 1),
-            snapshot_interval_s=3600.0,  # nobody watches these: no snapshots
-            chunk_steps=max(1, recipes[0].steps or 1),
-        )
-        queue.start()
-        try:
-            views = queue.submit_many(list(recipes), loaded.fingerprint, ICON_PRIORITY)
-            results: list[str | None] = []
-            with tqdm(total=len(views), unit="icon", disable=not progress, desc="icons") as bar:
-                for view in views:
-                    final = queue.wait(view["id"], timeout=7 * 24 * 3600.0)
-                    ok = final["status"] == "done"
-                    results.append(f"{ICONS_DIR}/{view['id']}.png" if ok else None)
-                    bar.update(1)
-            return results
-        finally:
-            queue.stop()
-
-    return render
-
-
 def executor_renderer(
     executor: Executor,
     loaded: LoadedModel,
-    folder: Path,
+    folder: str | os.PathLike[str],
     *,
     workers: int | None = None,
+    batch: int | None = None,
     progress: bool = True,
 ) -> IconRenderer:
-    """Icons on an executor (``--ray``: a Ray cluster) through the bulk renderer: the same
-    batches, files and records as :func:`queue_renderer` (``folder/icons/<render id>.png`` and
-    its record), so a rerun, the page and a local run all find them. The directions are read
-    from ``folder/vectors`` here and travel with the render tasks: workers need no shared disk."""
+    """Icons on an executor (in this process, or a Ray cluster with ``--ray``) into the atlas's
+    render store ``folder/icons`` (``<render id>.png`` and its record), so a rerun, the page and
+    any other executor all find them. Batches of ``batch`` recipes (default: as the render
+    queue cuts them on this machine, :func:`wga.vis.budget.local_batch`, so the server's queue
+    and every executor render the same bytes). The directions are read from ``folder/vectors``
+    here and travel with the render tasks: workers need no shared disk.
+
+    Returns each recipe's PNG path relative to ``folder``; a failing render stops the call (a
+    rerun keeps every icon already done).
+    """
 
     def render(recipes: Sequence[Any]) -> list[str | None]:
+        from wga.vis.budget import local_batch
         from wga.vis.bulk import store_render
 
         if not recipes:
@@ -246,6 +216,7 @@ def executor_renderer(
             loaded,
             recipes,
             RenderStore(Path(folder) / ICONS_DIR),
+            batch=batch or local_batch(int(recipes[0].size)),
             workers=workers,
             progress=progress,
             vectors=VectorStore(Path(folder) / VECTORS_DIR),
@@ -315,13 +286,18 @@ def build_atlas(
     out: str | os.PathLike[str],
     *,
     renderer: IconRenderer | None = None,
+    executor: Executor | None = None,
+    workers: int | None = None,
     progress: bool = True,
     timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Build (or finish) the atlas in ``out``; returns the ``atlas.json`` document.
 
-    ``renderer`` renders icon recipes (default: :func:`queue_renderer` into ``out/icons``).
-    ``timings`` (if given) receives the seconds spent sampling, laying out and rendering.
+    The sampling pass runs on ``executor`` (default: this process; ``workers``: how many on Ray);
+    ``renderer`` renders the icon recipes (default: :func:`executor_renderer` on the same
+    executor, into ``out/icons``; the server hands down its render queue instead,
+    :func:`wga.serve.atlases.queue_renderer`). ``timings`` (if given) receives the seconds spent
+    sampling, laying out and rendering.
     """
     index = index if isinstance(index, ProbeIndex) else ProbeIndex.open(index)
     if index.description.get("model_fingerprint") not in (None, loaded.fingerprint):
@@ -340,6 +316,8 @@ def build_atlas(
         per_image=options.per_image,
         cap=options.cap,
         seed=options.seed,
+        executor=executor,
+        workers=workers,
         progress=progress,
     )
     clock["sampling"] = time.perf_counter() - started
@@ -351,8 +329,12 @@ def build_atlas(
     store = VectorStore(folder / VECTORS_DIR)
     directions = cell_directions(levels, sample, store, options.whiten)
     started = time.perf_counter()
-    render = renderer or queue_renderer(loaded, folder / ICONS_DIR, store, progress=progress)
-    icons = _icons(render, model_reference(loaded), options, directions[options.grid])
+    if renderer is None:
+        from wga.executors.local import LocalExecutor
+
+        executor = executor or LocalExecutor()
+        renderer = executor_renderer(executor, loaded, folder, workers=workers, progress=progress)
+    icons = _icons(renderer, model_reference(loaded), options, directions[options.grid])
     clock["icons"] = time.perf_counter() - started
     files = [image["file"] for image in index.images()]
     document = _describe(index, loaded, options, sample)

@@ -11,6 +11,11 @@ Deterministic: image ``i``'s positions come from a generator seeded by ``(seed, 
 not depend on batching. Capped at ``cap`` vectors (1,000,000): past it, a random subset of images
 (by the same seed) is sampled.
 
+The pass runs on any :mod:`wga.executors` executor (this process by default, Ray Data with
+``--ray``): chunks of ``batch_size`` image ids are the rows, each decoded by the feed
+(:class:`~wga.corpus.feed.ChunkFeed`) and cut at the layer by a :class:`SampleWorker`; the
+driver puts the vectors back in image order, so any executor gives the same sample.
+
 Stored inside the probe index, float16 (half the bytes; the layout and the cell means do not
 need more)::
 
@@ -35,9 +40,11 @@ import numpy as np
 
 from wga.atomic import atomic_path, write_json_atomic
 from wga.corpus.corpus import open_corpus
-from wga.corpus.feed import FeedRule, feed, valid_grid
+from wga.corpus.feed import ChunkFeed, FeedRule, chunk_rows, valid_grid
 from wga.corpus.index import ProbeIndex, original_position
 from wga.errors import InvalidInput
+from wga.executors import Executor, WorkerSpec
+from wga.models import model_reference
 
 if TYPE_CHECKING:
     from wga.corpus.receptive import Field
@@ -118,43 +125,83 @@ def load_sample(folder: Path) -> Sample | None:
     return Sample(folder, vectors, where, description)
 
 
+@dataclass(frozen=True)
+class SampleJob:
+    """What a sampling worker needs to rebuild its model anywhere (picklable)."""
+
+    model: str  # registry name, or the path of a .keras file
+    layer: str
+    side: int
+    per_image: int
+    seed: int
+
+
+class SampleWorker:
+    """An executor's sampling worker: the model cut at the layer and compiled once (the job's,
+    or in this process the driver's loaded model); each chunk's feed batch → the activation
+    vectors at its images' sampled positions."""
+
+    def __init__(self, job: SampleJob, loaded: LoadedModel | None = None) -> None:
+        from wga.corpus.inference import compile_inference
+        from wga.models import default_registry
+        from wga.models.surgery import cut
+
+        self.job = job
+        model = (loaded or default_registry().load(job.model)).model
+        self.forward = compile_inference(cut(model, job.layer), lambda maps: maps)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        """One chunk's ``vectors`` (n, C) float16 and ``picks`` (n, 5) int32 — image id, grid
+        y, grid x, and the image's original height and width — and the ``images`` fed."""
+        batch = {key: np.asarray(value) for key, value in batch.items()}
+        job = self.job
+        acts = self.forward(batch["images"])
+        valid = valid_grid(batch["shapes"], acts.shape[1:3], job.side)
+        vectors, picks = [], []
+        for row, image_id in enumerate(batch["ids"].tolist()):
+            if not bool(batch["ok"][row]):
+                continue
+            height, width = (int(v) for v in batch["sizes"][row])
+            rows, cols = (int(v) for v in valid[row])
+            for gy, gx in positions_for(image_id, rows, cols, job.per_image, job.seed):
+                vectors.append(acts[row, gy, gx].astype("float16"))
+                picks.append((image_id, gy, gx, height, width))
+        channels = acts.shape[-1]
+        return {
+            "vectors": np.stack(vectors) if vectors else np.empty((0, channels), "float16"),
+            "picks": np.asarray(picks, "int32").reshape(-1, 5),
+            "images": np.asarray(len(batch["ids"])),
+        }
+
+
 def _sample_pass(
-    model: Any,
-    source: tuple[Any, FeedRule, np.ndarray],
-    field: Field,
+    executor: Executor,
+    job: SampleJob,
+    source: tuple[str, FeedRule, np.ndarray],
     *,
-    per_image: int,
-    cap: int,
-    seed: int,
+    loaded: LoadedModel,
     batch_size: int,
+    workers: int | None,
     label: str | None,
-) -> tuple[list[np.ndarray], list[tuple[int, int, int, int, int]]]:
-    """The pass itself: the feed's batches through ``model``, each image's positions kept."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pass itself: every chunk's vectors and picks, back in image order (each image's
+    positions in their own order), however the executor returned them."""
     from tqdm.auto import tqdm
 
-    from wga.corpus.inference import compile_inference
-
-    corpus, rule, ids = source
-    forward = compile_inference(model, lambda maps: maps)
-    vectors: list[np.ndarray] = []
-    where: list[tuple[int, int, int, int, int]] = []
+    root, rule, ids = source
+    rows = chunk_rows([ids[i : i + batch_size] for i in range(0, len(ids), batch_size)])
+    spec = WorkerSpec(SampleWorker, (job,), gpu=True, here=SampleWorker(job, loaded))
+    vectors, picks = [], []
     with tqdm(total=len(ids), unit="img", disable=label is None, desc=f"sample {label}") as bar:
-        for batch in feed(corpus, rule, ids, batch_size):
-            acts = forward(batch["images"])
-            valid = valid_grid(batch["shapes"], acts.shape[1:3], rule.side)
-            for row, image_id in enumerate(batch["ids"].tolist()):
-                if not bool(batch["ok"][row]):
-                    continue
-                size = (int(batch["sizes"][row][0]), int(batch["sizes"][row][1]))
-                rows, cols = (int(v) for v in valid[row])
-                for gy, gx in positions_for(image_id, rows, cols, per_image, seed):
-                    if len(where) >= cap:
-                        return vectors, where
-                    y, x, _ = original_position(field, gy, gx, size, rule.side)
-                    vectors.append(acts[row, gy, gx].astype("float16"))
-                    where.append((image_id, gy, gx, y, x))
-            bar.update(len(batch["ids"]))
-    return vectors, where
+        for result in executor.map_batches(rows, ChunkFeed(root, rule), spec, workers=workers):
+            vectors.append(result["vectors"])
+            picks.append(result["picks"])
+            bar.update(int(result["images"]))
+    if not vectors:
+        return np.empty((0, 0), "float16"), np.empty((0, 5), "int32")
+    stacked, chosen = np.concatenate(vectors), np.concatenate(picks)
+    order = np.lexsort((chosen[:, 2], chosen[:, 1], chosen[:, 0]))  # image, then row-major
+    return stacked[order], chosen[order]
 
 
 def sample_layer(
@@ -166,10 +213,12 @@ def sample_layer(
     cap: int = CAP,
     seed: int = 0,
     batch_size: int = BATCH,
+    executor: Executor | None = None,
+    workers: int | None = None,
     progress: bool = True,
 ) -> Sample:
-    """Sample ``layer`` over the probe's corpus (or reuse the stored sample)."""
-    from wga.models.surgery import cut
+    """Sample ``layer`` over the probe's corpus (or reuse the stored sample), on ``executor``
+    (default: this process; ``workers``: how many on Ray)."""
 
     if per_image < 1 or cap < 1:
         raise InvalidInput("sample at least 1 position per image and at least 1 vector")
@@ -194,23 +243,33 @@ def sample_layer(
         ok_ids = np.arange(len(corpus))
     ids = _chosen_images(ok_ids, per_image, cap, seed)
     rule = FeedRule(index.side, loaded.spec.preprocessing)
-    model = cut(loaded.model, layer)
-    vectors, where = _sample_pass(
-        model,
-        (corpus, rule, ids),
-        _field(index, loaded, layer),
-        per_image=per_image,
-        cap=cap,
-        seed=seed,
+    job = SampleJob(model_reference(loaded), layer, rule.side, per_image, seed)
+    if executor is None:
+        from wga.executors.local import LocalExecutor
+
+        executor = LocalExecutor()
+    stacked, picks = _sample_pass(
+        executor,
+        job,
+        (str(corpus.root), rule, ids),
+        loaded=loaded,
         batch_size=batch_size,
+        workers=workers,
         label=layer if progress else None,
     )
-    if not vectors:
+    stacked, picks = stacked[:cap], picks[:cap]
+    if not len(picks):
         raise InvalidInput(
             f"no activations sampled from the corpus of {index.root}: are its images readable?"
         )
-    stacked = np.stack(vectors)
-    positions = np.asarray(where, dtype="int32")
+    field = _field(index, loaded, layer)
+    positions = np.asarray(
+        [
+            (image_id, gy, gx, *original_position(field, gy, gx, (h, w), rule.side)[:2])
+            for image_id, gy, gx, h, w in picks.tolist()
+        ],
+        dtype="int32",
+    )
     description = {
         "version": SAMPLE_VERSION,
         "layer": layer,

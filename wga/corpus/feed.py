@@ -220,6 +220,34 @@ def feed_one(source: ImageSource, rule: FeedRule) -> dict[str, np.ndarray]:
     return _batch([EXTERNAL_ID], [_decode(source, rule)])
 
 
+class ChunkFeed:
+    """``{"ids": chunk}`` → the feed's batch of those images: how an executor's rows (one chunk
+    of image ids each) become model input, wherever the CPUs are (a Ray task, or a thread of
+    this process). Picklable: it carries the corpus root and the rule; the listing is read again
+    where it runs."""
+
+    def __init__(self, root: str | Path, rule: FeedRule) -> None:
+        self.root = str(root)
+        self.rule = rule
+        self._corpus: Corpus | None = None
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, np.ndarray]:
+        from wga.corpus.corpus import open_corpus
+
+        if self._corpus is None:
+            self._corpus = open_corpus(self.root)
+        ids = np.asarray(row["ids"], np.int64)
+        return next(iter(feed(self._corpus, self.rule, ids, len(ids), prefetch=0)))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "rule": self.rule, "_corpus": None}
+
+
+def chunk_rows(chunks: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Chunks of image ids as the rows of an executor's dataset pass (one batch each)."""
+    return [{"ids": np.asarray(chunk, np.int64)} for chunk in chunks]
+
+
 def chunks(n_images: int, batch_size: int) -> list[np.ndarray]:
     """Image ids cut into batches: chunk ``j`` is ids ``j*B … (j+1)*B - 1`` (the last may be short).
 

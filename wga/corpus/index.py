@@ -4,13 +4,15 @@ One folder per probe (``python -m wga probe --out INDEX``; the server lists the 
 ``./probes`` or ``$WGA_PROBES_DIR``)::
 
     INDEX/probe.json        the description: model (+ weights fingerprint), corpus (+ fingerprint),
-                            feed rule, layers (values kind, grid, receptive field), k, images,
-                            done, skipped files, complete
+                            feed rule, border margin, layers (values kind, grid, receptive field),
+                            k, images, done, skipped files, complete
     INDEX/images.json       per image id: file (relative to the corpus) and catalog fields
     INDEX/state.npz         the merged top/bottom-k of every layer, which images are done and their
                             original sizes — the checkpoint, rewritten atomically
     INDEX/maxima/<i>.npy    layer i's per-image spatial maxima, N × C float16, memory-mapped
                             (NaN: not done yet, or unreadable)
+    INDEX/style/<i>.npy     layer i's per-image style statistics, N × 2C float16 (per channel
+                            mean, then standard deviation, of the output over the kept positions)
     INDEX/stats.npz         per unit: 64-bin histogram of the maxima and quantiles (at the end)
     INDEX/cache/            crops and heat overlays, made on first request
 
@@ -28,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -42,7 +44,6 @@ from wga.models import model_reference
 from wga.vis.backends import DEFAULT_BACKEND, backend_name
 
 if TYPE_CHECKING:
-    from wga.corpus.probe import ProbeLayer
     from wga.models import LoadedModel
 
 DESCRIPTION_NAME = "probe.json"
@@ -58,6 +59,36 @@ HISTOGRAM_BINS = 64
 QUANTILES = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0)
 STATS_BLOCK_UNITS = 256  # columns of the maxima matrix read at once when computing statistics
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+LEGACY_IDENTITY = {"border_margin": 0.0}  # what an index made before the key existed used
+
+
+ValueKind = Literal["pre-activation", "logits", "output"]
+
+
+@dataclass(frozen=True)
+class ProbeLayer:
+    """A probed layer as the index describes it (``probe.json``): what its recorded values are
+    (:mod:`wga.corpus.probe` decides) and whether it has negatives."""
+
+    name: str
+    units: int
+    kind: str  # LayerInfo.kind
+    values: ValueKind
+    grid: tuple[int, int]  # feature map (H, W) for a side × side input; (1, 1) without positions
+
+    @property
+    def bottom(self) -> bool:
+        return self.values != "output"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "units": self.units,
+            "kind": self.kind,
+            "values": self.values,
+            "bottom": self.bottom,
+            "grid": list(self.grid),
+        }
 
 
 def _sign_arrays(prefix: str, top: TopK) -> dict[str, np.ndarray]:
@@ -84,6 +115,7 @@ class IndexWriter:
         self.sizes = np.zeros((n_images, 2), np.int32)
         self.skipped: dict[int, str] = {}
         self.maxima: list[np.memmap] = []
+        self.style: list[np.memmap] = []
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -97,6 +129,7 @@ class IndexWriter:
         rule: FeedRule,
         k: int,
         batch_size: int,
+        border_margin: float = 0.0,
     ) -> IndexWriter:
         from wga.corpus.receptive import receptive_field
 
@@ -107,6 +140,7 @@ class IndexWriter:
             "corpus_fingerprint": corpus.fingerprint(),
             "layer_names": [p.name for p in plan],
             "k": k,
+            "border_margin": float(border_margin),
         }
         existing = root / DESCRIPTION_NAME
         backend = backend_name()
@@ -119,13 +153,13 @@ class IndexWriter:
                     f"--backend {made_on} (one index, one backend's arithmetic), or give another "
                     "--out"
                 )
-            theirs = {key: description.get(key) for key in identity}
+            theirs = {key: description.get(key, LEGACY_IDENTITY.get(key)) for key in identity}
             if theirs != identity:
                 changed = ", ".join(key for key in identity if theirs[key] != identity[key])
                 raise InvalidInput(
                     f"{root} holds a probe with another {changed}: give another --out, or delete "
-                    "it to start again (a probe resumes only with the same model, corpus, layers "
-                    "and --top)"
+                    "it to start again (a probe resumes only with the same model, corpus, layers, "
+                    "--top and --border-margin)"
                 )
             writer = cls(root, description, len(corpus))
             writer._resume()
@@ -167,29 +201,37 @@ class IndexWriter:
         write_json_atomic(existing, description)
         return writer
 
-    def _maxima_path(self, index: int) -> Path:
-        return self.root / MAXIMA_DIR / f"{index}.npy"
+    def _maxima_path(self, index: int, folder: str = MAXIMA_DIR) -> Path:
+        return self.root / folder / f"{index}.npy"
 
     def _create_maxima(self) -> None:
-        (self.root / MAXIMA_DIR).mkdir(exist_ok=True)
-        for index, layer in enumerate(self.description["layers"]):
-            with atomic_path(self._maxima_path(index)) as temp:
-                matrix = np.lib.format.open_memmap(
-                    temp, mode="w+", dtype=np.float16, shape=(self.n, int(layer["units"]))
-                )
-                for start in range(0, self.n, 4096):
-                    matrix[start : start + 4096] = np.nan
-                matrix.flush()
-                del matrix
+        """The per-image matrices, all NaN: maxima (N × C) and style statistics (N × 2C)."""
+        for folder, width in ((MAXIMA_DIR, 1), (STYLE_DIR, 2)):
+            (self.root / folder).mkdir(exist_ok=True)
+            for index, layer in enumerate(self.description["layers"]):
+                path = self._maxima_path(index, folder)
+                if path.exists():
+                    continue
+                with atomic_path(path) as temp:
+                    shape = (self.n, width * int(layer["units"]))
+                    matrix = np.lib.format.open_memmap(
+                        temp, mode="w+", dtype=np.float16, shape=shape
+                    )
+                    for start in range(0, self.n, 4096):
+                        matrix[start : start + 4096] = np.nan
+                    matrix.flush()
+                    del matrix
         self._open_maxima()
 
     def _open_maxima(self) -> None:
-        self.maxima = [
-            np.load(self._maxima_path(i), mmap_mode="r+") for i in range(len(self.layers))
+        count = len(self.layers)
+        self.maxima = [np.load(self._maxima_path(i), mmap_mode="r+") for i in range(count)]
+        self.style = [
+            np.load(self._maxima_path(i, STYLE_DIR), mmap_mode="r+") for i in range(count)
         ]
 
     def _resume(self) -> None:
-        self._open_maxima()
+        self._create_maxima()  # an index from before style statistics gets their (empty) files
         path = self.root / STATE_NAME
         if not path.exists():
             return
@@ -219,6 +261,9 @@ class IndexWriter:
             for index, name in enumerate(self.layers):
                 rows = np.clip(partial.maxima[name][order], -FLOAT16_MAX, FLOAT16_MAX)
                 self.maxima[index][ids[order]] = rows.astype(np.float16)
+                if name in partial.style:
+                    rows = np.clip(partial.style[name][order], -FLOAT16_MAX, FLOAT16_MAX)
+                    self.style[index][ids[order]] = rows.astype(np.float16)
             self.sizes[ids] = partial.sizes
             self.done[ids] = True
         for image_id, error in partial.skipped.items():
@@ -227,7 +272,7 @@ class IndexWriter:
 
     def checkpoint(self) -> None:
         """Flush the maxima, then atomically replace the state: a kill never loses done work."""
-        for matrix in self.maxima:
+        for matrix in [*self.maxima, *self.style]:
             matrix.flush()
         arrays: dict[str, np.ndarray] = {
             "done": self.done,

@@ -12,7 +12,7 @@ al. 2018), for an artwork of a probed corpus or any image file:
   groups with scikit-learn's :class:`~sklearn.decomposition.NMF`: each group's spatial map, its
   share of the activation, its strongest units, and the recipe of its icon (the direction
   objective on the group's channel vector, as the atlas renders its cells). Icons are rendered by
-  whatever renderer the caller hands in (the server's queue, an in-process queue for the CLI):
+  whatever renderer the caller hands in (the server's queue, an executor in this process for the CLI):
   this floor never imports the server.
 
 The artwork is fed exactly as the probe fed it (:mod:`wga.corpus.feed`'s rule: same resize,
@@ -38,6 +38,7 @@ import numpy as np
 
 from wga.corpus.feed import FeedRule, valid_grid
 from wga.corpus.index import original_position
+from wga.corpus.receptive import DEFAULT_BORDER_MARGIN
 from wga.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -109,6 +110,11 @@ def picture_from_index(index: ProbeIndex, image_id: int) -> Picture:
     picture = picture_from(path, index_rule(index), file=entry["file"])
     meta = {key: value for key, value in entry.items() if key != "file"}
     return replace(picture, id=image_id, meta=meta)
+
+
+def index_margin(index: ProbeIndex) -> float:
+    """The border margin the index was probed with (0, every valid position, before it existed)."""
+    return float(index.description.get("border_margin", 0.0))
 
 
 def index_rule(index: ProbeIndex) -> FeedRule:
@@ -184,6 +190,12 @@ class LayerSeen:
     kind: str  # what the values are: "pre-activation", "logits" or "output"
     grid: tuple[int, int]  # the layer's whole grid for a side × side input
     spatial: bool  # False for Dense layers (one position, no map)
+    kept: np.ndarray | None = None  # (rows, cols) bool: positions the border margin keeps
+
+    def kept_mask(self) -> np.ndarray:
+        if self.kept is None:
+            return np.ones(self.values.shape[:2], bool)
+        return self.kept
 
     @property
     def units(self) -> int:
@@ -194,22 +206,33 @@ class LayerSeen:
         return np.maximum(self.values, 0.0) if self.kind == "pre-activation" else self.values
 
     def maxima(self) -> np.ndarray:
-        """Per unit, the spatial maximum (C,)."""
-        return self.values.reshape(-1, self.units).max(axis=0)
+        """Per unit, the spatial maximum over the kept positions (C,): what the probe records."""
+        return self.values[self.kept_mask()].max(axis=0)
+
+    def argmax(self) -> np.ndarray:
+        """Per unit, the flat index (over the region) of its maximum among the kept positions."""
+        masked = np.where(self.kept_mask()[..., None], self.values, -np.inf)
+        return masked.reshape(-1, self.units).argmax(axis=0)
 
 
 _look_models: Any = None
 
 
+def _per_model() -> Any:
+    """What look builds once per loaded model (its probe model, receptive fields)."""
+    global _look_models
+    if _look_models is None:
+        from wga.vis.features import ModelScopedCache
+
+        _look_models = ModelScopedCache()
+    return _look_models
+
+
 def _look_model(loaded: LoadedModel, layers: tuple[str, ...]) -> tuple[Any, list[Any]]:
     """The probe's multi-output model of ``layers`` (recorded values), built once per model."""
     from wga.corpus.probe import build_probe_model
-    from wga.vis.features import ModelScopedCache
 
-    global _look_models
-    if _look_models is None:
-        _look_models = ModelScopedCache()
-    return _look_models.get(  # type: ignore[no-any-return]
+    return _per_model().get(  # type: ignore[no-any-return]
         loaded, ("look", layers), lambda: build_probe_model(loaded, list(layers))
     )
 
@@ -223,8 +246,22 @@ def check_layers(loaded: LoadedModel, layers: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def see(loaded: LoadedModel, layers: Sequence[str], picture: Picture) -> list[LayerSeen]:
-    """One forward pass: each layer's recorded values over the picture's valid region."""
+def layer_field(loaded: LoadedModel, layer: str, side: int) -> Field:
+    """The layer's receptive field for a ``side`` input (computed once per model)."""
+    from wga.corpus.receptive import receptive_field
+
+    return _per_model().get(  # type: ignore[no-any-return]
+        loaded, ("field", layer, side), lambda: receptive_field(loaded.model, layer, side)
+    )
+
+
+def see(
+    loaded: LoadedModel, layers: Sequence[str], picture: Picture, *, margin: float = 0.0
+) -> list[LayerSeen]:
+    """One forward pass: each layer's recorded values over the picture's valid region, and the
+    positions a probe with border margin ``margin`` keeps (:func:`wga.corpus.receptive.border_mask`)."""
+    from wga.corpus.receptive import border_mask
+
     names = check_layers(loaded, layers)
     model, plan = _look_model(loaded, names)
     side = int(picture.batch.shape[1])
@@ -236,9 +273,13 @@ def see(loaded: LoadedModel, layers: Sequence[str], picture: Picture) -> list[La
         if array.ndim == 1:
             seen.append(LayerSeen(layer.name, array.reshape(1, 1, -1), layer.values, (1, 1), False))
             continue
-        rows, cols = valid_grid(np.asarray([picture.shape]), array.shape[:2], side)[0]
-        values = np.ascontiguousarray(array[: max(rows, 1), : max(cols, 1)])
-        seen.append(LayerSeen(layer.name, values, layer.values, tuple(array.shape[:2]), True))
+        grid = (int(array.shape[0]), int(array.shape[1]))
+        rows, cols = valid_grid(np.asarray([picture.shape]), grid, side)[0]
+        rows, cols = max(int(rows), 1), max(int(cols), 1)
+        values = np.ascontiguousarray(array[:rows, :cols])
+        field = layer_field(loaded, layer.name, side)
+        kept = border_mask(field, np.asarray([picture.shape]), grid, side, margin)[0]
+        seen.append(LayerSeen(layer.name, values, layer.values, grid, True, kept[:rows, :cols]))
     return seen
 
 
@@ -308,10 +349,10 @@ def top_units(
 ) -> list[UnitSeen]:
     """The layer's ``top`` units for the picture (see :func:`rank_units`)."""
     maxima = seen.maxima()
-    flat = seen.values.reshape(-1, seen.units)
+    cells = seen.argmax()
     found = []
     for unit in rank_units(maxima, percentiles, top, sort):
-        cell = int(np.argmax(flat[:, unit]))
+        cell = int(cells[unit])
         gy, gx = divmod(cell, seen.values.shape[1])
         y, x, _ = original_position(field, gy, gx, picture.size, side)
         percentile = None if percentiles is None else float(percentiles[unit])
@@ -500,6 +541,7 @@ class Look:
     layers: list[LayerLook]
     probe: str | None = None
     sort: str = "value"
+    margin: float = 0.0  # the border margin the units' maxima were taken with
     seen: list[LayerSeen] = field(default_factory=list, repr=False, compare=False)
 
     def as_dict(self, *, unit_maps: bool = False) -> dict[str, Any]:
@@ -507,6 +549,7 @@ class Look:
             "model": self.model,
             "probe": self.probe,
             "sort": self.sort,
+            "border_margin": self.margin,
             "image": self.picture.describe(),
             "layers": [layer.as_dict(unit_maps=unit_maps) for layer in self.layers],
         }
@@ -515,9 +558,7 @@ class Look:
 def _field_of(loaded: LoadedModel, index: ProbeIndex | None, layer: str, side: int) -> Field:
     if index is not None and layer in index.layer_names():
         return index.field(layer)
-    from wga.corpus.receptive import receptive_field
-
-    return receptive_field(loaded.model, layer, side)
+    return layer_field(loaded, layer, side)
 
 
 def look(
@@ -533,12 +574,15 @@ def look(
     vectors: VectorStore | None = None,
     icon_size: int = ICON_SIZE,
     icon_steps: int = ICON_STEPS,
+    margin: float | None = None,
 ) -> Look:
     """The artwork view of ``picture`` at ``layers`` (see the module docstring).
 
     With ``index``, units carry percentiles among its corpus (for the layers it probed).
     ``vectors`` keeps the groups' directions (a renderer needs them there); ``renderer`` renders
-    the group icons — all of them in one call, so that it can batch.
+    the group icons — all of them in one call, so that it can batch. ``margin``: the border
+    margin (:func:`wga.corpus.receptive.border_mask`); by default the index's, so values and
+    percentiles compare like with like, else :data:`~wga.corpus.receptive.DEFAULT_BORDER_MARGIN`.
     """
     from wga.corpus.ranks import unit_percentiles
     from wga.models import model_reference
@@ -551,7 +595,9 @@ def look(
     reference = model_reference(loaded)
     looked: list[LayerLook] = []
     all_groups: list[tuple[int, Group]] = []
-    seen_layers = see(loaded, layers, picture)
+    if margin is None:
+        margin = index_margin(index) if index is not None else DEFAULT_BORDER_MARGIN
+    seen_layers = see(loaded, layers, picture, margin=margin)
     for seen in seen_layers:
         percentiles = None
         if index is not None and seen.name in index.layer_names():
@@ -579,7 +625,7 @@ def look(
             for position, layer in enumerate(looked)
         ]
     probe = None if index is None else index.name
-    return Look(reference, picture, looked, probe, sort, seen_layers)
+    return Look(reference, picture, looked, probe, sort, margin, seen_layers)
 
 
 def _with(group: Group, **changes: Any) -> Group:

@@ -1,9 +1,9 @@
 """The probe: one streaming pass of a model over a corpus → the top artworks of every unit.
 
-Shape (so that other executors can take the middle part)::
+Shape (the middle part runs on any :mod:`wga.executors` executor: this process, or Ray Data)::
 
     driver:   IndexWriter (resume?) → todo chunks → executor → Partial … → merge → checkpoint → finish
-    executor: for each chunk: feed (wga.corpus.feed) → Prober (model + on-device reduction)
+    executor: for each chunk: ChunkFeed (wga.corpus.feed) → Prober (model + on-device reduction)
               → batch_partial (wga.corpus.topk) → Partial
 
 * :class:`Prober` is what a worker holds: the model truncated to a multi-output model of the
@@ -11,11 +11,14 @@ Shape (so that other executors can take the middle part)::
   the device to per-image spatial maxima/minima and their positions, masked to the image's
   valid region (padding never wins). ``prober(batch) → Partial`` for a batch from
   :func:`wga.corpus.feed.feed`.
-* :class:`ProbeJob` is a picklable description a remote worker rebuilds a :class:`Prober` from.
-* An executor is anything with ``run(job, chunks) → Iterator[Partial]`` (order free);
-  :class:`LocalExecutor` is the in-process one. The Ray adapter lives with the Ray code.
+* :class:`ProbeJob` is a picklable description a remote worker rebuilds a :class:`Prober` from;
+  in this process the worker holds the driver's own prober (:attr:`WorkerSpec.here`).
+* Each chunk of image ids is one row of the executor's dataset pass
+  (:meth:`~wga.executors.Executor.map_batches`): one chunk is one batch everywhere, so every
+  image meets the same batch and the index is the same bit for bit.
 * :func:`run_probe` is the driver: it only merges (:func:`wga.corpus.topk.merge`) and writes
-  (:class:`wga.corpus.index.IndexWriter`), so every executor yields the same index.
+  (:class:`wga.corpus.index.IndexWriter`), alone and atomically, so every executor yields the
+  same index and workers need no shared disk.
 
 **Values.** Where a layer's pre-activation is reachable the probe records it, which also gives
 negative examples (bottom-k): a ReLU layer → its input; a conv/Dense layer with a built-in ReLU
@@ -33,20 +36,22 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wga.corpus.corpus import Corpus, open_corpus
-from wga.corpus.feed import FeedRule, feed, position_mask
+from wga.corpus.corpus import Corpus
+from wga.corpus.feed import ChunkFeed, FeedRule, chunk_rows
+from wga.corpus.index import IndexWriter, ProbeIndex, ProbeLayer, ValueKind
+from wga.corpus.receptive import border_mask, check_border_margin
 from wga.corpus.topk import Partial, Reduced, batch_partial
 from wga.errors import InvalidInput
+from wga.executors import Executor, WorkerSpec
 from wga.models import model_reference
 
 if TYPE_CHECKING:
     import keras
 
-    from wga.corpus.index import ProbeIndex
     from wga.models import LoadedModel
     from wga.models.surgery import Tap
 
@@ -55,33 +60,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TOP = 16  # Feature Visualization shows 10 per sign; 16 leaves room for a 4 × 4 grid
 DEFAULT_BATCH = 32
 CHECKPOINT_SECONDS = 60.0
-
-ValueKind = Literal["pre-activation", "logits", "output"]
-
-
-@dataclass(frozen=True)
-class ProbeLayer:
-    """A probed layer: what its recorded values are and whether it has negatives."""
-
-    name: str
-    units: int
-    kind: str  # LayerInfo.kind
-    values: ValueKind
-    grid: tuple[int, int]  # feature map (H, W) for a side × side input; (1, 1) without positions
-
-    @property
-    def bottom(self) -> bool:
-        return self.values != "output"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "units": self.units,
-            "kind": self.kind,
-            "values": self.values,
-            "bottom": self.bottom,
-            "grid": list(self.grid),
-        }
 
 
 def _recorded_value(layer: keras.layers.Layer, kind: str) -> tuple[ValueKind, Tap]:
@@ -156,14 +134,18 @@ def build_probe_model(
     return probe_model, plan
 
 
-def reduce_layer(output: Any, mask: Any, bottom: bool) -> dict[str, Any]:
+def reduce_layer(
+    output: Any, mask: Any, bottom: bool, *, relu: bool = False, style: bool = True
+) -> dict[str, Any]:
     """One layer's per-image reduction on ``keras.ops`` (backend-free, compiled by the caller).
 
-    ``output`` (B, H, W, C) or (B, C); ``mask`` (B, H, W) bool from
-    :func:`wga.corpus.feed.position_mask`. Returns the fields of
-    :class:`wga.corpus.topk.Reduced` by name: the spatial maximum of each unit over the kept
-    positions and its flat position (and the minimum where ``bottom``). A new statistic is one
-    more entry here and one more field there.
+    ``output`` (B, H, W, C) or (B, C); ``mask`` (B, H, W) bool, the kept positions
+    (:func:`wga.corpus.receptive.border_mask`: on the image, past the border margin). Returns the
+    fields of :class:`wga.corpus.topk.Reduced` by name: the spatial maximum of each unit over the
+    kept positions and its flat position (and the minimum where ``bottom``); with ``style``, the
+    per-channel mean and standard deviation over the kept positions of the layer's output (the
+    ReLU of ``output`` where ``relu``: a recorded pre-activation) — the style statistics. A new
+    statistic is one more entry here and one more field there.
     """
     from keras import ops
 
@@ -179,27 +161,48 @@ def reduce_layer(output: Any, mask: Any, bottom: bool) -> dict[str, Any]:
         low = ops.where(keep, flat, np.inf)
         result["min"] = ops.min(low, axis=1)
         result["argmin"] = ops.argmin(low, axis=1)
+    if style:
+        active = ops.relu(flat) if relu else flat
+        weight = ops.cast(keep, "float32")
+        count = ops.maximum(ops.sum(weight, axis=1), 1.0)  # an unreadable image keeps nothing
+        mean = ops.sum(active * weight, axis=1) / count
+        spread = (active - mean[:, None, :]) * weight  # two passes: exact for large activations
+        result["mean"] = mean
+        result["std"] = ops.sqrt(ops.sum(spread * spread, axis=1) / count)
     return result
 
 
 class Prober:
     """A model and a compiled reduction step: a batch of the feed → its :class:`Partial`."""
 
-    def __init__(self, loaded: LoadedModel, layers: Sequence[str], k: int = DEFAULT_TOP) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        layers: Sequence[str],
+        k: int = DEFAULT_TOP,
+        *,
+        border_margin: float = 0.0,
+        style: bool = True,
+    ) -> None:
         from wga.corpus.inference import compile_inference
+        from wga.corpus.receptive import receptive_field
 
         if k < 1:
             raise InvalidInput(f"--top must be at least 1, not {k}")
         self.loaded = loaded
         self.k = k
+        self.border_margin = check_border_margin(border_margin)
         self.rule = feed_rule(loaded)
         self.model, self.plan = build_probe_model(loaded, layers)
+        self.fields = [receptive_field(loaded.model, p.name, self.rule.side) for p in self.plan]
         plan = self.plan
 
         def reduce(outputs: Any, masks: list[Any]) -> list[dict[str, Any]]:
             outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
             return [
-                reduce_layer(out, mask, layer.bottom)
+                reduce_layer(
+                    out, mask, layer.bottom, relu=layer.values == "pre-activation", style=style
+                )
                 for layer, out, mask in zip(plan, outputs, masks, strict=True)
             ]
 
@@ -211,7 +214,10 @@ class Prober:
 
     def reduce(self, images: np.ndarray, shapes: np.ndarray) -> dict[str, Reduced]:
         """Per layer, the per-image maxima (and minima) with positions (numpy)."""
-        masks = [position_mask(shapes, layer.grid, self.rule.side) for layer in self.plan]
+        masks = [
+            border_mask(field, shapes, layer.grid, self.rule.side, self.border_margin)
+            for layer, field in zip(self.plan, self.fields, strict=True)
+        ]
         reduced = self._reduce(np.asarray(images, np.float32), masks)
         return {
             layer.name: Reduced(grid=layer.grid, **fields)
@@ -243,39 +249,33 @@ class ProbeJob:
     layers: tuple[str, ...]
     k: int
     batch_size: int
-    rule: FeedRule | None = None  # how workers decode the corpus (the driver's prober.rule)
+    rule: FeedRule  # how workers decode the corpus (the driver's prober.rule)
+    border_margin: float = 0.0  # positions kept (wga.corpus.receptive.border_mask)
 
     def prober(self) -> Prober:
         from wga.models import default_registry
 
-        return Prober(default_registry().load(self.model), self.layers, self.k)
+        return Prober(
+            default_registry().load(self.model),
+            self.layers,
+            self.k,
+            border_margin=self.border_margin,
+        )
 
 
-class Executor(Protocol):
-    """Runs chunks of image ids through a :class:`Prober` somewhere; yields one Partial per chunk."""
-
-    def run(self, job: ProbeJob, chunks: Sequence[np.ndarray]) -> Iterator[Partial]: ...
-
-
-class LocalExecutor:
-    """In-process: one feed (parallel decode, prefetch) into one Prober."""
-
-    def __init__(self, prober: Prober | None = None, corpus: Corpus | None = None) -> None:
-        self.prober = prober
-        self.corpus = corpus
-
-    def run(self, job: ProbeJob, chunks: Sequence[np.ndarray]) -> Iterator[Partial]:
-        prober = self.prober or job.prober()
-        corpus = self.corpus or open_corpus(job.corpus)
-        if not chunks:
-            return
-        ordered = sorted(chunks, key=lambda c: int(c[0]))
-        sizes = {len(c) for c in ordered[:-1]}
-        if len(sizes) > 1 or (sizes and len(ordered[-1]) > next(iter(sizes))):
-            raise ValueError("chunks must be of equal size, the last one may be shorter")
-        batch = len(ordered[0])
-        for data in feed(corpus, prober.rule, np.concatenate(ordered), batch):
-            yield prober(data)
+def probe_chunks(
+    executor: Executor,
+    job: ProbeJob,
+    chunks: Sequence[np.ndarray],
+    *,
+    prober: Prober | None = None,
+    workers: int | None = None,
+) -> Iterator[Partial]:
+    """The Partial of every chunk (any order) on ``executor``; ``prober``: the driver's, for
+    an in-process executor to use rather than build another."""
+    spec = WorkerSpec(ProbeJob.prober, (job,), gpu=True, here=prober)
+    feed = ChunkFeed(job.corpus, job.rule)
+    yield from executor.map_batches(chunk_rows(chunks), feed, spec, workers=workers)
 
 
 def run_probe(
@@ -287,22 +287,25 @@ def run_probe(
     k: int = DEFAULT_TOP,
     batch_size: int = DEFAULT_BATCH,
     executor: Executor | None = None,
+    workers: int | None = None,
     progress: bool = True,
     checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    border_margin: float = 0.0,
 ) -> ProbeIndex:
     """Build (or resume) the index of ``loaded`` over ``corpus`` at ``out``; returns it, opened.
 
-    A run killed at any moment resumes from its last checkpoint (written every
+    The chunks run on ``executor`` (default: this process; ``workers``: how many on Ray). A run
+    killed at any moment resumes from its last checkpoint (written every
     ``checkpoint_seconds``): done chunks are never fed again, and the finished index is the
-    same as an uninterrupted run's.
+    same as an uninterrupted run's. ``border_margin`` (:func:`wga.corpus.receptive.border_mask`):
+    0 keeps every position on the image (the library's default, as before the margin existed);
+    ``python -m wga probe`` uses the measured :data:`~wga.corpus.receptive.DEFAULT_BORDER_MARGIN`.
     """
     from tqdm.auto import tqdm
 
-    from wga.corpus.index import IndexWriter, ProbeIndex
-
     if batch_size < 1:
         raise InvalidInput(f"--batch must be at least 1, not {batch_size}")
-    prober = Prober(loaded, layers, k)
+    prober = Prober(loaded, layers, k, border_margin=border_margin)
     writer = IndexWriter.open(
         out,
         loaded=loaded,
@@ -311,6 +314,7 @@ def run_probe(
         rule=prober.rule,
         k=k,
         batch_size=batch_size,
+        border_margin=prober.border_margin,
     )
     todo = writer.todo_chunks()
     job = ProbeJob(
@@ -320,8 +324,12 @@ def run_probe(
         k,
         writer.batch_size,
         prober.rule,
+        prober.border_margin,
     )
-    executor = executor or LocalExecutor(prober, corpus)
+    if executor is None:
+        from wga.executors.local import LocalExecutor
+
+        executor = LocalExecutor()
     done_before = writer.done_count()
     if done_before:
         log.info("resuming %s: %d of %d images done", out, done_before, len(corpus))
@@ -329,7 +337,7 @@ def run_probe(
     with tqdm(
         total=len(corpus), initial=done_before, unit="img", disable=not progress, desc="probe"
     ) as bar:
-        for partial in executor.run(job, todo):
+        for partial in probe_chunks(executor, job, todo, prober=prober, workers=workers):
             writer.add(partial)
             bar.update(len(partial.ids) + len(partial.skipped))
             if time.monotonic() - last >= checkpoint_seconds:

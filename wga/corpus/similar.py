@@ -64,7 +64,8 @@ def stored_features(index: ProbeIndex, layer: str, by: str) -> np.ndarray:
 
 def style_statistics(output: np.ndarray) -> np.ndarray:
     """Per channel, the mean and the (population) standard deviation of a layer's output over
-    positions ``(rows, cols, C)`` → ``(2C,)``: what the probe stores as style."""
+    positions (``(..., C)``: a map or a list of kept positions) → ``(2C,)``: what the probe
+    stores as style."""
     flat = np.asarray(output, np.float64).reshape(-1, output.shape[-1])
     return np.concatenate([flat.mean(axis=0), flat.std(axis=0)]).astype(np.float32)
 
@@ -79,7 +80,7 @@ def query_features(seen: LayerSeen, by: str) -> np.ndarray:
             f"layer {seen.name!r} has no positions: style (statistics over positions) needs a "
             "convolutional layer; compare by content"
         )
-    return style_statistics(seen.output())
+    return style_statistics(seen.output()[seen.kept_mask()])
 
 
 class Search:

@@ -163,8 +163,9 @@ class Reduced:
     """One layer's per-image reduction of a batch (what a worker computes on the device).
 
     ``max``/``argmax``: (B, C) spatial maximum of each unit and its flat position ``y * W + x``
-    on the ``grid`` (H, W), over the image's valid region only; ``min``/``argmin`` likewise for
-    layers whose pre-activation is reachable, else None.
+    on the ``grid`` (H, W), over the image's kept positions only; ``min``/``argmin`` likewise for
+    layers whose pre-activation is reachable, else None; ``mean``/``std``: (B, C) the style
+    statistics (per channel, over the kept positions, of the layer's output), or None.
     """
 
     max: np.ndarray
@@ -172,6 +173,8 @@ class Reduced:
     grid: tuple[int, int]
     min: np.ndarray | None = None
     argmin: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
 
 
 @dataclass
@@ -179,7 +182,8 @@ class Partial:
     """One batch's result: enough to merge (``state``) and to fill the index's per-image rows.
 
     ``ids`` are the decoded images of the batch (failed ones are in ``skipped``, id → error);
-    ``sizes`` their original (height, width); ``maxima[layer]`` their (B, C) spatial maxima.
+    ``sizes`` their original (height, width); ``maxima[layer]`` their (B, C) spatial maxima;
+    ``style[layer]`` their (B, 2C) style statistics (mean, then standard deviation), when made.
     """
 
     ids: np.ndarray  # (B,) int64
@@ -187,6 +191,7 @@ class Partial:
     state: TopState
     maxima: dict[str, np.ndarray]
     skipped: dict[int, str] = field(default_factory=dict)
+    style: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat numpy arrays (for Ray's object store or any pickle-free transport)."""
@@ -198,6 +203,8 @@ class Partial:
         }
         for name, layer in self.state.layers.items():
             arrays[f"maxima/{name}"] = self.maxima[name]
+            if name in self.style:
+                arrays[f"style/{name}"] = self.style[name]
             for sign, top in (("top", layer.top), ("bottom", layer.bottom)):
                 if top is None:
                     continue
@@ -231,6 +238,11 @@ class Partial:
             TopState(layers),
             {name: np.asarray(arrays[f"maxima/{name}"]) for name in names},
             skipped,
+            {
+                name: np.asarray(arrays[f"style/{name}"])
+                for name in names
+                if f"style/{name}" in arrays
+            },
         )
 
 
@@ -270,6 +282,7 @@ def batch_partial(
     good_ids = ids[keep]
     layers: dict[str, LayerTop] = {}
     maxima: dict[str, np.ndarray] = {}
+    style: dict[str, np.ndarray] = {}
     for name, part in reduced.items():
         width = part.grid[1]
         top = _candidates(part.max[keep], part.argmax[keep], good_ids, width, k, True)
@@ -278,7 +291,11 @@ def batch_partial(
             bottom = _candidates(part.min[keep], part.argmin[keep], good_ids, width, k, False)
         layers[name] = LayerTop(top, bottom)
         maxima[name] = np.asarray(part.max[keep], np.float32)
-    return Partial(good_ids, np.asarray(sizes, np.int32)[keep], TopState(layers), maxima, skipped)
+        if part.mean is not None and part.std is not None:
+            statistics = np.concatenate([np.asarray(part.mean), np.asarray(part.std)], axis=1)
+            style[name] = statistics[keep].astype(np.float32)
+    sizes = np.asarray(sizes, np.int32)[keep]
+    return Partial(good_ids, sizes, TopState(layers), maxima, skipped, style)
 
 
 def merge(running: TopState | None, partial: Partial | TopState) -> TopState:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 SYNTHETIC_CLASSES = ("stripes", "checkerboard", "blobs", "rings")
+COLOUR_FIELD = "field"  # one colour and noise: no structure but at its edges (not a class)
 
 
 def _pattern(kind: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -41,6 +42,8 @@ def _pattern(kind: str, height: int, width: int, rng: np.random.Generator) -> np
         period = rng.uniform(8, 16) * max(height, width) / 96
         radius = np.sqrt((y - cy) ** 2 + (x - cx) ** 2)
         return 0.5 + 0.5 * np.sign(np.sin(2 * np.pi * radius / period))
+    if kind == COLOUR_FIELD:
+        return np.full((height, width), 0.5)
     raise ValueError(f"unknown synthetic class {kind!r}: use one of {SYNTHETIC_CLASSES}")
 
 
@@ -53,6 +56,24 @@ def synthetic_image(kind: str, rng: np.random.Generator, side: int = 96) -> np.n
     image = dark + (light - dark) * pattern
     image += rng.normal(0, 0.06, image.shape)
     return (np.clip(image, 0, 1) * 255).astype("uint8")
+
+
+def framed(image: np.ndarray, rng: np.random.Generator, share: float = 0.08) -> np.ndarray:
+    """``image`` inside a painted frame: a band ``share`` of its shorter side wide, gilt-like, with
+    a light outer and a dark inner moulding — the strong straight edges that frame every
+    museum photograph, for measuring what a probe sees at a painting's border."""
+    out = image.copy()
+    height, width = out.shape[:2]
+    band = max(3, round(share * min(height, width)))
+    gold = rng.uniform([150, 110, 30], [215, 170, 80])
+    for depth, tone in ((0, 1.25), (band // 3, 1.0), (2 * band // 3, 0.55)):
+        colour = np.clip(gold * tone + rng.normal(0, 4, 3), 0, 255).astype("uint8")
+        inner = band - depth
+        out[depth : height - depth, depth : width - depth][:inner] = colour
+        out[depth : height - depth, depth : width - depth][-inner:] = colour
+        out[depth : height - depth, depth : width - depth][:, :inner] = colour
+        out[depth : height - depth, depth : width - depth][:, -inner:] = colour
+    return out
 
 
 def make_synthetic_dataset(

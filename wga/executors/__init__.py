@@ -24,6 +24,9 @@ from typing import Any, Protocol
 
 from wga.errors import Unavailable
 
+Row = dict[str, Any]
+Prepare = Callable[[Row], Row]  # a row of a dataset pass → the worker's input (see map_batches)
+
 RAY_EXTRA_MESSAGE = (
     "--ray needs Ray, which is an optional extra: pip install 'wga[ray]' "
     "(on the driver and on every worker machine)"
@@ -34,18 +37,27 @@ RAY_EXTRA_MESSAGE = (
 class WorkerSpec:
     """How to build one worker: ``factory(*args, **kwargs)`` returns a callable ``item → result``.
 
-    Picklable (a module-level class and plain arguments), so a Ray actor can build it far away.
-    ``gpu``: the worker wants a whole GPU where the cluster has some (a renderer, a model pass);
-    ``False`` for CPU-only work.
+    Picklable (a module-level class or function and plain arguments), so a Ray actor can build
+    it far away. ``gpu``: the worker wants a whole GPU where the cluster has some (a renderer, a model pass);
+    ``False`` for CPU-only work. ``here``: the worker already built in this process when the
+    caller holds one (around the driver's loaded model and compiled steps), which
+    :meth:`build` returns instead of building a second; never pickled, so a remote worker
+    always builds its own from ``factory``.
     """
 
     factory: Callable[..., Callable[[Any], Any]]
     args: tuple = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     gpu: bool = True
+    here: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
 
     def build(self) -> Callable[[Any], Any]:
+        if self.here is not None:
+            return self.here
         return self.factory(*self.args, **self.kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "here": None}
 
 
 class Executor(Protocol):
@@ -67,17 +79,11 @@ class Executor(Protocol):
         ...
 
     def map_batches(
-        self,
-        rows: Sequence[dict[str, Any]],
-        prepare: Callable[[dict[str, Any]], dict[str, Any]],
-        spec: WorkerSpec,
-        *,
-        batch_size: int,
-        workers: int | None = None,
+        self, rows: Sequence[Row], prepare: Prepare, spec: WorkerSpec, *, workers: int | None = None
     ) -> Iterator[Any]:
-        """A dataset pass: ``prepare(row)`` on every row (decode, resize: in parallel where it
-        can), rows grouped ``batch_size`` at a time as a dict of columns (lists), each batch
-        given to a worker; yields each batch's result (any order)."""
+        """A dataset pass: each row is one batch (e.g. a chunk of image ids); ``prepare(row)``
+        makes it the worker's input (decode, resize: on CPUs, ahead of the workers, in parallel
+        where it can) and ``worker(prepared)`` its result; yields the results (any order)."""
         ...
 
     def close(self) -> None: ...
@@ -106,6 +112,8 @@ def open_executor(address: str | None) -> Executor:
 __all__ = [
     "RAY_EXTRA_MESSAGE",
     "Executor",
+    "Prepare",
+    "Row",
     "WorkerSpec",
     "open_executor",
 ]

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from wga.executors import WorkerSpec
+from wga.executors import Prepare, Row, WorkerSpec
+
+PREPARED_AHEAD = 2  # rows prepared (decoded, resized) while the worker runs the current one
 
 
 class LocalExecutor:
-    """Builds each :class:`WorkerSpec` once per call and feeds it every item in order.
+    """Builds each :class:`WorkerSpec` once per call (or takes the one the spec holds) and feeds
+    it every item in order.
 
-    In-process work is the reference the Ray executor must reproduce, so it does nothing
-    clever: no threads, no reordering (TensorFlow already uses every core for one batch).
+    In-process work is the reference the Ray executor must reproduce, so it does nothing clever
+    with the work itself: no reordering, one worker (the backend already uses every core for one
+    batch). The one overlap: :meth:`map_batches` prepares the next rows in a thread while the
+    worker runs (decoding is Pillow's, which releases the GIL).
     """
 
     name = "in-process"
@@ -28,19 +35,19 @@ class LocalExecutor:
             yield worker(item)
 
     def map_batches(
-        self,
-        rows: Sequence[dict[str, Any]],
-        prepare: Callable[[dict[str, Any]], dict[str, Any]],
-        spec: WorkerSpec,
-        *,
-        batch_size: int,
-        workers: int | None = None,
+        self, rows: Sequence[Row], prepare: Prepare, spec: WorkerSpec, *, workers: int | None = None
     ) -> Iterator[Any]:
         worker = spec.build()
-        size = max(1, int(batch_size))
-        for start in range(0, len(rows), size):
-            prepared = [prepare(row) for row in rows[start : start + size]]
-            yield worker(_columns(prepared))
+        with ThreadPoolExecutor(1, thread_name_prefix="wga-prepare") as pool:
+            pending: deque[Future[Row]] = deque()
+            try:
+                for index in range(len(rows)):
+                    while len(pending) <= PREPARED_AHEAD and index + len(pending) < len(rows):
+                        pending.append(pool.submit(prepare, rows[index + len(pending)]))
+                    yield worker(pending.popleft().result())
+            finally:
+                for future in pending:
+                    future.cancel()
 
     def close(self) -> None:
         return None
@@ -50,9 +57,3 @@ class LocalExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Rows → a dict of columns (lists), the batch shape Ray Data hands a worker."""
-    keys = list(rows[0]) if rows else []
-    return {key: [row[key] for row in rows] for key in keys}

@@ -6,9 +6,10 @@
   and the interrupted item is retried (``max_restarts`` / ``max_task_retries``).
 * :meth:`RayExecutor.map_batches` — Ray Data: the rows as a dataset, ``prepare`` (decode, resize)
   as parallel tasks, then ``map_batches`` with a callable class on an
-  :class:`~ray.data.ActorPoolStrategy` (``num_gpus=1`` per actor where the cluster has GPUs, so
-  ``batch_size`` is explicit). On a CPU-only cluster every CPU slot holds an actor, so decoding
-  runs inside the actors (a separate decode stage would find no free CPU and stall).
+  :class:`~ray.data.ActorPoolStrategy` (``num_gpus=1`` per actor where the cluster has GPUs), one
+  row a call: a row is already one batch (a chunk of images). On a CPU-only cluster every CPU
+  slot holds an actor, so decoding runs inside the actors (a separate decode stage would find no
+  free CPU and stall).
 
 Results travel back to the driver, which writes the files: nothing here needs a shared disk.
 """
@@ -20,7 +21,7 @@ import logging
 import os
 import pickle
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ import ray
 from ray.util import ActorPool
 
 from wga.errors import InvalidInput, Unavailable
-from wga.executors import WorkerSpec
+from wga.executors import Prepare, Row, WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +72,23 @@ class _Host:
 
 
 class _BatchHost:
-    """Ray Data's callable class: one worker per actor; a batch in, one pickled result out."""
+    """Ray Data's callable class: one worker per actor; one row in (Ray Data's batch of one,
+    prepared here unless a decode stage did it), one pickled result out."""
 
-    def __init__(
-        self,
-        spec: WorkerSpec,
-        prepare: Callable[[dict[str, Any]], dict[str, Any]] | None,
-    ) -> None:
+    def __init__(self, spec: WorkerSpec, prepare: Prepare | None) -> None:
         _quiet_worker()
         self._worker = spec.build()
         self._prepare = prepare
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        columns = {key: list(values) for key, values in batch.items()}
-        if self._prepare is not None:
-            count = len(next(iter(columns.values()), []))
-            rows = [self._prepare({k: v[i] for k, v in columns.items()}) for i in range(count)]
-            columns = {key: [row[key] for row in rows] for key in (rows[0] if rows else {})}
-        result = self._worker(columns)
+        row = {key: values[0] for key, values in batch.items()}
+        result = self._worker(self._prepare(row) if self._prepare is not None else row)
         out = np.empty(1, dtype=object)
         out[0] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         return {"result": out}
 
 
-def _prepare_row(row: dict[str, Any], prepare: Callable[[dict[str, Any]], dict[str, Any]]):
+def _prepare_row(row: Row, prepare: Prepare) -> Row:
     return prepare(row)
 
 
@@ -217,20 +211,14 @@ class RayExecutor:
 
     # -- Ray Data -------------------------------------------------------------------------------
     def map_batches(
-        self,
-        rows: Sequence[dict[str, Any]],
-        prepare: Callable[[dict[str, Any]], dict[str, Any]],
-        spec: WorkerSpec,
-        *,
-        batch_size: int,
-        workers: int | None = None,
+        self, rows: Sequence[Row], prepare: Prepare, spec: WorkerSpec, *, workers: int | None = None
     ) -> Iterator[Any]:
         if not rows:
             return
-        size = min(self._pool_size(spec, workers), max(1, -(-len(rows) // int(batch_size))))
+        size = min(self._pool_size(spec, workers), len(rows))
         resources = self._actor_resources(spec)
         dataset = ray.data.from_items(list(rows), override_num_blocks=_blocks(len(rows)))
-        fused_prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = prepare
+        fused_prepare: Prepare | None = prepare
         if "num_gpus" in resources:
             # GPUs do the model; the CPUs decode and resize ahead of them, in parallel tasks.
             dataset = dataset.map(_prepare_row, fn_kwargs={"prepare": prepare})
@@ -238,7 +226,7 @@ class RayExecutor:
         dataset = dataset.map_batches(
             _BatchHost,
             fn_constructor_args=(spec, fused_prepare),
-            batch_size=int(batch_size),
+            batch_size=1,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=size),  # Ray Data restarts dead actors
             runtime_env={"env_vars": _worker_env()},

@@ -34,16 +34,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import keras
 import numpy as np
 
 if TYPE_CHECKING:
-    from wga.models.loading import LoadedModel
+    from wga.models.layers import LayerInfo
     from wga.models.specs import ModelSpec
 
 log = logging.getLogger(__name__)
+
+
+class Loaded(Protocol):
+    """What surgery needs of a loaded model (:class:`wga.models.loading.LoadedModel`, which
+    calls surgery in turn: the type is stated here so that the two do not import each other)."""
+
+    spec: ModelSpec
+    model: keras.Model
+
+    @property
+    def name(self) -> str: ...
+    def layer(self, name: str) -> LayerInfo: ...
+    def spatial_model(self) -> keras.Model | None: ...
+
 
 ReluFactory = Callable[[str], Any]
 """Builds the layer that replaces a ReLU, given the original layer's name (a callable layer)."""
@@ -79,7 +93,7 @@ def cut(
     return keras.Model(inputs, [value(o) for o in outputs])
 
 
-def layer_model(loaded: LoadedModel, layer: str) -> tuple[keras.Model, int | None]:
+def layer_model(loaded: Loaded, layer: str) -> tuple[keras.Model, int | None]:
     """``loaded`` cut at ``layer`` for rendering, and the input side it insists on (``None``:
     any). Feature maps come from the free-size model; a class layer needs the whole network,
     which takes any size when it ends in global pooling (InceptionV3, ResNet50, fine-tuned runs)
@@ -100,7 +114,7 @@ def layer_model(loaded: LoadedModel, layer: str) -> tuple[keras.Model, int | Non
     return cut(source, layer), fixed_size
 
 
-def whole_model_at_any_size(loaded: LoadedModel) -> keras.Model | None:
+def whole_model_at_any_size(loaded: Loaded) -> keras.Model | None:
     """The whole model (class layer included) with a free input size, if its graph allows it."""
     model = loaded.model
     shape = tuple(model.inputs[0].shape)

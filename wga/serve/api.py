@@ -37,11 +37,11 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import wga
 from wga import paths
-from wga.errors import InvalidInput, NotFound, Unavailable, WgaError, closest_names
+from wga.errors import InvalidInput, NotFound, WgaError
 from wga.models import ModelRegistry
 from wga.serve.atlases import AtlasService
 from wga.serve.cache import parse_size
@@ -57,6 +57,7 @@ from wga.serve.http import (
 from wga.serve.http import integer as _integer
 from wga.serve.http import prefixed as _prefixed
 from wga.serve.http import reject_unknown as _reject_unknown
+from wga.serve.journal import JOURNAL_FOLDER
 from wga.serve.loading import ModelLoader
 from wga.serve.looks import LookService
 from wga.serve.probes import ProbeService
@@ -65,9 +66,6 @@ from wga.vis.estimate import layer_estimates
 from wga.vis.recipe import DEFAULT_SIZE, REQUEST_FIELDS, check_recipes, recipes_from_request
 from wga.vis.store import check_id
 from wga.vis.vectors import VectorStore, check_direction
-
-if TYPE_CHECKING:
-    from wga.models import LoadedModel
 
 __all__ = ["MAX_PRIORITY", "ModelLoader", "RenderService", "Response", "build_service"]
 
@@ -126,29 +124,14 @@ class RenderService:
             )
 
     # -- models ---------------------------------------------------------------------------------
-    def _model_name(self, name: Any) -> str:
-        """A registry name (never a path: the web must not open files by name)."""
-        names = self.registry.names()
-        if not isinstance(name, str) or name not in names:
-            raise NotFound(
-                f"unknown model {name!r}: {closest_names(str(name), names)} (GET /api/models)"
-            )
-        return name
-
     def list_models(self, request: dict[str, Any]) -> Response:
         models = self.registry.listing()
         default = next(model["name"] for model in models if model["default"])
         return Response(200, {"models": models, "default": default})
 
-    def _loaded(self, name: str) -> LoadedModel:
-        availability = self.registry.availability(name)
-        if not availability.available:
-            raise Unavailable(f"model {name!r} is not available: {availability.reason}")
-        return self.loader.get(name)
-
     def list_layers(self, request: dict[str, Any]) -> Response:
-        name = self._model_name(request["path"].get("model"))
-        loaded = self._loaded(name)
+        name = self.loader.registry_name(request["path"].get("model"))
+        loaded = self.loader.available(name)
         layers = []
         for info in loaded.layers():
             entry = info.as_dict()
@@ -206,8 +189,8 @@ class RenderService:
         if isinstance(fields.get("vector"), list):  # a direction sent inline: stored by its hash
             fields = {**fields, "vector": self.vectors.put(fields["vector"])}
         recipes = recipes_from_request(fields, units)  # 400 for any bad value, before loading
-        model = self._model_name(recipes[0].model)  # a registry name, never a path
-        loaded = self._loaded(model)
+        model = self.loader.registry_name(recipes[0].model)  # a registry name, never a path
+        loaded = self.loader.available(model)
         check_recipes(recipes, loaded)  # layer, unit range and objective against the model
         for recipe in recipes:
             if recipe.vector is not None:
@@ -250,7 +233,7 @@ class RenderService:
     def _filters(self, request: dict[str, Any]) -> tuple[str | None, str | None]:
         model, layer = query(request, "model"), query(request, "layer")
         if model is not None:
-            self._model_name(model)
+            self.loader.registry_name(model)
         if layer is not None and len(layer) > 200:
             raise InvalidInput("layer must be a layer name (at most 200 characters)")
         return model, layer
@@ -343,11 +326,13 @@ def build_service(
 ) -> RenderService:
     """The whole backend: registry, render queue over ``cache_dir/renders``, started."""
     registry = ModelRegistry(runs_dir)
+    queue_options.setdefault("journal", Path(cache_dir) / JOURNAL_FOLDER)  # accepted = kept
     queue = RenderQueue(Path(cache_dir) / paths.RENDERS_FOLDER, registry.load, **queue_options)
     service = RenderService(registry, queue.start())
     probes = ProbeService(cache_dir, service.loader)
     service.routes.update(probes.routes)  # wga.serve.probes
-    service.routes.update(AtlasService(service, probes=probes).routes)  # wga.serve.atlases
+    atlases = AtlasService(queue, service.loader, service.vectors, probes=probes)
+    service.routes.update(atlases.routes)  # wga.serve.atlases
     service.routes.update(LookService(cache_dir, probes, service.vectors).routes)  # serve.looks
     if preload:  # the default model is ready by the time the page asks for its layers
         service.loader.start(registry.default_name())
@@ -357,6 +342,8 @@ def build_service(
 def service_from_env() -> RenderService:
     """:func:`build_service` configured by the launcher's environment (``WGA_*`` variables).
 
+    ``$WGA_JOURNAL_SYNC``: seconds between the job journal's syncs to disk (default 1; ``0``:
+    every write; ``off``: no journal, a crash forgets the queue).
     ``$WGA_RENDER_NICE=N`` (opt-in) lowers the kernel's CPU priority first (its render threads
     inherit it), so that the gateway process serving the page and the polls answers first while a
     render runs. Not the default: on a machine busy with other work a niced kernel starves (its
@@ -377,4 +364,9 @@ def service_from_env() -> RenderService:
     ):
         if os.environ.get(variable):
             options[option] = kind(os.environ[variable])
+    sync = os.environ.get("WGA_JOURNAL_SYNC", "").strip().lower()  # seconds between fsyncs
+    if sync in ("off", "none"):  # no journal: a crash forgets the queue (benchmarks compare)
+        options["journal"] = None
+    elif sync:
+        options["journal_sync_s"] = float(sync)
     return build_service(paths.cache_dir(), paths.runs_dir(), **options)

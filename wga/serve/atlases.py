@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from wga.corpus.atlas import (
     ICONS_DIR,
     VECTORS_DIR,
     AtlasOptions,
+    IconRenderer,
     open_atlas,
 )
 from wga.corpus.atlas import icon_recipe as _icon_recipe
@@ -49,11 +50,49 @@ from wga.vis.store import RenderStore, render_id
 from wga.vis.vectors import VectorStore
 
 if TYPE_CHECKING:
-    from wga.serve.api import RenderService
+    from wga.models import LoadedModel
+    from wga.serve.loading import ModelLoader
     from wga.serve.probes import ProbeService
+    from wga.serve.queue import RenderQueue
 
 _NAME = re.compile(r"^[A-Za-z0-9_.+=-]{1,200}$")
 MAX_ICON_CELLS = 1024  # one request; a whole 80 × 80 level is asked for in pages of cells
+
+
+def queue_renderer(
+    queue: RenderQueue,
+    loaded: LoadedModel,
+    folder: str | os.PathLike[str],
+    vectors: VectorStore,
+    *,
+    priority: int = ICON_PRIORITY,
+    progress: bool = True,
+) -> IconRenderer:
+    """Icons through a running render queue (the server's, handed down to
+    :func:`wga.corpus.atlas.build_atlas`): the atlas's directions go into ``vectors`` (the store
+    the queue's renders read), the icons are rendered below a person's own renders and copied
+    from the render cache into the atlas's store ``folder/icons`` — the same ids and bytes as
+    :func:`wga.corpus.atlas.executor_renderer`. Returns each recipe's PNG path relative to
+    ``folder`` (``None`` for one that failed)."""
+
+    def render(recipes: Sequence[Any]) -> list[str | None]:
+        from tqdm.auto import tqdm
+
+        if not recipes:
+            return []
+        vectors.import_from(VectorStore(Path(folder) / VECTORS_DIR))
+        icons = RenderStore(Path(folder) / ICONS_DIR)
+        views = queue.submit_many(list(recipes), loaded.fingerprint, priority)
+        results: list[str | None] = []
+        with tqdm(total=len(views), unit="icon", disable=not progress, desc="icons") as bar:
+            for view in views:
+                final = queue.wait(view["id"], timeout=7 * 24 * 3600.0)
+                done = final["status"] == "done" and icons.adopt(queue.cache, view["id"])
+                results.append(f"{ICONS_DIR}/{view['id']}.png" if done else None)
+                bar.update(1)
+        return results
+
+    return render
 
 
 def options_of(atlas: dict[str, Any]) -> AtlasOptions:
@@ -73,19 +112,22 @@ def options_of(atlas: dict[str, Any]) -> AtlasOptions:
 
 
 class AtlasService:
-    """The atlas endpoints over a folder of atlases and a :class:`RenderService`'s queue."""
+    """The atlas endpoints over a folder of atlases, the server's render queue and model loader,
+    and the vector store its renders read."""
 
     def __init__(
         self,
-        service: RenderService,
+        queue: RenderQueue,
+        loader: ModelLoader,
+        vectors: VectorStore,
         folder: str | os.PathLike[str] | None = None,
-        vectors: VectorStore | None = None,
         probes: ProbeService | None = None,
     ) -> None:
-        self.service = service
+        self.queue = queue
+        self.loader = loader
         self.probes = probes
         self.folder = Path(folder) if folder is not None else atlases_dir()
-        self.vectors = vectors or service.vectors
+        self.vectors = vectors
         self._imported: set[Path] = set()
         self._lock = threading.Lock()
 
@@ -192,7 +234,7 @@ class AtlasService:
 
     def _publish(self, folder: Path, render: str) -> bool:
         """Copy an icon the CLI rendered into the render cache; whether the cache has it now."""
-        return self.service.queue.cache.adopt(RenderStore(folder / ICONS_DIR), render)
+        return self.queue.cache.adopt(RenderStore(folder / ICONS_DIR), render)
 
     def _cell_view(
         self, folder: Path, atlas: dict[str, Any], options: AtlasOptions, cell: dict[str, Any]
@@ -201,7 +243,7 @@ class AtlasService:
         if cell.get("direction"):
             render = self._icon_id(atlas, options, cell["direction"])
             if self._publish(folder, render):
-                url = f"{self.service.queue.public_url}{render}.png"
+                url = f"{self.queue.public_url}{render}.png"
         return {
             "i": cell["i"],
             "j": cell["j"],
@@ -290,8 +332,8 @@ class AtlasService:
                 chosen.append(by_place[key])
         chosen = chosen[:MAX_ICON_CELLS]
         options = options_of(atlas)
-        model = self.service._model_name(atlas["model"])
-        loaded = self.service._loaded(model)
+        model = self.loader.registry_name(atlas["model"])
+        loaded = self.loader.available(model)
         if loaded.fingerprint != atlas["model_fingerprint"]:
             raise InvalidInput(
                 f"atlas {name!r} was made with other weights of {model!r} than the server has: "
@@ -301,9 +343,7 @@ class AtlasService:
         for recipe in recipes:
             self._publish(folder, render_id(recipe, loaded.fingerprint))
         views = (
-            self.service.queue.submit_many(
-                recipes, loaded.fingerprint, priority, client_key(request)
-            )
+            self.queue.submit_many(recipes, loaded.fingerprint, priority, client_key(request))
             if recipes
             else []
         )

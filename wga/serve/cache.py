@@ -116,8 +116,12 @@ class RenderCache(RenderStore):
         max_bytes: int = DEFAULT_CACHE_MAX,
         grace_s: float = DEFAULT_GRACE_S,
         public_url: str = PUBLIC_URL,
+        resuming: Container[str] = (),
     ) -> None:
+        """``resuming``: ids of jobs a previous server accepted that this one takes over (from
+        its journal): their state files stay, so a page polling them never sees a 404."""
         super().__init__(directory, writer, public_url=public_url)
+        self._resuming = resuming
         self.max_bytes = max_bytes
         self.grace_ns = int(grace_s * 1e9)
         self._lock = threading.Lock()
@@ -138,6 +142,20 @@ class RenderCache(RenderStore):
             records = [entry.record for entry in self._index.values()]
         found = select(records, model, layer, limit)
         return [view_from_record(record, self.public_url) for record in found]
+
+    def last_view(self, render: str) -> dict[str, Any] | None:
+        """A finished render's view, or the last state of a job that failed or was cancelled
+        (its state file stays, so a restarted server still answers what became of it)."""
+        view = self.view(render)
+        if view is not None:
+            return view
+        try:
+            record = json.loads(self.state_path(render).read_text())
+        except (OSError, ValueError):
+            return None
+        if record.get("status") not in ("failed", "cancelled"):
+            return None
+        return view_from_record({**record, "id": render}, self.public_url)
 
     def usage(self) -> dict[str, int]:
         with self._lock:
@@ -245,6 +263,7 @@ class RenderCache(RenderStore):
     def _load(self) -> None:
         """Index the folder; remove what a previous server left half-done."""
         pid = os.getpid()
+        resuming = self._resuming
         for path in self.directory.iterdir():
             if TEMP_MARK in path.name:
                 path.unlink(missing_ok=True)
@@ -261,8 +280,8 @@ class RenderCache(RenderStore):
                 record.setdefault("id", path.stem)
                 size = _size(path) + (0 if ended else _size(self.png_path(path.stem)))
                 self._add(path.stem, Entry(record, size, mtime_ns(path) or 0))
-            elif status in LIVE and _alive(record.get("server"), pid):
-                continue  # another server on this folder is rendering it
+            elif status in LIVE and (_alive(record.get("server"), pid) or path.stem in resuming):
+                continue  # another server on this folder is rendering it, or we take it over
             else:
                 path.unlink(missing_ok=True)  # died with the previous server, or broken
         for path in self.directory.glob("*.png"):

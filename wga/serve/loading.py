@@ -10,9 +10,9 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from wga.errors import Unavailable, WgaError
+from wga.errors import NotFound, Unavailable, WgaError, closest_names
 
 if TYPE_CHECKING:
     from wga.models import LoadedModel, ModelRegistry
@@ -77,6 +77,23 @@ class ModelLoader:
             raise Unavailable(
                 f"model {name!r} could not be loaded ({type(error).__name__}: {error})"
             ) from error
+
+    def registry_name(self, name: Any) -> str:
+        """``name`` if the registry has it (never a path: the web must not open files by name)."""
+        names = self.registry.names()
+        if not isinstance(name, str) or name not in names:
+            raise NotFound(
+                f"unknown model {name!r}: {closest_names(str(name), names)} (GET /api/models)"
+            )
+        return name
+
+    def available(self, name: str) -> LoadedModel:
+        """The registry model ``name``, loaded: 503 when it cannot be (no weights here) or is
+        still loading."""
+        availability = self.registry.availability(name)
+        if not availability.available:
+            raise Unavailable(f"model {name!r} is not available: {availability.reason}")
+        return self.get(name)
 
     def loaded(self) -> list[str]:
         with self._lock:

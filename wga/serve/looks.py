@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wga.errors import InvalidInput, NotFound, WgaError, closest_names
+from wga.paths import LOOKS_FOLDER
 from wga.serve.http import Response, json_body, query, query_int
 from wga.serve.uploads import Uploads, check_upload_id, decode_body
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOOKS_FOLDER = "looks"  # under the static folder: uploads/ (the images)
+UPLOADS_FOLDER = "uploads"  # under the cache's looks/ folder (served at /public/looks/)
 MAX_TOP, MAX_GROUPS, MAX_K = 64, 16, 100
 DEFAULT_SIMILAR = 12
 KEPT_VIEWS = 64  # finished views kept in memory for the next request
@@ -57,14 +58,14 @@ class LookService:
 
     def __init__(
         self,
-        static_dir: str | Path,
+        cache_dir: str | Path,
         probes: ProbeService,
         vectors: VectorStore | None = None,
     ) -> None:
-        self.static_dir = Path(static_dir)
+        self.cache_dir = Path(cache_dir)
         self.probes = probes
         self.vectors = vectors
-        self.uploads = Uploads(self.static_dir / LOOKS_FOLDER / "uploads")
+        self.uploads = Uploads(self.cache_dir / LOOKS_FOLDER / UPLOADS_FOLDER)
         self._work = ThreadPoolExecutor(1, thread_name_prefix="wga-look")
         self._lock = threading.Lock()
         self._pending: dict[tuple[Any, ...], Future[dict[str, Any]]] = {}
@@ -243,7 +244,8 @@ class LookService:
         picture = picture_from(path, index_rule(index), file=f"upload {upload}")
         seen = self._look(index, picture, options)
         view = seen.as_dict(unit_maps=True)
-        view["image"].update({"upload": upload, "file": None, "image_url": None})
+        image_url = f"/public/{LOOKS_FOLDER}/{UPLOADS_FOLDER}/{path.name}"
+        view["image"].update({"upload": upload, "file": None, "image_url": image_url})
         view["similar"] = {}
         for layer in seen.seen:
             found: dict[str, Any] = {}

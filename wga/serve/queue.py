@@ -18,6 +18,14 @@ Here: the worker loop (one thread per device), snapshots every ``snapshot_interv
 Retry-After), and healing (any exception fails only the jobs it concerns; a worker that died
 anyway is restarted on the next request).
 
+With a ``journal`` folder (:mod:`wga.serve.journal`; the server's is ``<cache>/journal``) every
+accepted job is written there before :meth:`submit_many` returns, and every change of who wants
+it and how it ended; :meth:`start` queues again what a killed server had accepted and not
+finished, with its priority, clients and creation time, in the order it came. A running batch
+whose engine can save its exact state (``checkpoint(index)`` / ``restore(state)``) saves it every
+``checkpoint_interval_s``, so its jobs resume where they were; others start again (the engine is
+deterministic: the same bytes either way).
+
 Nothing here prints: inside a kernel-gateway kernel a worker's stdout would land in whatever HTTP
 response is being written at that moment.
 """
@@ -37,9 +45,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from wga.errors import InvalidInput, NotFound, Unavailable, WgaError
 from wga.serve.cache import DEFAULT_CACHE_MAX, DEFAULT_GRACE_S, RenderCache
 from wga.serve.jobs import DEFAULT_CLIENT, LIVE, Job, JobStatus, JobTable, RecipeLike
-from wga.serve.scheduler import DEFAULT_MAX_BATCH, BatchBudget, Scheduler
+from wga.serve.journal import DEFAULT_SYNC_INTERVAL_S, Entry, Journal, Replayed
+from wga.serve.scheduler import Scheduler
+from wga.vis.budget import DEFAULT_MAX_BATCH, BatchBudget, detect_devices
 from wga.vis.estimate import StepClock
-from wga.vis.store import PUBLIC_URL, PngWriter, check_id, render_id
+from wga.vis.store import PUBLIC_URL, PngWriter, check_id, render_id, render_view
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,6 +64,7 @@ DEFAULT_MAX_PENDING = 2048  # live jobs (queued + running + parked) in all befor
 DEFAULT_MAX_PER_CLIENT = 1024  # live jobs of one client before 429 (a full grid request)
 DEFAULT_SNAPSHOT_INTERVAL_S = 0.5  # how often a running job's PNG and state are rewritten
 DEFAULT_CHUNK_STEPS = 1  # steps between pre-emption checks: a better job waits ≤ 1 step
+DEFAULT_CHECKPOINT_INTERVAL_S = 10.0  # how often a running batch's exact state is saved
 STATUS_WRITE_INTERVAL_S = 0.25  # the status file is rewritten at most this often
 
 
@@ -72,6 +83,25 @@ class BatchLike(Protocol):
 
 ModelLoader = Callable[[str], "LoadedModel"]
 BatchFactory = Callable[["LoadedModel", Sequence[Any]], BatchLike]
+RecipeFactory = Callable[[dict[str, Any]], RecipeLike]
+
+
+def recipe_from_dict(fields: dict[str, Any]) -> RecipeLike:
+    """A journalled recipe (its ``as_dict()``) as a :class:`wga.vis.recipe.Recipe` again, through
+    the one path every request takes."""
+    from wga.vis.recipe import recipes_from_request
+
+    return recipes_from_request(fields)[0]
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """A journalled recipe this version cannot read back: enough to answer its failure."""
+
+    fields: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.fields)
 
 
 class AlreadyFinished(WgaError):
@@ -99,6 +129,7 @@ class _Active:
     jobs: list[Job]
     last_snapshot: float = 0.0
     snapshots: int = 0
+    last_checkpoint: float = field(default_factory=time.monotonic)
 
     def live(self) -> list[tuple[int, Job]]:
         return [(i, job) for i, job in enumerate(self.jobs) if job.live]
@@ -127,22 +158,6 @@ class _Worker:
         }
 
 
-def detect_devices() -> list[str | None]:
-    """One worker per GPU when there are GPUs, else one CPU worker (TensorFlow); on JAX and
-    PyTorch one worker on the backend's default device."""
-    from wga.vis.backends import backend_name
-
-    if backend_name() != "tensorflow":
-        return [None]
-    try:
-        import tensorflow as tf  # lazy: the queue's tests and `wga --help` need no TensorFlow
-
-        gpus = tf.config.list_logical_devices("GPU")
-    except Exception:  # no TensorFlow, or it cannot list devices: the CPU still works
-        gpus = []
-    return [gpu.name for gpu in gpus] or ["/CPU:0"]
-
-
 class RenderQueue:
     """A priority queue of render jobs served by one worker thread per device.
 
@@ -169,14 +184,27 @@ class RenderQueue:
         cache_max: int = DEFAULT_CACHE_MAX,
         grace_s: float = DEFAULT_GRACE_S,
         public_url: str = PUBLIC_URL,
+        journal: str | os.PathLike[str] | None = None,
+        journal_sync_s: float = DEFAULT_SYNC_INTERVAL_S,
+        recipe_factory: RecipeFactory = recipe_from_dict,
+        checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
     ) -> None:
         if min(max_batch, max_pending, max_per_client, chunk_steps) < 1:
             raise InvalidInput(
                 "max_batch, max_pending, max_per_client and chunk_steps must be at least 1"
             )
         self.public_url = public_url
+        self.journal: Journal | None = None
+        self._replayed = Replayed()
+        if journal is not None:  # first: the cache keeps the state files of jobs taken over
+            self.journal, self._replayed = Journal.open(journal, journal_sync_s)
         self.cache = RenderCache(
-            cache_dir, png_writer, max_bytes=cache_max, grace_s=grace_s, public_url=public_url
+            cache_dir,
+            png_writer,
+            max_bytes=cache_max,
+            grace_s=grace_s,
+            public_url=public_url,
+            resuming={entry.id for entry in self._replayed.live},
         )
         self.table = JobTable()
         self.scheduler = Scheduler(BatchBudget(max_batch, max_batch_pixels))
@@ -197,6 +225,9 @@ class RenderQueue:
         self._batch_seconds = 5.0  # running mean of a batch's duration, for Retry-After
         self._status_due: threading.Timer | None = None
         self._status_written = 0.0
+        self._recipe_factory = recipe_factory
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.recovered = 0  # jobs queued again from a previous server's journal
 
     @property
     def max_batch(self) -> int:
@@ -217,6 +248,9 @@ class RenderQueue:
             self._stopping = False
             for index, device in enumerate(self._devices):
                 self._workers.append(_Worker(f"wga-render-{index}", device))
+            if self.journal is not None:
+                self._recover(self._replayed)
+                self._replayed = Replayed()
         if self._batch_factory is None:
             from wga.quiet import quiet_keras  # imports Keras: only for the real engine
 
@@ -251,6 +285,51 @@ class RenderQueue:
         for worker in self._workers:
             if worker.thread is not None:
                 worker.thread.join(timeout)
+        if self.journal is not None:
+            self.journal.close()  # live jobs stay in it: the next server takes them over
+
+    def _recover(self, replayed: Replayed) -> None:
+        """Queue again what a previous server accepted and did not finish (under the lock)."""
+        for entry in replayed.ended:  # a cancelled job stays cancelled, also in its state file
+            if self.cache.last_view(entry.id) is None:
+                view = render_view(
+                    entry.id,
+                    entry.recipe,
+                    status=entry.status,
+                    progress=0.0,
+                    error=entry.error,
+                    priority=entry.priority,
+                    created=entry.created,
+                    started=None,
+                    finished=None,
+                    public_url=self.public_url,
+                )
+                self.cache.discard(view)
+        assert self.journal is not None
+        for entry in replayed.live:
+            if self.cache.lookup(entry.id):  # finished just before the crash
+                self.journal.end(entry.id, "done")
+                continue
+            try:
+                recipe = self._recipe_factory(dict(entry.recipe))
+                if render_id(recipe, entry.fingerprint) != entry.id:
+                    raise InvalidInput("its recipe reads differently in this version of wga")
+            except (WgaError, TypeError) as error:
+                job = self.table.add(
+                    entry.id, _Unreadable(entry.recipe), entry.fingerprint, 0, entry.client
+                )
+                self._finish(job, "failed", f"could not resume it after a restart: {error}")
+                self.cache.discard(job.view(self.public_url))
+                continue
+            job = self.table.add(entry.id, recipe, entry.fingerprint, entry.priority, entry.client)
+            job.holders = set(entry.holders) or {entry.client}
+            job.created = entry.created
+            job.checkpoint = self.journal.load_checkpoint(entry.id)
+            job.solo = job.checkpoint is not None  # resumed alone: its steps are its own
+            self.cache.write_state(job.view(self.public_url))
+            self.recovered += 1
+        if self.recovered:
+            log.info("queued %d render(s) again that a previous server accepted", self.recovered)
 
     # -- requests ---------------------------------------------------------------------------
     def submit(
@@ -287,14 +366,15 @@ class RenderQueue:
         with self._wake:
             self._ensure_workers()
             self._check_room([r for r in dict.fromkeys(ids) if r not in records], client)
-            views, new = [], []
+            views, new, held = [], [], []
             for recipe, render, weights, urgency in zip(
                 recipes, ids, fingerprints, priorities, strict=True
             ):
-                view, job = self._admit(recipe, render, weights, urgency, client, records)
+                view, job = self._admit(recipe, render, weights, urgency, client, records, held)
                 views.append(view)
                 if job is not None:
                     new.append(job)
+            self._journal_admitted(new, held, client)
             for job in new:  # the fast path knows the job before the client polls it
                 self.cache.write_state(job.view(self.public_url))
             self._wake.notify_all()
@@ -321,15 +401,25 @@ class RenderQueue:
             )
 
     def _admit(
-        self, recipe: Any, render: str, weights: str, urgency: int, client: str, records: dict
+        self,
+        recipe: Any,
+        render: str,
+        weights: str,
+        urgency: int,
+        client: str,
+        records: dict,
+        held: list[Job],
     ) -> tuple[dict[str, Any], Job | None]:
-        """One recipe of a submission (under the lock): its view, and its job if new."""
+        """One recipe of a submission (under the lock): its view, and its job if new; a live
+        job that gained a client or urgency goes to ``held``."""
         if render in records:
             self.table.counts["cache_hits"] += 1
             self.cache.touch(render)  # the page loads it next: not the one to evict now
             return records[render], None
         job = self.table.get(render)
         if job is not None and job.live:
+            if client not in job.holders or urgency > job.priority:
+                held.append(job)
             job.holders.add(client)
             if urgency > job.priority:  # a more urgent request for the same image
                 job.priority = urgency
@@ -340,6 +430,38 @@ class RenderQueue:
             return job.view(self.public_url), None
         job = self.table.add(render, recipe, weights, urgency, client)
         return job.view(self.public_url), job
+
+    def _journal_admitted(self, new: list[Job], held: list[Job], client: str) -> None:
+        """Write the accepted jobs to the journal before anyone hears of them (under the lock);
+        if that fails, the request fails (503) and its new jobs are forgotten."""
+        if self.journal is None:
+            return
+        try:
+            self.journal.add(
+                [
+                    Entry(
+                        job.id,
+                        job.recipe.as_dict(),
+                        job.fingerprint,
+                        job.priority,
+                        job.client,
+                        sorted(job.holders),
+                        job.created,
+                        job.seq,
+                    )
+                    for job in new
+                ]
+            )
+            for job in held:
+                self.journal.hold(job.id, client, job.priority)
+        except OSError as error:
+            for job in new:
+                self.table.finish(job, "failed", "not accepted: the job journal is not writable")
+            raise Unavailable(
+                f"the server cannot write its job journal ({error}); free disk space in the "
+                "cache folder, then retry",
+                retry_after=30,
+            ) from None
 
     def _reusable(self, render: str) -> bool:
         job = self.table.get(render)
@@ -356,7 +478,7 @@ class RenderQueue:
             job = self.table.get(render)
             if job is not None:
                 return job.view(self.public_url)
-        view = self.cache.view(render)
+        view = self.cache.last_view(render)
         if view is None:
             raise NotFound(
                 f"no render with id {render!r}: it was never requested here, or its files were "
@@ -402,6 +524,8 @@ class RenderQueue:
                 job.holders.discard(client)
                 if job.holders:
                     released += 1
+                    if self.journal is not None:
+                        self.journal.release(job.id, client)
                     continue
                 self._finish(job, "cancelled")
                 cancelled.append(job.view(self.public_url))
@@ -480,6 +604,12 @@ class RenderQueue:
     # -- bookkeeping (under the lock) ------------------------------------------------------
     def _finish(self, job: Job, status: JobStatus, error: str | None = None) -> None:
         self.table.finish(job, status, error)
+        job.checkpoint = None
+        if self.journal is not None:
+            try:
+                self.journal.end(job.id, status, error)
+            except OSError as problem:  # the job has ended anyway; a restart may redo it
+                log.warning("could not journal the end of render %s: %s", job.id, problem)
 
     def _fail(self, jobs: Sequence[Job], error: BaseException) -> None:
         message = str(error) if isinstance(error, WgaError) else f"{type(error).__name__}: {error}"
@@ -570,6 +700,8 @@ class RenderQueue:
         try:
             with self._device(worker):
                 batch = factory(loaded, [job.recipe for job in jobs])
+                if len(jobs) == 1 and jobs[0].checkpoint is not None:
+                    batch = self._resumed(factory, loaded, jobs[0], batch)
         except Exception:
             if len(jobs) == 1:
                 raise
@@ -582,6 +714,21 @@ class RenderQueue:
                 self._wake.notify_all()
             return None
         return _Active(batch, jobs)
+
+    def _resumed(self, factory: BatchFactory, loaded: Any, job: Job, batch: Any) -> Any:
+        """``batch`` continued from the job's checkpoint (a restart's); a fresh one when the
+        engine cannot restore it."""
+        state, job.checkpoint = job.checkpoint, None
+        restore = getattr(batch, "restore", None)
+        if restore is None:
+            return batch
+        try:
+            restore(state)
+        except Exception as error:  # e.g. saved by another version: start again
+            log.warning("render %s could not resume from its checkpoint: %s", job.id, error)
+            return factory(loaded, [job.recipe])
+        job.progress = min(1.0, batch.steps_done / max(1, batch.total_steps))
+        return batch
 
     def _run(self, worker: _Worker, payload: _Active | list[Job]) -> None:
         started = time.monotonic()
@@ -637,6 +784,24 @@ class RenderQueue:
         active.snapshots += 1
         active.last_snapshot = time.monotonic()
         self._publish_states([job for _, job in items])
+        if active.last_snapshot - active.last_checkpoint >= self.checkpoint_interval_s:
+            self._checkpoint(active, items)
+
+    def _checkpoint(self, active: _Active, items: list[tuple[int, Job]]) -> None:
+        """Save each live element's exact state beside the journal (when the engine can)."""
+        checkpoint = getattr(active.batch, "checkpoint", None)
+        active.last_checkpoint = time.monotonic()
+        if self.journal is None or checkpoint is None:
+            return
+        for index, job in items:
+            try:
+                self.journal.save_checkpoint(job.id, checkpoint(index))
+            except Exception as error:  # no checkpoint: after a crash it starts again
+                log.warning("could not save a checkpoint of render %s: %s", job.id, error)
+        with self._lock:  # a job that ended meanwhile must not keep its checkpoint
+            for _, job in items:
+                if not job.live and self.journal is not None:
+                    self.journal.drop_checkpoint(job.id)
 
     def _finalise(self, active: _Active) -> None:
         images = active.batch.images()

@@ -12,7 +12,7 @@ The queue calls it under its lock.
   weights) join its batch, taken from every waiting client in turn, up to the batch limit.
 * **One batch cap.** A batch is bounded by one memory budget, in pixels, per device kind (GPUs
   hold more than CPUs; on a CPU large batches measured slower per unit), and by ``max_units``,
-  the grid window (how many previews a page has in flight).
+  the grid window (how many previews a page has in flight): :class:`wga.vis.budget.BatchBudget`.
 * **Pre-emption.** A running batch yields when better-ranked work waits (by priority and size
   only: taking turns never pre-empts, which would thrash) that no idle worker will take, or when
   one of its own parked batches ranks better.
@@ -25,34 +25,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from wga.serve.jobs import Job
+from wga.vis.budget import BatchBudget
 
-DEFAULT_MAX_BATCH = 32  # units per batch: the page's grid window (wga/serve/page/js/grid.js)
-GPU_BATCH_PIXELS = 64 * 128 * 128  # per batch: 32 × 64 px, 20 × 224 px, 1 × 1024 px
-# On a CPU the step is compute- and memory-bound: batches above ~16 previews measured slower per
-# unit than single renders (benchmarks/queue_speed.py on 2 cores), so CPU workers batch less.
-CPU_BATCH_PIXELS = 16 * 64 * 64
 SERVED_REMEMBERED = 4096  # clients whose last turn is remembered (older, idle ones are dropped)
 
 Order = tuple[int, int, int, int]
 Task = tuple[Literal["resume"], int] | tuple[Literal["new"], list[Job]]
-
-
-@dataclass
-class BatchBudget:
-    """How many images of a size one batch may hold on a device: one pixel budget per device
-    kind (``pixels`` overrides both), and at most ``max_units`` images."""
-
-    max_units: int = DEFAULT_MAX_BATCH
-    pixels: int | None = None
-
-    def device_pixels(self, device: str | None) -> int:
-        if self.pixels is not None:
-            return self.pixels
-        on_cpu = device is not None and "CPU" in device.upper()
-        return CPU_BATCH_PIXELS if on_cpu else GPU_BATCH_PIXELS
-
-    def limit(self, size: int, device: str | None = None) -> int:
-        return max(1, min(self.max_units, self.device_pixels(device) // (size * size)))
 
 
 def rank(job: Job) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -281,15 +282,12 @@ def _write_predictions(
 
 
 def _evaluate_splits(
-    model: keras.Model,
     dataset: ImageDataset,
     out: Path,
-    size: int,
-    preprocessing: str,
-    batch: int,
+    predict_split: Callable[[list[str], np.ndarray], np.ndarray],
 ) -> tuple[dict[str, tuple[list[str], np.ndarray, np.ndarray]], dict[str, Any]]:
-    """Predictions (paths, labels, probabilities) and metrics of val and test; each split's
-    confusion plot and predictions CSV written into ``out``."""
+    """Predictions (paths, labels, probabilities: ``predict_split(paths, labels)``) and metrics
+    of val and test; each split's confusion plot and predictions CSV written into ``out``."""
     classes = dataset.classes
     majority = int(dataset.class_counts("train").argmax())
     splits: dict[str, Any] = {}
@@ -298,15 +296,7 @@ def _evaluate_splits(
         if split not in dataset.splits:
             continue
         paths, labels = dataset.files(split)
-        probabilities = predict(
-            model,
-            paths,
-            labels,
-            num_classes=len(classes),
-            size=size,
-            preprocessing=preprocessing,
-            batch=batch,
-        )
+        probabilities = predict_split(paths, labels)
         results[split] = (paths, labels, probabilities)
         splits[split] = classification_metrics(labels, probabilities, classes, majority)
         plot_confusion(
@@ -342,7 +332,12 @@ def evaluate_run(
     """Evaluate on val and test, write plots, contact sheets and ``metrics.json``; return it."""
     out = Path(out)
     classes = dataset.classes
-    results, splits = _evaluate_splits(model, dataset, out, size, preprocessing, batch)
+
+    def predict_split(paths: list[str], labels: np.ndarray) -> np.ndarray:
+        options = {"size": size, "preprocessing": preprocessing, "batch": batch}
+        return predict(model, paths, labels, num_classes=len(classes), **options)
+
+    results, splits = _evaluate_splits(dataset, out, predict_split)
     log_path = out / LOG_FILE
     if log_path.exists():
         plot_training_curves(

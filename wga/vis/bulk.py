@@ -61,15 +61,16 @@ class RenderTask:
 class RendererWorker:
     """One renderer: the model loaded once, then any number of same-key recipe batches.
 
-    Built inside each worker (a Ray actor, or this process) from picklable arguments: a model
-    name (registry name, run name, or a ``.keras`` path every worker can read). Directions that
-    come with a task go into a vector store of the worker's own (a temporary folder).
+    Built inside each worker (a Ray actor) from picklable arguments: a model name (registry
+    name, run name, or a ``.keras`` path every worker can read); in this process around the
+    driver's loaded model. Directions that come with a task go into a vector store of the
+    worker's own (a temporary folder).
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str | LoadedModel) -> None:
         from wga.models import default_registry
 
-        self.loaded = default_registry().load(model)
+        self.loaded = default_registry().load(model) if isinstance(model, str) else model
         self._store_dir: tempfile.TemporaryDirectory[str] | None = None
         self._store: VectorStore | None = None
 
@@ -93,9 +94,11 @@ class RendererWorker:
         return [(recipe, images[i], batch.metadata(i)) for i, recipe in enumerate(batch.recipes)]
 
 
-def renderer_spec(model: str) -> WorkerSpec:
-    """The :class:`WorkerSpec` of a renderer (also what atlas icons run on)."""
-    return WorkerSpec(RendererWorker, (model,), gpu=True)
+def renderer_spec(model: str, loaded: LoadedModel | None = None) -> WorkerSpec:
+    """The :class:`WorkerSpec` of a renderer of ``model`` (also what atlas icons run on); with
+    ``loaded``, the in-process worker renders on it (no second copy of the model)."""
+    here = RendererWorker(loaded) if loaded is not None else None
+    return WorkerSpec(RendererWorker, (model,), gpu=True, here=here)
 
 
 def tasks(
@@ -127,14 +130,17 @@ def render_batches(
     batch: int = DEFAULT_BULK_BATCH,
     workers: int | None = None,
     vectors: VectorStore | None = None,
+    loaded: LoadedModel | None = None,
 ) -> Iterator[list[Rendered]]:
     """Render ``recipes`` on ``executor``; yields each task's images as it finishes (any order).
 
     The seam for every caller that renders many recipes of one model (bulk render, atlas icons);
     directions are read from ``vectors`` (default: the shared store) and travel with the tasks.
+    ``loaded``: the driver's copy of ``model``, which an in-process executor renders on.
     """
     work = tasks(recipes, batch, vectors)
-    yield from executor.map_unordered(renderer_spec(model), work, workers=workers)
+    spec = renderer_spec(model, loaded)
+    yield from executor.map_unordered(spec, work, workers=workers)
 
 
 @dataclass
@@ -171,6 +177,7 @@ def _copy(source: Path, target: Path) -> None:
 
 def _render(
     executor: Executor,
+    loaded: LoadedModel,
     todo: Sequence[Recipe],
     save: Callable[[Recipe, np.ndarray, dict[str, Any]], None],
     *,
@@ -188,8 +195,8 @@ def _render(
     started = time.monotonic()
     model, desc = todo[0].model, f"{todo[0].layer} on {executor.name}"
     with tqdm(total=len(todo), unit="unit", disable=not progress, desc=desc) as bar:
-        work = render_batches(executor, model, todo, batch=batch, workers=workers, vectors=vectors)
-        for finished in work:
+        options = {"batch": batch, "workers": workers, "vectors": vectors, "loaded": loaded}
+        for finished in render_batches(executor, model, todo, **options):
             for recipe, image, metadata in finished:
                 save(recipe, image, metadata)
             bar.update(len(finished))
@@ -210,8 +217,9 @@ def bulk_render(
     vectors: VectorStore | None = None,
 ) -> BulkResult:
     """Render what is missing of ``recipes`` into ``out_dir`` (and ``store``); see the module
-    docstring. ``loaded`` is the driver's copy of the model: its fingerprint names the
-    weights in ids and metadata (workers load the model by ``recipes[0].model`` themselves)."""
+    docstring. ``loaded`` is the driver's copy of the model: its fingerprint names the weights
+    in ids and metadata, and an in-process executor renders on it (remote workers load the model
+    by ``recipes[0].model`` themselves)."""
     from wga.vis.png import save_png
 
     folder = Path(out_dir)
@@ -238,7 +246,7 @@ def bulk_render(
         result.rendered += 1
 
     options = {"batch": batch, "workers": workers, "progress": progress, "vectors": vectors}
-    result.seconds = _render(executor, todo, save, **options)
+    result.seconds = _render(executor, loaded, todo, save, **options)
     return result
 
 
@@ -273,5 +281,5 @@ def store_render(
         result.rendered += 1
 
     options = {"batch": batch, "workers": workers, "progress": progress, "vectors": vectors}
-    result.seconds = _render(executor, list(todo.values()), save, **options)
+    result.seconds = _render(executor, loaded, list(todo.values()), save, **options)
     return result

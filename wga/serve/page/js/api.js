@@ -369,5 +369,29 @@
     return `The backend answered ${response.status} ${response.statusText || ""}`.trim();
   }
 
-  wga.api = { Api, ApiError, sleep, backoffDelay, normaliseBase };
+  /* Load an image; a failure is retried with backoff (`retries` times), because a backend that
+   * restarts answers nothing for a while and then serves the same file again (accepted renders
+   * survive a restart). Resolves with the loaded <img>, rejects after the last try. */
+  function loadImage(src, { retries = 0 } = {}) {
+    return new Promise((resolve, reject) => {
+      let attempt = 0;
+      const tryOnce = () => {
+        const probe = new Image();
+        probe.onload = () => resolve(probe);
+        probe.onerror = () => {
+          if (attempt >= retries) {
+            reject(new Error(`the image ${src} could not be loaded`));
+            return;
+          }
+          setTimeout(tryOnce, backoffDelay(attempt++));
+        };
+        probe.src = src;
+      };
+      tryOnce();
+    });
+  }
+
+  const FINAL_IMAGE_RETRIES = 6; // ~30 s of backoff: longer than a backend's restart
+
+  wga.api = { Api, ApiError, sleep, backoffDelay, normaliseBase, loadImage, FINAL_IMAGE_RETRIES };
 })();

@@ -164,21 +164,23 @@
       }
       if (this._pending === src) return;
       this._pending = src;
-      const probe = new Image();
-      probe.onerror = () => {
-        if (this._pending === src && onShown) this._fail(`the image ${src} could not be loaded`);
-      };
-      probe.onload = () => {
-        if (this._pending !== src) return;
-        this.img.src = src;
-        if (size) {
-          this.img.width = size;
-          this.img.height = size;
-        }
-        this.img.toggleAttribute("data-small", placeholder || size < 512);
-        if (onShown) onShown();
-      };
-      probe.src = src;
+      // A final image is waited for through a backend restart; a snapshot is just skipped.
+      const retries = onShown ? wga.api.FINAL_IMAGE_RETRIES : 0;
+      wga.api.loadImage(src, { retries }).then(
+        () => {
+          if (this._pending !== src) return;
+          this.img.src = src;
+          if (size) {
+            this.img.width = size;
+            this.img.height = size;
+          }
+          this.img.toggleAttribute("data-small", placeholder || size < 512);
+          if (onShown) onShown();
+        },
+        (err) => {
+          if (this._pending === src && onShown) this._fail(err.message);
+        },
+      );
     }
 
     _showRecipe(recipe) {

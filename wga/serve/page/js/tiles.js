@@ -59,20 +59,22 @@
       tile.bar.style.width = `${Math.round((fraction || 0) * 100)}%`;
     }
 
-    /* Swap the image only once the new one has loaded, so tiles never flash empty. */
+    /* Swap the image only once the new one has loaded, so tiles never flash empty; a final
+     * image (one with `onFailed`) is waited for through a backend restart. */
     show(tile, src, onShown, onFailed) {
       if (tile.shown === src) return;
       tile.shown = src;
-      const probe = new Image();
-      probe.onload = () => {
-        if (tile.shown !== src) return;
-        tile.img.src = src;
-        if (onShown) onShown();
-      };
-      probe.onerror = () => {
-        if (tile.shown === src && onFailed) onFailed();
-      };
-      probe.src = src;
+      const retries = onFailed ? wga.api.FINAL_IMAGE_RETRIES : 0;
+      wga.api.loadImage(src, { retries }).then(
+        () => {
+          if (tile.shown !== src) return;
+          tile.img.src = src;
+          if (onShown) onShown();
+        },
+        () => {
+          if (tile.shown === src && onFailed) onFailed();
+        },
+      );
     }
 
     _statsSoon() {
