@@ -92,6 +92,32 @@ def test_probe_and_examples_run_on_jax_without_tensorflow(jax_index):
 
 
 @needs_jax
+def test_render_and_atlas_run_on_jax_without_tensorflow(jax_index, tmp_path):
+    renders = tmp_path / "renders"
+    wga(
+        *("--backend", "jax", "render", "--model", "vgg16-hed", "--layer", "block3_conv3"),
+        *("--units", "1", "--size", "64", "--steps", "4", "--out", str(renders)),
+        *("--no-progress", "--no-cache"),
+        backend="tensorflow",
+        tensorflow=False,
+    )
+    with Image.open(renders / "block3_conv3-1.png") as image:
+        assert image.size == (64, 64)
+        assert "jax" in json.dumps(image.text)  # the recipe in the PNG names its backend
+    atlas = tmp_path / "atlas"
+    wga(
+        *("--backend", "jax", "atlas", "--index", str(jax_index), "--layer", "block1_conv2"),
+        *("--grid", "2", "--icon", "64", "--steps", "4", "--per-image", "8", "--no-whiten"),
+        *("--out", str(atlas), "--no-progress"),
+        backend="tensorflow",
+        tensorflow=False,
+    )
+    document = json.loads((atlas / "atlas.json").read_text())
+    assert document["backend"] == "jax" and document["cells"]
+    assert (atlas / "atlas.png").is_file()
+
+
+@needs_jax
 def test_the_backend_flag_checks_the_backend_and_finetune_names_its_extra(tmp_path):
     # TensorFlow "not installed" (the import blocker): the error names the extra and the way out.
     refused = wga("--backend", "tensorflow", "models", backend="jax", tensorflow=False, status=2)
