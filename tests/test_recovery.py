@@ -208,3 +208,29 @@ def uninterrupted(registry, folder: Path, ids: list[str], cancelled: str) -> dic
         return {r: (folder / f"{r}.png").read_bytes() for r in ids if r != cancelled}
     finally:
         queue.stop()
+
+
+def test_an_engine_checkpoint_resumes_to_the_same_bytes(registry, tmp_path):
+    """The contract the queue relies on to resume a running render after a crash: N steps in one
+    go, or k steps, a checkpoint through the journal's file, a new batch restored, N − k steps —
+    the same image."""
+    from wga.serve.journal import Journal
+    from wga.vis.recipe import Recipe
+    from wga.vis.render import BatchRender
+
+    if not hasattr(BatchRender, "checkpoint"):
+        pytest.skip("the engine does not save checkpoints yet: running renders start again")
+    hed = registry.load(MODEL)
+    recipe = Recipe(MODEL, "block2_conv1", 7, size=64, steps=30, seed=3)
+    whole = BatchRender(hed, [recipe])
+    whole.run(30)
+    first = BatchRender(hed, [recipe])
+    first.run(12)
+    journal, _ = Journal.open(tmp_path)
+    journal.save_checkpoint("a" * 24, first.checkpoint(0))
+    resumed = BatchRender(hed, [recipe])
+    resumed.restore(journal.load_checkpoint("a" * 24))
+    assert resumed.steps_done == 12
+    resumed.run(18)
+    assert resumed.done and resumed.images().tobytes() == whole.images().tobytes()
+    journal.close()
