@@ -113,6 +113,7 @@ def main() -> None:
         "--baseline", type=Path, help="a wga checkout: its engine on TensorFlow too"
     )
     parser.add_argument("--variants", action="store_true", help="also the forms not chosen")
+    parser.add_argument("--skip", default="", help="comma list of backends to leave out (torch)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.worker:
@@ -122,7 +123,7 @@ def main() -> None:
     if args.baseline:
         workers.append(Worker("tensorflow (baseline)", "tensorflow", path=args.baseline.resolve()))
     for backend in ("jax", "torch"):
-        if importlib.util.find_spec(backend) is not None:
+        if importlib.util.find_spec(backend) is not None and backend not in args.skip.split(","):
             workers.append(Worker(backend, backend))
     if args.variants:
         workers.append(Worker("jax (donated buffers)", "jax", {"WGA_JAX_DONATE": "1"}))

@@ -345,6 +345,60 @@ class BatchRender:
         self.octave_step = 0
         self._step = self._compiled(next_side)
 
+    # -- checkpoints ----------------------------------------------------------------------------
+    def checkpoint(self, index: int) -> dict[str, np.ndarray]:
+        """Element ``index``'s whole state as NumPy arrays (``np.savez`` keeps it exactly): where
+        it is in the schedule, its parameters and its optimiser's slots. The render queue saves
+        it so that a render resumes after a crash (:meth:`restore`); hooks keep nothing that a
+        fresh batch of the same recipe does not rebuild from the seed."""
+        chunk = next(chunk for chunk in self.chunks if index in chunk.indices)
+        position = chunk.indices.index(index)
+        params = np.asarray(ops.convert_to_numpy(chunk.params))
+        saved = {
+            "schedule": np.array([self.steps_done, self.octave, self.octave_step], "int64"),
+            "params": params[position],
+            "slots": np.array(-1 if chunk.state is None else len(chunk.state), "int64"),
+        }
+        for number, slot in enumerate(chunk.state or ()):
+            value = np.asarray(ops.convert_to_numpy(slot))
+            own = value.shape == params.shape  # one row per element (Adam's m, v), else shared
+            saved[f"slot{number}"] = value[position] if own else value
+            saved[f"slot{number}_own"] = np.array(own)
+        return saved
+
+    def restore(self, saved: Sequence[dict[str, np.ndarray]]) -> None:
+        """Continue a fresh batch from its recipes' :meth:`checkpoint` (one each, in order, all
+        taken at the same step): the steps left give the images an uninterrupted render of the
+        same batch would have given."""
+        if len(saved) != len(self.recipes) or self.steps_done:
+            raise InvalidInput("restore a fresh batch from one checkpoint per recipe")
+        schedules = {tuple(int(v) for v in state["schedule"]) for state in saved}
+        if len(schedules) != 1:
+            raise InvalidInput("the checkpoints were taken at different steps")
+        steps_done, octave, octave_step = schedules.pop()
+        if not 0 <= octave < len(self.schedule) or not 0 <= steps_done <= self.total_steps:
+            raise InvalidInput("the checkpoints do not fit these recipes' schedule")
+        self.steps_done, self.octave, self.octave_step = steps_done, octave, octave_step
+        if octave:
+            self._step = self._compiled(self.side)
+        for chunk in self.chunks:
+            states = [saved[index] for index in chunk.indices]
+            params = np.stack([np.asarray(state["params"]) for state in states])
+            if octave == 0 and params.shape != tuple(chunk.params.shape):
+                raise InvalidInput("the checkpoints' parameters do not fit these recipes")
+            chunk.params = ops.convert_to_tensor(params)
+            slots = int(states[0]["slots"])
+            chunk.state = None
+            if slots >= 0:
+                chunk.state = tuple(
+                    ops.convert_to_tensor(
+                        np.stack([np.asarray(state[f"slot{n}"]) for state in states])
+                        if bool(states[0][f"slot{n}_own"])
+                        else np.asarray(states[0][f"slot{n}"])
+                    )
+                    for n in range(slots)
+                )
+
     # -- output ---------------------------------------------------------------------------------
     def images(self) -> np.ndarray:
         """The current images, uint8 ``(B, size, size, 3)`` (earlier octaves upsampled)."""

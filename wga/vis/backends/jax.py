@@ -10,6 +10,7 @@ like the diversity objective, is never padded). Measured forms: benchmarks/backe
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -105,7 +106,31 @@ def compile_function(function: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-affine_resample = None  # the generic gathers measured ~12× faster than keras.ops.image's here
+def affine_resample(images: Any, matrices: Any, side: int, fill: float) -> Any:
+    """:func:`wga.vis.transform.affine_resample` (the generic gathers, TensorFlow's gradient
+    definition) through ``jax.custom_vjp``: the same numbers, but ``keras.ops.custom_gradient``
+    (``jax.custom_gradient``) made a whole InceptionV3 step 1.6× slower here."""
+    return _resample(int(side), float(fill))(images, matrices)
+
+
+@functools.lru_cache(maxsize=64)
+def _resample(side: int, fill: float) -> Callable[[Any, Any], Any]:
+    from wga.vis.transform import _bilinear, _inverse
+
+    @jax.custom_vjp
+    def resample(images: Any, matrices: Any) -> Any:
+        return _bilinear(images, matrices, side, side, fill)
+
+    def forward(images: Any, matrices: Any) -> tuple[Any, tuple]:
+        return resample(images, matrices), (matrices, images.shape)
+
+    def backward(saved: tuple, upstream: Any) -> tuple[Any, Any]:
+        matrices, shape = saved
+        back = _bilinear(upstream, _inverse(matrices), int(shape[1]), int(shape[2]), 0.0)
+        return back, jnp.zeros_like(matrices)
+
+    resample.defvjp(forward, backward)
+    return resample
 
 
 def to_numpy(value: Any) -> np.ndarray:
