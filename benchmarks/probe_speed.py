@@ -1,5 +1,6 @@
 """The probe's cost, side by side: its images/s against a bare ``model.predict`` over the same
-tf.data feed, and its peak memory at 1,000 against 10,000 images.
+feed, and its peak memory at 1,000 against 10,000 images; ``--backends`` compares the probe's
+images/s across Keras backends (one child process each, alternating rounds).
 
 1. **Speed.** The same synthetic corpus, the same feed (:func:`wga.corpus.feed.feed`), the same
    model truncated at the deepest recorded layer: ``model.predict`` (which only computes and
@@ -65,7 +66,7 @@ def speed(images: int, rounds: int, batch: int) -> None:
         ids = np.arange(len(corpus))
 
         def predict() -> float:
-            data = feed(corpus, rule, ids, batch).map(lambda b: b["images"])
+            data = ((b["images"],) for b in feed(corpus, rule, ids, batch))
             started = time.perf_counter()
             bare.predict(data, verbose=0)
             return time.perf_counter() - started
@@ -79,7 +80,7 @@ def speed(images: int, rounds: int, batch: int) -> None:
             return time.perf_counter() - started
 
         # Warm-up (tracing, first-touch of weights), not timed.
-        small = feed(corpus, rule, ids[:batch], batch).map(lambda b: b["images"])
+        small = ((b["images"],) for b in feed(corpus, rule, ids[:batch], batch))
         bare.predict(small, verbose=0)
         predict_times, probe_times = [], []
         for round_index in range(rounds):
@@ -98,6 +99,49 @@ def speed(images: int, rounds: int, batch: int) -> None:
         f"  probe (2 layers recorded)     {best_probe:7.2f} img/s\n"
         f"  probe is {100 * (best_predict / best_probe - 1):+.1f} % slower (target ≤ 15 %)"
     )
+
+
+def probe_rate(images: int, batch: int) -> None:
+    """One probe (after a warm-up probe) in this process; prints ``RATE img/s``."""
+    from wga.quiet import quiet_keras
+
+    quiet_keras()
+    from wga.corpus.corpus import open_corpus
+    from wga.corpus.probe import run_probe
+    from wga.models import ModelRegistry
+
+    hed = ModelRegistry(None).load("vgg16-hed")
+    with tempfile.TemporaryDirectory() as temp:
+        write_images(Path(temp) / "corpus", images, side=320)
+        corpus = open_corpus(Path(temp) / "corpus")
+        run_probe(hed, corpus, SPEED_LAYERS, Path(temp) / "warm", batch_size=batch, progress=False)
+        started = time.perf_counter()
+        run_probe(hed, corpus, SPEED_LAYERS, Path(temp) / "index", batch_size=batch, progress=False)
+        print("RATE", images / (time.perf_counter() - started), flush=True)
+
+
+def compare_backends(backends: list[str], images: int, rounds: int, batch: int) -> None:
+    """The probe's steady images/s on each backend, rounds alternating, best round of each."""
+    rates: dict[str, list[float]] = {name: [] for name in backends}
+    for round_index in range(rounds):
+        for name in backends:
+            command = [sys.executable, __file__, "--probe-only", "--images", str(images)]
+            command += ["--batch", str(batch)]
+            env = {**os.environ, "KERAS_BACKEND": name, "PYTHONPATH": str(ROOT)}
+            result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            line = next((x for x in result.stdout.splitlines() if x.startswith("RATE ")), None)
+            if line is None:
+                raise SystemExit(f"the probe on {name} failed:\n{result.stderr[-2000:]}")
+            rates[name].append(float(line.split()[1]))
+            print(f"round {round_index + 1}: {name} {rates[name][-1]:.2f} img/s", flush=True)
+    base = max(rates[backends[0]])
+    print(
+        f"\nprobe (vgg16-hed, {images} images at 224 px, batch {batch}, {','.join(SPEED_LAYERS)}):"
+    )
+    for name in backends:
+        print(
+            f"  {name:10s} {max(rates[name]):7.2f} img/s   {max(rates[name]) / base:.2f}× {backends[0]}"
+        )
 
 
 def small_model(folder: Path) -> Path:
@@ -189,7 +233,17 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--memory-counts", default="1000,10000")
+    parser.add_argument(
+        "--backends", help="e.g. tensorflow,jax: the probe's images/s on each, side by side"
+    )
+    parser.add_argument("--probe-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.backends:
+        compare_backends(args.backends.split(","), args.images, args.rounds, args.batch)
+        return
+    if args.probe_only:
+        probe_rate(args.images, args.batch)
+        return
     if not args.skip_speed:
         speed(args.images, args.rounds, args.batch)
     if not args.skip_memory:

@@ -82,7 +82,6 @@ def time_wga(loaded, case: Case) -> tuple[float, float, object]:
     """Unit-steps/s of the engine: during the ReLU warm-up (through ``BatchRender.run``) and
     after it (the plain compiled step that runs the other 496 of lucid's 512 steps, called the
     way ``BatchRender`` calls it). Tracing is excluded."""
-    import tensorflow as tf
 
     from wga.vis.render import BatchRender
 
@@ -94,14 +93,12 @@ def time_wga(loaded, case: Case) -> tuple[float, float, object]:
     warm_rate = case.batch * warm_steps / (time.perf_counter() - started)
     step, chunk = batch._step, batch.chunks[0]
     params, state = chunk.params, chunk.state
-    seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
-    targets = (units, tf.constant(chunk.positions), tf.constant(chunk.vectors))
     plain = step.step[False]
 
     def one(i: int) -> None:
         nonlocal params, state
-        k = tf.constant(16 + i, tf.int64)
-        params, state, scores = plain(params, state, seeds, *targets, k)
+        inputs = step.inputs(chunk.seeds, 16 + i, chunk.elements)
+        params, state, scores = plain(params, state, inputs)
         scores.numpy()
 
     one(0)  # traces the plain step
@@ -118,17 +115,20 @@ def time_eager(loaded, case: Case, steps: int) -> float:
     from wga.vis.render import BatchRender, compiled_step
 
     batch = BatchRender(loaded, recipes(case, 1000))
-    step = compiled_step(loaded, case.layer, case.size, batch.preset, batch.kind)
+    step = compiled_step(loaded, batch.objectives[0], case.size, batch.preset)
     chunk = batch.chunks[0]
     params, state = chunk.params, step.optimiser.init(chunk.params)
-    seeds, units = tf.constant(chunk.seeds), tf.constant(chunk.units)
-    targets = (units, tf.constant(chunk.positions), tf.constant(chunk.vectors))
     n = len(chunk.indices)
 
     def one(i: int) -> None:
         nonlocal params, state
-        k = tf.constant(16 + i, tf.int64)
-        params, state, _ = step._step(params, state, seeds, *targets, k, warm=False)
+        inputs = {
+            k: tf.constant(v) for k, v in step.inputs(chunk.seeds, 16 + i, chunk.elements).items()
+        }
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            total, _ = step.forward(params, inputs)
+        params, state = step.optimiser.update(params, tape.gradient(total, params), state)
 
     one(0)
     started = time.perf_counter()

@@ -158,6 +158,28 @@ def assert_images_close(
     )
 
 
+CROSS_BACKEND_MEAN_LEVELS = 4.0  # measured: JAX vs TensorFlow's golden hed render 2.2, tiny ≤ 0.01
+
+
+def assert_images_close_across_backends(
+    actual: dict[str, np.ndarray],
+    expected: dict[str, np.ndarray],
+    mean_levels: float = CROSS_BACKEND_MEAN_LEVELS,
+) -> None:
+    """For renders made on another Keras backend than the golden ones: every image no more than
+    ``mean_levels`` apart on average. Adam's first steps are nearly sign steps, so convolution
+    rounding that differs between backends (oneDNN, XLA's Eigen) moves a few coefficients the
+    other way: single pixels differ more than on one backend, whole images do not."""
+    assert sorted(actual) == sorted(expected), "the set of golden renders changed"
+    means = {
+        case: float(np.abs(actual[case].astype(int) - expected[case].astype(int)).mean())
+        for case in expected
+    }
+    assert all(value <= mean_levels for value in means.values()), (
+        f"renders differ from the golden ones by more than {mean_levels} levels on average: {means}"
+    )
+
+
 def assert_topk_close(
     actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], tol: float = VALUE_TOLERANCE
 ) -> None:

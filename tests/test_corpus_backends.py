@@ -6,8 +6,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,32 @@ def test_probe_and_examples_run_on_jax_without_tensorflow(jax_index):
     description = json.loads((jax_index / "probe.json").read_text())
     assert description["skipped"]  # broken.jpg, listed
     assert description["backend"] == "jax"
+
+
+@needs_jax
+def test_render_and_atlas_run_on_jax_without_tensorflow(jax_index, tmp_path):
+    renders = tmp_path / "renders"
+    wga(
+        *("--backend", "jax", "render", "--model", "vgg16-hed", "--layer", "block3_conv3"),
+        *("--units", "1", "--size", "64", "--steps", "4", "--out", str(renders)),
+        *("--no-progress", "--no-cache"),
+        backend="tensorflow",
+        tensorflow=False,
+    )
+    with Image.open(renders / "block3_conv3-1.png") as image:
+        assert image.size == (64, 64)
+        assert "jax" in json.dumps(image.text)  # the recipe in the PNG names its backend
+    atlas = tmp_path / "atlas"
+    wga(
+        *("--backend", "jax", "atlas", "--index", str(jax_index), "--layer", "block1_conv2"),
+        *("--grid", "2", "--icon", "64", "--steps", "4", "--per-image", "8", "--no-whiten"),
+        *("--out", str(atlas), "--no-progress"),
+        backend="tensorflow",
+        tensorflow=False,
+    )
+    document = json.loads((atlas / "atlas.json").read_text())
+    assert document["backend"] == "jax" and document["cells"]
+    assert (atlas / "atlas.png").is_file()
 
 
 @needs_jax
@@ -206,3 +234,57 @@ def index_rule(index):
     from wga.corpus.feed import FeedRule
 
     return FeedRule(index.side, index.description["feed"]["preprocessing"])
+
+
+@needs_jax
+@pytest.mark.gateway
+def test_serve_renders_on_jax_without_tensorflow(tmp_path):
+    """`wga --backend jax serve` with TensorFlow absent from the server *and* its kernel (a
+    sitecustomize on PYTHONPATH, which the gateway passes on): status names the backend, a
+    render is made."""
+    import requests
+    from serving import kill_tree, serve_environment
+
+    from wga.serve.gateway import free_port
+
+    blocker = tmp_path / "no-tensorflow"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text('import sys\nsys.modules["tensorflow"] = None\n')
+    home = tmp_path / "home"
+    home.mkdir()
+    port = free_port()
+    env = serve_environment(KERAS_BACKEND="tensorflow")
+    env["PYTHONPATH"] = os.pathsep.join([str(blocker), env["PYTHONPATH"]])
+    log = tmp_path / "serve.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "wga", "--backend", "jax", "serve", "--port", str(port)],
+            cwd=home, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        status = None
+        while status is None and time.monotonic() < deadline:
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                response = requests.get(url + "/api/status", timeout=10)
+                status = response.json() if response.ok else None
+            except requests.RequestException:
+                time.sleep(0.5)
+        assert status is not None, log.read_text()[-3000:]
+        assert status["backend"] == "jax"
+        body = {"model": "vgg16-hed", "layer": "block3_conv3", "unit": 2, "size": 64, "steps": 4}
+        render = requests.post(url + "/api/renders", json=body, timeout=60).json()
+        while (view := requests.get(f"{url}/api/renders/{render['id']}", timeout=60).json())[
+            "status"
+        ] in ("queued", "running") and time.monotonic() < deadline + 300:
+            time.sleep(1)
+        assert view["status"] == "done", (view, log.read_text()[-3000:])
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            kill_tree(server.pid)
+            server.wait(30)

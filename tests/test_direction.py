@@ -124,7 +124,15 @@ def test_render_cli_takes_a_direction_or_units_never_both(tmp_path, capsys):
 
 def test_positions_are_fractions_of_the_layers_map_at_the_recipes_size(hed, tmp_path):
     from wga.vis.recipe import Recipe
-    from wga.vis.targets import element_positions, element_vectors
+    from wga.vis.step import element_inputs
+
+    def element_positions(loaded, recipes):
+        objectives = [recipe.bound_objective(loaded) for recipe in recipes]
+        return element_inputs(loaded, objectives, recipes[0].size)["positions0"]
+
+    def element_vectors(loaded, recipes, store):
+        objectives = [recipe.bound_objective(loaded) for recipe in recipes]
+        return element_inputs(loaded, objectives, recipes[0].size, store)["vectors0"]
 
     at = Recipe("vgg16-hed", "block2_conv2", 5, size=64, objective="neuron", position=(2, 30))
     centre = Recipe("vgg16-hed", "block2_conv2", 5, size=64, objective="neuron")

@@ -12,6 +12,7 @@ from golden import (
     PROBE_FILE,
     RENDERS_FILE,
     assert_images_close,
+    assert_images_close_across_backends,
     assert_topk_close,
     compute_probe,
     compute_renders,
@@ -25,8 +26,16 @@ def tiny():
     return tiny_loaded()
 
 
+@pytest.mark.backends
 def test_tiny_renders_match_the_golden_images(hed, tiny):
-    assert_images_close(compute_renders({"tiny": tiny, "hed": hed}), load(RENDERS_FILE))
+    """The golden images were made on TensorFlow; other backends are held to their own bound."""
+    import keras
+
+    renders = compute_renders({"tiny": tiny, "hed": hed})
+    if keras.backend.backend() == "tensorflow":
+        assert_images_close(renders, load(RENDERS_FILE))
+    else:
+        assert_images_close_across_backends(renders, load(RENDERS_FILE))
 
 
 def test_a_small_probe_matches_the_golden_top_k(tiny, tmp_path):

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_queue import FINGERPRINT, FakeEngine, FakeRecipe, loader, write_png
 
@@ -29,6 +30,25 @@ TESTS = Path(__file__).resolve().parent
 
 def from_dict(fields: dict) -> FakeRecipe:
     return FakeRecipe(**fields)
+
+
+class ResumableEngine(FakeEngine):
+    """The engine double with checkpoints: a batch's state is its step count."""
+
+    def __init__(self, step_s: float = 0.002) -> None:
+        super().__init__(step_s)
+        self.restored: list[tuple[list[int], int]] = []  # units of a restored batch, its step
+
+    def __call__(self, loaded, recipes):
+        batch = super().__call__(loaded, recipes)
+        batch.checkpoint = lambda index: {"steps_done": np.int64(batch.steps_done)}
+
+        def restore(states) -> None:
+            batch.steps_done = int(states[0]["steps_done"])
+            self.restored.append(([r.unit for r in batch.recipes], batch.steps_done))
+
+        batch.restore = restore
+        return batch
 
 
 def entry(unit: int, priority: int = 0, client: str = "a") -> Entry:
@@ -139,12 +159,13 @@ def test_the_journal_survives_a_kill_in_the_middle_of_its_own_write(tmp_path):
 CHILD_QUEUE = """
 import json, sys, time
 sys.path.insert(0, {tests!r})
-from test_queue import FINGERPRINT, FakeEngine, FakeRecipe, loader, write_png
+from test_queue import FINGERPRINT, FakeRecipe, loader, write_png
+from test_journal import ResumableEngine
 from wga.serve.queue import RenderQueue
 
-engine = FakeEngine(step_s=0.2)  # slow: two jobs are still running when the kill comes
+engine = ResumableEngine(step_s=0.05)  # slow: two jobs are still running when the kill comes
 queue = RenderQueue({renders!r}, loader, engine, devices=[None], png_writer=write_png,
-                    snapshot_interval_s=0.0, journal={journal!r}).start()
+                    snapshot_interval_s=0.0, journal={journal!r}, checkpoint_interval_s=0.1).start()
 running = queue.submit_many([FakeRecipe(unit=u, steps=200) for u in (0, 1)], FINGERPRINT, 5, "tab-1")
 while queue.get(running[0]["id"])["status"] != "running":
     time.sleep(0.01)
@@ -171,7 +192,7 @@ def test_a_killed_queue_is_taken_over_whole_by_the_next_one(tmp_path):
     states = {i: json.loads((renders / f"{i}.json").read_text())["status"] for i in ids}
     assert list(states.values()).count("running") == 2
 
-    engine = FakeEngine()
+    engine = ResumableEngine()
     queue = RenderQueue(renders, loader, engine, devices=[None], png_writer=write_png,
                         snapshot_interval_s=0.0, journal=journal, recipe_factory=from_dict)  # fmt: skip
     for render in ids:  # before the workers start, every id answers: none is forgotten
@@ -190,6 +211,9 @@ def test_a_killed_queue_is_taken_over_whole_by_the_next_one(tmp_path):
         }  # fmt: skip
         order = [[r.unit for r in batch.recipes] for batch in engine.batches]
         assert order[0] == [0, 1] and order[1][0] == 12  # the most urgent first, as before
+        ((units, step),) = engine.restored  # the running pair resumed together, where it was
+        assert units == [0, 1] and step > 0
+        assert len([s for s in engine.steps_log if s == (0, 1)]) == 200 - step
         assert [views[r]["priority"] for r in ids[2:7]] == [0, 1, 4, 0, 1]  # 12: raised to 4
     finally:
         queue.stop()
@@ -225,15 +249,9 @@ def test_a_job_resumes_from_its_checkpoint_when_the_engine_can(tmp_path):
     recipe = FakeRecipe(unit=7, steps=50)
     journal.add([Entry(render_id(recipe, FINGERPRINT), recipe.as_dict(), FINGERPRINT, 0, "a",
                        ["a"], 1.0, 1)])  # fmt: skip
-    journal.save_checkpoint(render_id(recipe, FINGERPRINT), {"steps_done": 40})
+    render = render_id(recipe, FINGERPRINT)
+    journal.save_checkpoint(render, {"steps_done": 40, "batch": np.array([render])})
     journal.close()
-
-    class ResumableEngine(FakeEngine):
-        def __call__(self, loaded, recipes):
-            batch = super().__call__(loaded, recipes)
-            batch.checkpoint = lambda index: {"steps_done": batch.steps_done}
-            batch.restore = lambda state: setattr(batch, "steps_done", int(state["steps_done"]))
-            return batch
 
     engine = ResumableEngine()
     queue = RenderQueue(tmp_path / "renders", loader, engine, devices=[None],

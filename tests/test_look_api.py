@@ -91,6 +91,7 @@ def test_the_artwork_view_is_the_look_document_with_urls(setup, hed):
     body = view.body
     expected = look(hed, picture_from_index(index, 2), LAYERS, index=index, top=4, groups=3)
     assert body["model"] == "vgg16-hed" and body["probe"] == "hed-art"
+    assert body["render_model"] == "vgg16-hed"
     image = body["image"]
     assert image["id"] == 2 and image["file"] == "images/2.png"
     assert image["author"] == "PAINTER, Anna" and image["page"].startswith("https://www.wga.hu/")
@@ -178,6 +179,7 @@ def test_an_upload_is_looked_at_against_the_probe_with_similar_artworks(setup, c
     assert response.status == 200, response.body
     body = response.body
     assert body["image"]["upload"] == upload and body["image"]["id"] is None
+    assert (static / body["image"]["image_url"].removeprefix("/public/")).read_bytes() == data
     # the same pixels as artwork 3: the same units, and artwork 3 is the most similar by content
     expected = look(hed_model(setup), picture_from_index(index, 3), LAYERS, index=index, groups=2)
     for layer, mine in zip(body["layers"], expected.layers, strict=True):

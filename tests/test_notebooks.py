@@ -249,3 +249,40 @@ def test_atlas_notebook_maps_a_layer_of_a_fake_wga_and_shows_cells_artworks(tmp_
         if "image/png" in output.get("data", {})
     ]
     assert len(images) >= 1 + min(2, len(atlas["cells"]))  # the atlas and the cells shown
+
+
+def test_look_notebook_shows_what_the_model_sees_in_one_fake_wga_painting(tmp_path):
+    from wga_server import FakeWga, generate_artworks
+
+    out = tmp_path / "looks"
+    with FakeWga(generate_artworks(12, seed=9, size=(64, 48))) as server:
+        notebook = execute(
+            "look.ipynb",
+            tmp_path,
+            corpus_dir=str(tmp_path / "wga"),
+            catalog_url=server.catalog_url,
+            base_url=server.base_url,
+            download_limit=12,
+            model="vgg16-hed",
+            layers=["block3_conv3", "block4_conv2"],
+            probe_dir=str(tmp_path / "probes" / "wga"),
+            image=1,
+            top=4,
+            groups=3,
+            icons=True,
+            icon_steps=4,
+            similar_k=3,
+            out_dir=str(out),
+        )
+    text = outputs_text(notebook)
+    assert "Traceback" not in text
+    assert "%ile" in text and "group 3:" in text and "content [" in text and "style [" in text
+    assert len(list((out / "icons").glob("*.png"))) == 2 * 3  # each group's icon, rendered
+    assert len(list((out / "overlays").glob("*.jpg"))) == 2 * (4 + 3)
+    figures = [
+        output
+        for cell in notebook["cells"]
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(figures) >= 3  # the painting, the contact sheet, the similar paintings

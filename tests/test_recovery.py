@@ -1,11 +1,12 @@
 """Accepted means kept, with the real engine: ``wga serve`` SIGKILLed mid-render and restarted.
 
-A server in a folder of its own accepts 12 renders (2 running, 10 queued, one of them wanted by
-two clients, one cancelled); then its whole process tree — launcher, kernel gateway, kernel — is
-SIGKILLed at once, as the OOM killer or a power cut would. A new server started in the same
-folder answers every id throughout (never 404), finishes the 11 live ones and keeps the cancelled
-one cancelled. Each PNG is byte-identical to the same requests run in-process without any
-interruption (same recipes, seeds and batches), and no temporary file is left behind.
+A server in a folder of its own accepts 12 renders (2 running, with checkpoints, 10 queued, one of
+them wanted by two clients, one cancelled); then its whole process tree — launcher, kernel
+gateway, kernel — is SIGKILLed at once, as the OOM killer or a power cut would. A new server
+started in the same folder answers every id throughout (never 404), resumes the running pair where
+its checkpoints were, finishes the 11 live ones and keeps the cancelled one cancelled. Each PNG is
+byte-identical to the same requests run in-process without any interruption (same recipes, seeds
+and batches), and no temporary file is left behind.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from serving import kill_tree, serve_environment
@@ -44,14 +46,14 @@ def queued_bodies() -> list[dict]:
 class Server:
     """``python -m wga serve`` in ``home``, its output in ``home/../serve-N.log``."""
 
-    def __init__(self, home: Path, index: int) -> None:
+    def __init__(self, home: Path, index: int, **env: str) -> None:
         self.home = home
         self.port = free_port()
         self.log = home.parent / f"serve-{index}.log"
         with self.log.open("w") as output:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "wga", "serve", "--port", str(self.port)],
-                cwd=home, env=serve_environment(), stdout=output, stderr=subprocess.STDOUT,
+                cwd=home, env=serve_environment(**env), stdout=output, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}"
@@ -98,9 +100,11 @@ def accept_twelve(server: Server) -> tuple[list[str], str]:
         server.url + "/api/renders/batch", json={**LONG, "units": [3, 4]}, timeout=60
     ).json()["renders"]
     ids = [render["id"] for render in running]
+    checkpoints = server.home / "cache" / "journal" / "checkpoints"
     deadline = time.monotonic() + 120
-    while server.get(ids[0]).json()["progress"] < 0.02:
-        assert time.monotonic() < deadline, "the long renders never started"
+    while not all((checkpoints / f"{render}.npz").exists() for render in ids):
+        assert time.monotonic() < deadline, "the long renders saved no checkpoint"
+        assert server.get(ids[0]).json()["status"] == "running"
         time.sleep(0.1)
     bodies = queued_bodies()
     ids += [server.post(body, client=f"tab-{i % 2}")["id"] for i, body in enumerate(bodies)]
@@ -113,7 +117,7 @@ def accept_twelve(server: Server) -> tuple[list[str], str]:
 def test_a_killed_server_finishes_every_accepted_render_after_a_restart(registry, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    first = Server(home, 1)
+    first = Server(home, 1, WGA_CHECKPOINT_INTERVAL="1")  # the running pair saves its state
     try:
         first.wait_ready()
         ids, cancelled = accept_twelve(first)
@@ -147,6 +151,9 @@ def test_a_killed_server_finishes_every_accepted_render_after_a_restart(registry
         watcher.start()
     try:
         second.wait_ready()
+        while (progress := second.get(ids[0]).json()["progress"]) == 0:
+            time.sleep(0.05)
+        assert progress >= 0.05, "the running pair started again instead of resuming"
         final = {}
         deadline = time.monotonic() + 600
         for render in ids:
@@ -208,3 +215,50 @@ def uninterrupted(registry, folder: Path, ids: list[str], cancelled: str) -> dic
         return {r: (folder / f"{r}.png").read_bytes() for r in ids if r != cancelled}
     finally:
         queue.stop()
+
+
+@pytest.mark.parametrize(
+    ("preset", "size", "steps", "stop"),
+    [
+        ("lucid", 64, 30, 12),  # mid-octave, Adam's state
+        ("lucid", 320, 20, 14),  # right at an octave change (no optimiser state yet)
+        ("offert2018", 320, 20, 13),  # 4 octaves, detail re-injection and the median filter
+    ],
+)
+def test_an_engine_checkpoint_resumes_to_the_same_bytes(
+    registry, tmp_path, preset, size, steps, stop
+):
+    """The contract the queue relies on to resume a running batch after a crash: some steps, a
+    checkpoint per element through the journal's files, a fresh batch of the same recipes
+    restored, the rest — the same images as the batch that was never interrupted."""
+    from wga.serve.journal import Journal
+    from wga.vis.recipe import Recipe
+    from wga.vis.render import BatchRender
+
+    if not hasattr(BatchRender, "checkpoint"):
+        pytest.skip("the engine does not save checkpoints yet: running renders start again")
+    hed = registry.load(MODEL)
+    recipe = Recipe(MODEL, "block1_conv2", 7, size=size, preset=preset, steps=steps, seed=3)
+    whole = BatchRender(hed, [recipe])  # alone, uninterrupted
+    whole.run(steps)
+    first = BatchRender(hed, [Recipe(MODEL, "block1_conv2", 2, size=size, preset=preset,
+                                     steps=steps), recipe])  # fmt: skip
+    first.run(stop)
+    journal, _ = Journal.open(tmp_path)
+    journal.save_checkpoint("a" * 24, first.checkpoint(1))  # element 1 of a batch of two
+    journal.save_checkpoint("b" * 24, first.checkpoint(0))
+    resumed = BatchRender(hed, first.recipes)  # the same batch, its members in order
+    resumed.restore([journal.load_checkpoint("b" * 24), journal.load_checkpoint("a" * 24)])
+    assert resumed.steps_done == stop
+    resumed.run(steps - stop)
+    assert resumed.done and resumed.images().tobytes() == first_to_end(first, steps - stop)
+    alone = BatchRender(hed, [recipe])  # alone: where it was, though a batch can change bits
+    alone.restore([journal.load_checkpoint("a" * 24)])
+    alone.run(steps - stop)
+    assert np.abs(alone.images()[0].astype(int) - whole.images()[0].astype(int)).max() <= 8
+    journal.close()
+
+
+def first_to_end(batch, steps: int) -> bytes:
+    batch.run(steps)
+    return batch.images().tobytes()

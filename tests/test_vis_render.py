@@ -12,12 +12,14 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from wga.errors import InvalidInput, NotFound
 from wga.models import LoadedModel, ModelSpec, preprocess
 from wga.vis.features import feature_graph
 from wga.vis.render import BatchRender, EngineOptions, Recipe, render, render_variations
+
+pytestmark = pytest.mark.backends
 
 SIZE = 64
 STEPS = 32
@@ -26,8 +28,12 @@ LIVE_UNITS = {"block3_conv3": [2, 3, 5, 11], "block4_conv2": [0, 4, 7, 11]}
 
 def activations(loaded, layer: str, images: np.ndarray) -> np.ndarray:
     """Channel means of ``layer`` for uint8 images, as the model sees them (no transforms)."""
-    x = preprocess(tf.constant(images, tf.float32) / 255.0, loaded.spec.preprocessing)
-    return tf.reduce_mean(feature_graph(loaded, layer).model(x), axis=[1, 2]).numpy()
+    x = preprocess(
+        ops.convert_to_tensor(images.astype("float32") / 255.0), loaded.spec.preprocessing
+    )
+    return np.asarray(
+        ops.convert_to_numpy(ops.mean(feature_graph(loaded, layer).model(x), axis=(1, 2)))
+    )
 
 
 def selectivity(loaded, layer: str, units: list[int], preset: str) -> dict[str, np.ndarray]:
@@ -160,9 +166,10 @@ def test_class_units_are_rendered_on_logits_at_any_size(pooling, fixed):
     loaded = _classifier(pooling)
     graph = feature_graph(loaded, "predictions")
     assert graph.fixed_size == fixed
-    x = tf.random.uniform((2, 32, 32, 3))
-    logits = graph.model(x).numpy()
-    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), loaded.model(x).numpy(), atol=1e-5)
+    x = ops.convert_to_tensor(np.random.default_rng(0).uniform(size=(2, 32, 32, 3)), "float32")
+    logits = ops.convert_to_numpy(graph.model(x))
+    expected = ops.convert_to_numpy(loaded.model(x))
+    np.testing.assert_allclose(ops.convert_to_numpy(ops.softmax(logits)), expected, atol=1e-5)
     # 30 steps: on this random tiny net the warm-up first moves the logit down (measured at rate
     # 0.1: −0.003 → −0.029 by step 2), then it rises past the start (−0.0015 by step 30)
     recipe = Recipe(f"tiny-{pooling}", "predictions", 2, size=96, steps=30)

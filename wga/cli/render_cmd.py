@@ -31,7 +31,7 @@ from wga.errors import InvalidInput
 from wga.models import DEFAULT_MODEL, default_registry
 from wga.quiet import quiet_keras
 from wga.vis.bulk import DEFAULT_BULK_BATCH
-from wga.vis.objective_table import AUTO, OBJECTIVES, objective_names
+from wga.vis.objective_table import AUTO, OBJECTIVES
 from wga.vis.presets import DEFAULT_PRESET, PRESETS
 from wga.vis.recipe import check_recipes, recipe_file_name, recipes_from_request
 
@@ -108,9 +108,11 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--objective",
         default=AUTO,
-        choices=objective_names(),
-        help="what to maximise: auto (channel; logit for the class layer) or "
-        + "; ".join(f"{spec.name}: {spec.description}" for spec in OBJECTIVES.values()),
+        help="what to maximise: auto (channel; logit for the class layer), one of "
+        + ", ".join(OBJECTIVES)
+        + ', or a weighted sum such as "channel(mixed5, 3) - 0.5 * channel(mixed5, 7) + '
+        '0.05 * tv" (arguments left out come from --layer, the unit, --position, --direction; '
+        "see README)",
     )
 
 

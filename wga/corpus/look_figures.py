@@ -9,6 +9,8 @@ itself (they travel in the JSON). Files written (each through :mod:`wga.atomic`)
     DIR/contact.png                     all of it on one sheet, a block per layer: the units
                                         (value, percentile), then the groups (share, strongest
                                         units) with their icons when rendered
+
+:func:`similar_figure` shows an artwork beside its most similar ones, by content and by style.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from wga.corpus.views import THUMBNAIL_SIDE, heat_image
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from wga.corpus.index import ProbeIndex
     from wga.corpus.look import Look
+    from wga.corpus.similar import Match
 
 OVERLAYS_DIR = "overlays"
 CONTACT_FILE = "contact.png"
@@ -144,3 +148,30 @@ def write_look(
     write_json_atomic(folder / LOOK_FILE, look.as_dict(unit_maps=True))
     sheet = save_figure(contact_sheet(look, artwork, overlays, icons), folder / CONTACT_FILE)
     return {"look": folder / LOOK_FILE, "contact": sheet, "overlays": sorted(overlays.values())}
+
+
+def similar_figure(
+    index: ProbeIndex,
+    artwork: Image.Image,
+    layer: str,
+    rows: dict[str, list[Match]],
+) -> Figure:
+    """The artwork, then its most similar artworks of the corpus, one row per measure
+    (``{"content": matches, "style": matches}``), each captioned with its cosine."""
+    from wga.corpus.views import thumbnail_file
+    from wga.figures import image_grid
+
+    columns = 1 + max((len(matches) for matches in rows.values()), default=0)
+    blank = np.full((8, 8, 3), 255, np.uint8)
+    images: list[np.ndarray] = []
+    titles: list[str] = []
+    for by, matches in rows.items():
+        images.append(np.asarray(artwork))
+        titles.append(f"by {by}:")
+        for match in matches:
+            images.append(_rgb(thumbnail_file(index, match.image)))
+            who = match.meta.get("author") or match.file
+            titles.append(f"{who[:18]} · {match.score:.3f}")
+        images += [blank] * (columns - 1 - len(matches))
+        titles += [""] * (columns - 1 - len(matches))
+    return image_grid(images, titles, columns=columns, title=f"most similar at {layer}")

@@ -359,6 +359,7 @@ def service_from_env() -> RenderService:
         ("WGA_MAX_PER_CLIENT", "max_per_client", int),
         ("WGA_MAX_BATCH", "max_batch", int),
         ("WGA_SNAPSHOT_INTERVAL", "snapshot_interval_s", float),
+        ("WGA_CHECKPOINT_INTERVAL", "checkpoint_interval_s", float),
         ("WGA_CACHE_MAX", "cache_max", parse_size),
         ("WGA_CACHE_GRACE", "grace_s", float),
     ):

@@ -53,7 +53,6 @@ class Job:
     started: float | None = None
     finished: float | None = None
     solo: bool = False  # render alone: its batch could not be built together with others
-    checkpoint: dict[str, Any] | None = None  # engine state to resume from (after a restart)
 
     @property
     def live(self) -> bool:

@@ -165,6 +165,18 @@ class LookService:
         key = ("probe", index.name, index.description.get("created"), image_id, options)
         return self._answer(key, lambda: self._artwork_view(index, image_id, options))
 
+    @staticmethod
+    def _for_page(view: dict[str, Any], index: ProbeIndex) -> dict[str, Any]:
+        """The view with what the page needs to ask the render queue: the model's registry name
+        (``render_model``), also in each icon recipe (the API takes names, never paths)."""
+        name = index.description["model"]
+        view["render_model"] = name
+        for layer in view["layers"]:
+            for group in layer["groups"]:
+                if group.get("recipe"):
+                    group["recipe"]["model"] = name
+        return view
+
     def _look(self, index: ProbeIndex, picture: Any, options: tuple[Any, ...]) -> Any:
         from wga.corpus.look import look
 
@@ -193,7 +205,7 @@ class LookService:
             for unit in layer["units"]:
                 unit["overlay_url"] = overlay.format(layer["layer"], unit["unit"])
         view["similar_url"] = f"/api/probes/{index.name}/images/{image_id}/similar"
-        return view
+        return self._for_page(view, index)
 
     def get_similar(self, request: dict[str, Any]) -> Response:
         from wga.corpus.similar import BY, DEFAULT_K, similar
@@ -259,4 +271,4 @@ class LookService:
                 results = [m.as_dict() for m in matches]
                 found[by] = {"results": self.probes.with_images(index, results)}
             view["similar"][layer.name] = found
-        return view
+        return self._for_page(view, index)

@@ -22,9 +22,11 @@ With a ``journal`` folder (:mod:`wga.serve.journal`; the server's is ``<cache>/j
 accepted job is written there before :meth:`submit_many` returns, and every change of who wants
 it and how it ended; :meth:`start` queues again what a killed server had accepted and not
 finished, with its priority, clients and creation time, in the order it came. A running batch
-whose engine can save its exact state (``checkpoint(index)`` / ``restore(state)``) saves it every
-``checkpoint_interval_s``, so its jobs resume where they were; others start again (the engine is
-deterministic: the same bytes either way).
+whose engine can save its exact state (``checkpoint(index)``, ``restore(states)``) saves each
+element's every ``checkpoint_interval_s`` with the batch's members, and after a crash those
+members resume together, in the same order, as a parked batch: where they were, and as they
+would have gone on (a batch's composition can change the last bits of its images). Without a
+checkpoint a job starts again; the engine is deterministic, so it ends the same.
 
 Nothing here prints: inside a kernel-gateway kernel a worker's stdout would land in whatever HTTP
 response is being written at that moment.
@@ -123,13 +125,15 @@ class TooManyRequests(Unavailable):
 
 @dataclass(eq=False)
 class _Active:
-    """A batch being rendered or parked; ``jobs[i]`` is batch element ``i``."""
+    """A batch being rendered or parked; ``jobs[i]`` is batch element ``i``. A batch taken over
+    from a killed server has no ``batch`` yet, only each element's checkpoint (``states``)."""
 
-    batch: BatchLike
+    batch: BatchLike | None
     jobs: list[Job]
     last_snapshot: float = 0.0
     snapshots: int = 0
     last_checkpoint: float = field(default_factory=time.monotonic)
+    states: list[dict[str, Any]] | None = None
 
     def live(self) -> list[tuple[int, Job]]:
         return [(i, job) for i, job in enumerate(self.jobs) if job.live]
@@ -324,12 +328,31 @@ class RenderQueue:
             job = self.table.add(entry.id, recipe, entry.fingerprint, entry.priority, entry.client)
             job.holders = set(entry.holders) or {entry.client}
             job.created = entry.created
-            job.checkpoint = self.journal.load_checkpoint(entry.id)
-            job.solo = job.checkpoint is not None  # resumed alone: its steps are its own
             self.cache.write_state(job.view(self.public_url))
             self.recovered += 1
+        self._resume_checkpointed()
         if self.recovered:
             log.info("queued %d render(s) again that a previous server accepted", self.recovered)
+
+    def _resume_checkpointed(self) -> None:
+        """Recovered jobs that were running together with checkpoints: one parked batch each,
+        the same members in the same order, to be restored where they were (under the lock)."""
+        assert self.journal is not None
+        states: dict[str, dict[str, Any]] = {}
+        for job in list(self.table.queued.values()):
+            saved = self.journal.load_checkpoint(job.id)
+            if saved is not None and "batch" in saved:
+                states[job.id] = saved
+        groups: dict[tuple[str, ...], list[Job]] = {}
+        for render, saved in states.items():
+            members = tuple(str(member) for member in saved.pop("batch"))
+            groups.setdefault(members, []).append(self.table.queued[render])
+        for number, (members, jobs) in enumerate(sorted(groups.items())):
+            jobs.sort(key=lambda job: members.index(job.id))
+            for job in jobs:
+                del self.table.queued[job.id]  # parked: it waits in its worker
+            parked = _Active(None, jobs, states=[states[job.id] for job in jobs])
+            self._workers[number % len(self._workers)].parked.append(parked)
 
     # -- requests ---------------------------------------------------------------------------
     def submit(
@@ -604,7 +627,6 @@ class RenderQueue:
     # -- bookkeeping (under the lock) ------------------------------------------------------
     def _finish(self, job: Job, status: JobStatus, error: str | None = None) -> None:
         self.table.finish(job, status, error)
-        job.checkpoint = None
         if self.journal is not None:
             try:
                 self.journal.end(job.id, status, error)
@@ -700,8 +722,6 @@ class RenderQueue:
         try:
             with self._device(worker):
                 batch = factory(loaded, [job.recipe for job in jobs])
-                if len(jobs) == 1 and jobs[0].checkpoint is not None:
-                    batch = self._resumed(factory, loaded, jobs[0], batch)
         except Exception:
             if len(jobs) == 1:
                 raise
@@ -715,24 +735,31 @@ class RenderQueue:
             return None
         return _Active(batch, jobs)
 
-    def _resumed(self, factory: BatchFactory, loaded: Any, job: Job, batch: Any) -> Any:
-        """``batch`` continued from the job's checkpoint (a restart's); a fresh one when the
-        engine cannot restore it."""
-        state, job.checkpoint = job.checkpoint, None
-        restore = getattr(batch, "restore", None)
-        if restore is None:
-            return batch
+    def _restored(self, worker: _Worker, parked: _Active) -> _Active | None:
+        """A batch taken over from a killed server, built and restored from its checkpoints;
+        started afresh when the engine cannot restore them (e.g. saved by another version)."""
+        built = self._make_batch(worker, parked.jobs)
+        if built is None:
+            return None
+        assert built.batch is not None and parked.states is not None
         try:
-            restore(state)
-        except Exception as error:  # e.g. saved by another version: start again
-            log.warning("render %s could not resume from its checkpoint: %s", job.id, error)
-            return factory(loaded, [job.recipe])
-        job.progress = min(1.0, batch.steps_done / max(1, batch.total_steps))
-        return batch
+            with self._device(worker):
+                built.batch.restore(parked.states)  # type: ignore[attr-defined]
+        except Exception as error:
+            log.warning("%d render(s) could not resume from their checkpoints (%s): they start "
+                        "again", len(parked.jobs), error)  # fmt: skip
+            return self._make_batch(worker, parked.jobs)
+        progress = min(1.0, built.batch.steps_done / max(1, built.batch.total_steps))
+        with self._lock:
+            for job in built.live_jobs():
+                job.progress = progress
+        return built
 
     def _run(self, worker: _Worker, payload: _Active | list[Job]) -> None:
         started = time.monotonic()
         active = payload if isinstance(payload, _Active) else self._make_batch(worker, payload)
+        if active is not None and active.batch is None:
+            active = self._restored(worker, active)
         if active is None:
             return
         worker.current = active
@@ -788,14 +815,18 @@ class RenderQueue:
             self._checkpoint(active, items)
 
     def _checkpoint(self, active: _Active, items: list[tuple[int, Job]]) -> None:
-        """Save each live element's exact state beside the journal (when the engine can)."""
+        """Save each live element's exact state beside the journal, with the batch's members in
+        order (they resume together), when the engine can."""
         checkpoint = getattr(active.batch, "checkpoint", None)
         active.last_checkpoint = time.monotonic()
         if self.journal is None or checkpoint is None:
             return
+        import numpy as np
+
+        members = np.array([job.id for _, job in items])
         for index, job in items:
             try:
-                self.journal.save_checkpoint(job.id, checkpoint(index))
+                self.journal.save_checkpoint(job.id, {**checkpoint(index), "batch": members})
             except Exception as error:  # no checkpoint: after a crash it starts again
                 log.warning("could not save a checkpoint of render %s: %s", job.id, error)
         with self._lock:  # a job that ended meanwhile must not keep its checkpoint

@@ -17,7 +17,9 @@ map is ``((y + 0.5) / H, (x + 0.5) / W)``.
 
 from __future__ import annotations
 
-import tensorflow as tf
+from typing import Any
+
+from keras import ops
 
 from wga.vis.objective_table import COSINE_POWER
 
@@ -25,60 +27,55 @@ COSINE_FLOOR = 0.1  # Lucid's atlas notebook: tf.maximum(0.1, cossim)
 NORM_EPSILON = 1e-4  # Lucid: dot / (1e-4 + mag)
 
 
-def at_positions(features: tf.Tensor, positions: tf.Tensor | None) -> tf.Tensor:
+def at_positions(features: Any, positions: Any | None) -> Any:
     """The activation vector ``(B, C)`` of each element at its fractional ``(y, x)``
-    (``None``: the centre, ``[H // 2, W // 2]``)."""
-    shape = tf.shape(features)
+    (``None``: the centre, ``[H // 2, W // 2]``). The map's height and width are static."""
+    height, width, channels = (int(d) for d in features.shape[1:])
     if positions is None:
-        return features[:, shape[1] // 2, shape[2] // 2, :]
-    size = tf.cast(shape[1:3], tf.float32)
-    cells = tf.cast(tf.floor(positions * size), tf.int32)
-    cells = tf.minimum(tf.maximum(cells, 0), shape[1:3] - 1)
-    return tf.gather_nd(features, cells, batch_dims=1)
+        return features[:, height // 2, width // 2, :]
+    size = ops.convert_to_tensor([height, width], "float32")
+    cells = ops.cast(ops.floor(ops.cast(positions, "float32") * size), "int32")
+    cells = ops.clip(cells, 0, ops.convert_to_tensor([height - 1, width - 1], "int32"))
+    flat_index = cells[:, 0] * width + cells[:, 1]
+    flat = ops.reshape(features, (-1, height * width, channels))
+    return ops.take_along_axis(flat, flat_index[:, None, None], axis=1)[:, 0, :]
 
 
-def crop_border(values: tf.Tensor, border: int) -> tf.Tensor:
+def crop_border(values: Any, border: int) -> Any:
     """``values`` ``(B, H, W, …)`` without ``border`` cells on each side (all of it when the map
     is smaller than twice the border: something rather than nothing)."""
-    if not border:
+    height, width = int(values.shape[1]), int(values.shape[2])
+    if not border or height <= 2 * border or width <= 2 * border:
         return values
-    height, width = tf.shape(values)[1], tf.shape(values)[2]
-    inner = values[:, border : height - border, border : width - border]
-    return tf.cond(tf.size(inner) > 0, lambda: inner, lambda: values)
+    return values[:, border : height - border, border : width - border]
 
 
-def cosine_weighted_dot(
-    activations: tf.Tensor, vectors: tf.Tensor, power: float = COSINE_POWER
-) -> tf.Tensor:
+def cosine_weighted_dot(activations: Any, vectors: Any, power: float = COSINE_POWER) -> Any:
     """``dot(a, v) · max(cos(a, v), 0.1)^power`` over the last axis, ``v`` of unit length.
 
     ``power`` 0 is the plain dot product (with a one-hot ``v``: the unit's activation).
     """
-    dot = tf.reduce_sum(activations * vectors, axis=-1)
+    dot = ops.sum(activations * vectors, axis=-1)
     if not power:
         return dot
-    cosine = dot / (tf.norm(activations, axis=-1) + NORM_EPSILON)
-    return dot * tf.pow(tf.maximum(cosine, COSINE_FLOOR), power)
+    cosine = dot / (ops.norm(activations, axis=-1) + NORM_EPSILON)
+    return dot * ops.power(ops.maximum(cosine, COSINE_FLOOR), power)
 
 
 def direction_at(
-    features: tf.Tensor,
-    vectors: tf.Tensor,
-    positions: tf.Tensor | None,
-    power: float = COSINE_POWER,
-) -> tf.Tensor:
+    features: Any, vectors: Any, positions: Any | None, power: float = COSINE_POWER
+) -> Any:
     """Each element's direction score at its position (Lucid's ``direction_neuron``)."""
     return cosine_weighted_dot(at_positions(features, positions), vectors, power)
 
 
-def direction_map(
-    features: tf.Tensor, vectors: tf.Tensor, power: float = COSINE_POWER, border: int = 0
-) -> tf.Tensor:
+def direction_map(features: Any, vectors: Any, power: float = COSINE_POWER, border: int = 0) -> Any:
     """Each element's direction score averaged over the feature map (less ``border``)."""
-    per_position = cosine_weighted_dot(features, vectors[:, tf.newaxis, tf.newaxis, :], power)
-    return tf.reduce_mean(crop_border(per_position, border), axis=[1, 2])
+    per_position = cosine_weighted_dot(features, vectors[:, None, None, :], power)
+    return ops.mean(crop_border(per_position, border), axis=(1, 2))
 
 
-def neuron_at(features: tf.Tensor, units: tf.Tensor, positions: tf.Tensor | None) -> tf.Tensor:
+def neuron_at(features: Any, units: Any, positions: Any | None) -> Any:
     """Each element's unit at its position."""
-    return tf.gather(at_positions(features, positions), units, axis=1, batch_dims=1)
+    vectors = at_positions(features, positions)
+    return ops.take_along_axis(vectors, ops.cast(units, "int32")[:, None], axis=1)[:, 0]

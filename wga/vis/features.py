@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from wga.models.surgery import layer_model, rewire
+from wga.models.surgery import cut, layer_model, rewire, whole_model_at_any_size
 from wga.vis.objective import RedirectedReLU
 
 if TYPE_CHECKING:
@@ -57,6 +57,27 @@ def _build(loaded: LoadedModel, layer_name: str, fold: bool) -> FeatureGraph:
     logits = [info.name] if info.kind == "class" else []
     rewired = rewire(sub, relu=redirected_relu, fold_batchnorm=fold, logits=logits)
     return FeatureGraph(rewired.model, info, fixed_size)
+
+
+def _build_several(loaded: LoadedModel, layers: tuple[str, ...], fold: bool) -> FeatureGraph:
+    """One model with an output per layer (an objective that reads several): cut from the
+    free-size model when it holds every layer, else from the whole network (class layers)."""
+    infos = [loaded.layer(name) for name in layers]
+    source: keras.Model | None = None
+    if all(info.spatial for info in infos):
+        spatial = loaded.spatial_model()
+        if spatial is not None and set(layers) <= {layer.name for layer in spatial.layers}:
+            source = spatial
+    else:
+        source = whole_model_at_any_size(loaded)
+    fixed_size: int | None = None
+    if source is None:
+        source = loaded.model
+        fixed_size = int(tuple(source.inputs[0].shape)[1] or loaded.spec.input_size)
+    logits = [info.name for info in infos if info.kind == "class"]
+    sub = cut(source, list(layers))
+    rewired = rewire(sub, relu=redirected_relu, fold_batchnorm=fold, logits=logits)
+    return FeatureGraph(rewired.model, infos[0], fixed_size)
 
 
 class ModelScopedCache:
@@ -103,7 +124,15 @@ class ModelScopedCache:
 _graphs = ModelScopedCache()
 
 
-def feature_graph(loaded: LoadedModel, layer: str, fold: bool = True) -> FeatureGraph:
-    """The (cached) truncated, re-wired model for ``layer`` of ``loaded``; ``fold`` folds
-    BatchNormalization into the convolutions before it (the engine's ``fold_batchnorm`` switch)."""
+def feature_graph(
+    loaded: LoadedModel, layer: str | tuple[str, ...], fold: bool = True
+) -> FeatureGraph:
+    """The (cached) truncated, re-wired model for ``layer`` of ``loaded`` (a tuple of layers: one
+    output each, in that order); ``fold`` folds BatchNormalization into the convolutions before
+    it (the engine's ``fold_batchnorm`` switch)."""
+    if isinstance(layer, tuple) and len(layer) == 1:
+        layer = layer[0]
+    if isinstance(layer, tuple):
+        layers = layer
+        return _graphs.get(loaded, (layers, fold), lambda: _build_several(loaded, layers, fold))
     return _graphs.get(loaded, (layer, fold), lambda: _build(loaded, layer, fold))

@@ -17,11 +17,9 @@ and its name in a preset.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
-import tensorflow as tf
 
 from wga.vis.param import ImageParam
 from wga.vis.presets import Preset
@@ -33,7 +31,7 @@ class Chunk(Protocol):
 
     indices: list[int]
     seeds: np.ndarray
-    params: tf.Tensor
+    params: Any  # a tensor of the running backend
 
 
 class RenderState(Protocol):
@@ -98,7 +96,7 @@ class DetailReinjection(Hook):
         self._original = np.stack([param.init(np.array([seed]), salt=1)[0] for seed in seeds])
         side = render.schedule[0][0]
         for chunk in render.chunks:
-            chunk.params = tf.image.resize(self._original[chunk.indices], (side, side))
+            chunk.params = _resize(self._original[chunk.indices], side)
 
     def end_octave(self, render: RenderState) -> None:
         if self._original is None or render.octave == 0:
@@ -107,8 +105,15 @@ class DetailReinjection(Hook):
         previous = render.schedule[render.octave - 1][0]
         for chunk in render.chunks:
             original = self._original[chunk.indices]
-            shrunk = tf.image.resize(tf.image.resize(original, (previous, previous)), (side,) * 2)
-            chunk.params += tf.image.resize(original, (side, side)) - shrunk
+            shrunk = _resize(_resize(original, previous), side)
+            chunk.params = chunk.params + (_resize(original, side) - shrunk)
+
+
+def _resize(images: Any, side: int) -> Any:
+    """Bilinear resize (half-pixel centres, no antialiasing) on the running backend."""
+    from keras import ops
+
+    return ops.image.resize(images, (side, side), interpolation="bilinear")
 
 
 @hook("median_filter")
@@ -122,15 +127,11 @@ class MedianFilter(Hook):
     def after_step(self, render: RenderState) -> None:
         if render.octave_step % self.every:
             return
+        from keras import ops
+
         for chunk in render.chunks:
-            chunk.params = _compiled_median(self.size, tuple(chunk.params.shape[1:]))(chunk.params)
-
-
-@lru_cache(maxsize=64)
-def _compiled_median(size: int, shape: tuple[int, ...]) -> Callable[[tf.Tensor], tf.Tensor]:
-    """One trace per filter size and parameter shape, any batch size, shared by all renders."""
-    signature = [tf.TensorSpec([None, *shape], tf.float32)]
-    return tf.function(lambda images: median_filter(images, size), input_signature=signature)
+            filtered = median_filter(ops.convert_to_numpy(chunk.params), self.size)
+            chunk.params = ops.convert_to_tensor(filtered)
 
 
 @hook("autotone")

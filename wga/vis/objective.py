@@ -1,9 +1,11 @@
-"""What a render maximises, per batch element, and the ReLU-gradient warm-up.
+"""What a render maximises, per batch element, and the ReLU-gradient warm-up — on ``keras.ops``.
 
 Every objective maps the layer's output ``features`` and a :class:`Target` (the per-element
 ``units``, and what else its row in :mod:`wga.vis.objective_table` asks for) to one score per
-element, ``(B,)``; the step maximises their sum, so element ``i``'s gradient depends only on its
-own score. Each is registered with ``@scores(name)`` under its row's name.
+element, ``(B,)``; a recipe's objective is a weighted sum of such terms
+(:class:`~wga.vis.objective_table.Objective`), and the step maximises the sum over the batch, so
+element ``i``'s gradient depends only on its own score (``diversity`` excepted, on purpose). Each
+is registered with ``@scores(name)`` under its row's name.
 
 * ``channel`` — spatial mean of channel ``unit`` (Lucid's ``channel``); ``border`` excludes a
   margin, as the 2018 original did (2 px);
@@ -14,14 +16,17 @@ own score. Each is registered with ``@scores(name)`` under its row's name.
 * ``logit`` — unit ``unit`` of a Dense (class) layer, read BEFORE its softmax: maximising a
   probability rewards suppressing the other classes rather than showing this one;
 * ``layer`` — DeepDream: mean squared activation of the whole layer (``unit`` is ignored);
-* :func:`diversity` — Lucid's penalty on similar Gram matrices, for several variations of one
-  unit rendered together (this one couples the batch on purpose).
+* ``diversity`` — Lucid's penalty on similar Gram matrices, for several variations of one unit
+  rendered together (it couples the batch on purpose);
+* ``tv``, ``l1``, ``l2`` — regularisers on the image itself (Lucid's ``total_variation``, ``L1``
+  and ``L2`` around mid grey), per element.
 
 ReLU warm-up: Lucid redirects ReLU gradients during the first steps so that a unit that is dead
-(negative everywhere) for the initial noise still receives a gradient that pushes it up. Here the
-model is rebuilt with :class:`RedirectedReLU` layers in place of its ReLUs (see
-:mod:`wga.vis.features`); whether they redirect is decided while the step is traced (a
+(negative everywhere) for the initial noise still receives a gradient that pushes it up. The
+model is rebuilt with :class:`RedirectedReLU` layers in place of its ReLUs (the model surgery
+decides which layers are ReLUs); whether they redirect is decided while the step is traced (a
 thread-local switch), so the warm-up and the plain steps are two traces of one step function.
+The redirected gradient is a ``keras.ops.custom_gradient``, so it exists on every backend.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from wga.vis.direction import (
     COSINE_POWER,
@@ -45,41 +51,44 @@ from wga.vis.objective_table import OBJECTIVES
 
 RELU_WARMUP_STEPS = 16  # Lucid render_vis: relu_gradient_override for the first 16 steps
 DIVERSITY_WEIGHT = 100.0  # Lucid's tutorial: channel(...) - 1e2 * diversity(layer)
+L1_CONSTANT = L2_CONSTANT = 0.5  # Lucid's L1/L2 regularisers measure the distance to mid grey
+L2_EPSILON = 1e-6  # Lucid: sqrt(epsilon + sum((x - constant)^2))
 
 _redirect = threading.local()
 
 
 @contextmanager
-def redirect_relu_gradients(switch: tf.Tensor | None) -> Iterator[None]:
-    """While tracing inside this block, :class:`RedirectedReLU` layers obey ``switch`` (a bool
-    tensor; ``None``: plain ReLUs).
+def redirect_relu_gradients(on: bool) -> Iterator[None]:
+    """While tracing inside this block, :class:`RedirectedReLU` layers redirect (``on``) or are
+    plain ReLUs.
 
     Thread-local, so two threads tracing different steps never see each other's switch.
     """
-    previous = getattr(_redirect, "switch", None)
-    _redirect.switch = switch
+    previous = getattr(_redirect, "on", False)
+    _redirect.on = bool(on)
     try:
         yield
     finally:
-        _redirect.switch = previous
+        _redirect.on = previous
 
 
-@tf.custom_gradient
-def _relu_with_redirect(x: tf.Tensor, switch: tf.Tensor) -> tuple[tf.Tensor, object]:
-    """ReLU whose gradient, when ``switch`` is on, also reaches negative inputs that it would
-    push up, for batch elements where the plain ReLU gradient is zero everywhere (Lucid's
+@ops.custom_gradient
+def relu_with_redirect(x: Any) -> tuple[Any, Callable[..., Any]]:
+    """ReLU whose gradient also reaches negative inputs that it would push up, for batch
+    elements where the plain ReLU gradient is zero everywhere (Lucid's
     ``redirected_relu_grad``). The step differentiates the objective it MAXIMISES, so
     ``dy > 0`` means "make this input larger" (Lucid minimised a loss: signs flipped)."""
-    y = tf.nn.relu(x)
+    y = ops.relu(x)
 
-    def grad(dy: tf.Tensor) -> tuple[tf.Tensor, None]:
+    def grad(*args: Any, upstream: Any = None) -> Any:
+        dy = args[-1] if upstream is None else upstream  # PyTorch passes it by keyword
         negative = x < 0
-        plain = tf.where(negative, tf.zeros_like(dy), dy)
-        redirected = tf.where(negative & (dy < 0), tf.zeros_like(dy), dy)
-        axes = list(range(1, len(x.shape)))
-        alive = tf.reduce_any(tf.not_equal(plain, 0), axis=axes, keepdims=True)
-        use_redirect = tf.logical_and(switch, tf.logical_not(alive))
-        return tf.where(use_redirect, redirected, plain), None
+        zeros = ops.zeros_like(dy)
+        plain = ops.where(negative, zeros, dy)
+        redirected = ops.where(negative & (dy < 0), zeros, dy)
+        axes = tuple(range(1, len(x.shape)))
+        alive = ops.any(ops.not_equal(plain, 0), axis=axes, keepdims=True)
+        return ops.where(alive, plain, redirected)
 
     return y, grad
 
@@ -87,11 +96,10 @@ def _relu_with_redirect(x: tf.Tensor, switch: tf.Tensor) -> tuple[tf.Tensor, obj
 class RedirectedReLU(keras.layers.Layer):
     """A ReLU that redirects its gradient while :func:`redirect_relu_gradients` says so."""
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        switch = getattr(_redirect, "switch", None)
-        if switch is None:
-            return tf.nn.relu(inputs)
-        return _relu_with_redirect(inputs, switch)
+    def call(self, inputs: Any) -> Any:
+        if getattr(_redirect, "on", False):
+            return relu_with_redirect(inputs)
+        return ops.relu(inputs)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
@@ -107,17 +115,19 @@ class Target:
     :func:`wga.vis.direction.at_positions`); ``vectors``: ``(B, C)`` float32 unit directions in
     channel space, one per element (for the objectives whose row in
     :data:`~wga.vis.objective_table.OBJECTIVES` reads a vector); ``cos_power``: the cosine's
-    exponent of the direction objectives.
+    exponent of the direction objectives; ``images``: ``(B, size, size, 3)`` the RGB images in
+    [0, 1] before the transforms (for the regularisers that read the image).
     """
 
-    units: tf.Tensor
+    units: Any = None
     border: int = 0
-    positions: tf.Tensor | None = None
-    vectors: tf.Tensor | None = None
+    positions: Any | None = None
+    vectors: Any | None = None
     cos_power: float = COSINE_POWER
+    images: Any | None = None
 
 
-ScoreFunction = Callable[[tf.Tensor, Target], tf.Tensor]
+ScoreFunction = Callable[[Any, Target], Any]
 SCORES: dict[str, ScoreFunction] = {}
 
 
@@ -133,54 +143,86 @@ def scores(name: str) -> Callable[[ScoreFunction], ScoreFunction]:
     return register
 
 
+def _units(target: Target) -> Any:
+    return ops.cast(target.units, "int32")[:, None]
+
+
 @scores("logit")
-def logit(features: tf.Tensor, target: Target) -> tf.Tensor:
-    return tf.gather(features, target.units, axis=1, batch_dims=1)
+def logit(features: Any, target: Target) -> Any:
+    return ops.take_along_axis(features, _units(target), axis=1)[:, 0]
 
 
 @scores("layer")
-def layer(features: tf.Tensor, target: Target) -> tf.Tensor:
-    return tf.reduce_mean(tf.square(features), axis=[1, 2, 3])
+def layer(features: Any, target: Target) -> Any:
+    return ops.mean(ops.square(features), axis=(1, 2, 3))
 
 
 @scores("neuron")
-def neuron(features: tf.Tensor, target: Target) -> tf.Tensor:
+def neuron(features: Any, target: Target) -> Any:
     return neuron_at(features, target.units, target.positions)
 
 
 @scores("direction")
-def direction(features: tf.Tensor, target: Target) -> tf.Tensor:
+def direction(features: Any, target: Target) -> Any:
     return direction_at(features, target.vectors, target.positions, target.cos_power)
 
 
 @scores("direction_map")
-def direction_over_map(features: tf.Tensor, target: Target) -> tf.Tensor:
+def direction_over_map(features: Any, target: Target) -> Any:
     return direction_map(features, target.vectors, target.cos_power, target.border)
 
 
 @scores("channel")
-def channel(features: tf.Tensor, target: Target) -> tf.Tensor:
-    channels = tf.transpose(features, [0, 3, 1, 2])  # (B, C, H, W)
-    chosen = tf.gather(channels, target.units, axis=1, batch_dims=1)  # (B, H, W)
-    return tf.reduce_mean(crop_border(chosen, target.border), axis=[1, 2])
+def channel(features: Any, target: Target) -> Any:
+    chosen = ops.take_along_axis(features, _units(target)[:, None, None, :], axis=3)[..., 0]
+    return ops.mean(crop_border(chosen, target.border), axis=(1, 2))
 
 
-def score(name: str, features: tf.Tensor, units: tf.Tensor, border: int = 0) -> tf.Tensor:
+@scores("diversity")
+def diversity_term(features: Any, target: Target) -> Any:
+    return diversity_per_element(features)
+
+
+@scores("tv")
+def total_variation(features: Any, target: Target) -> Any:
+    images = target.images
+    down = ops.abs(images[:, 1:, :, :] - images[:, :-1, :, :])
+    across = ops.abs(images[:, :, 1:, :] - images[:, :, :-1, :])
+    return ops.sum(down, axis=(1, 2, 3)) + ops.sum(across, axis=(1, 2, 3))
+
+
+@scores("l1")
+def l1(features: Any, target: Target) -> Any:
+    return ops.mean(ops.abs(target.images - L1_CONSTANT), axis=(1, 2, 3))
+
+
+@scores("l2")
+def l2(features: Any, target: Target) -> Any:
+    return ops.sqrt(L2_EPSILON + ops.mean(ops.square(target.images - L2_CONSTANT), axis=(1, 2, 3)))
+
+
+def score(name: str, features: Any, units: Any, border: int = 0) -> Any:
     """One score per batch element: how strongly ``features`` show each element's unit."""
     return SCORES[name](features, Target(units, border))
 
 
-def diversity(features: tf.Tensor) -> tf.Tensor:
+def diversity_per_element(features: Any) -> Any:
+    """Element ``i``'s share of Lucid's diversity: the cosine similarities of its Gram matrix
+    with the others', summed, divided by the batch size (their sum is Lucid's ``diversity``)."""
+    channels = int(features.shape[-1])
+    flat = ops.reshape(features, (ops.shape(features)[0], -1, channels))
+    grams = ops.matmul(ops.transpose(flat, (0, 2, 1)), flat)
+    grams = ops.reshape(grams, (ops.shape(features)[0], channels * channels))
+    grams = grams / ops.maximum(ops.norm(grams, axis=1, keepdims=True), 1e-10)
+    similarity = ops.matmul(grams, ops.transpose(grams))
+    own = ops.sum(grams * grams, axis=1)
+    batch = ops.cast(ops.shape(features)[0], features.dtype)
+    return (ops.sum(similarity, axis=1) - own) / batch
+
+
+def diversity(features: Any) -> Any:
     """Lucid's diversity: mean cosine similarity between the elements' Gram matrices.
 
     Subtract it (times a weight) from the objective to push variations of one unit apart.
     """
-    shape = tf.shape(features)
-    flat = tf.reshape(features, [shape[0], -1, shape[-1]])
-    grams = tf.matmul(flat, flat, transpose_a=True)
-    grams = tf.reshape(grams, [shape[0], -1])
-    grams = tf.math.l2_normalize(grams, axis=1, epsilon=1e-10)
-    similarity = tf.matmul(grams, grams, transpose_b=True)
-    batch = tf.cast(shape[0], features.dtype)
-    off_diagonal = tf.reduce_sum(similarity) - tf.linalg.trace(similarity)
-    return off_diagonal / batch
+    return ops.sum(diversity_per_element(features))

@@ -1,4 +1,5 @@
-"""Optimisers of the compiled render step: one protocol, a state tuple, traced inside the step.
+"""Optimisers of the compiled render step: one protocol, a state tuple, traced inside the step
+(``keras.ops``: the same update on TensorFlow, JAX and PyTorch).
 
 An optimiser turns a gradient (of the objective being MAXIMISED) into new parameters. Its state
 is a tuple of tensors that the compiled step takes and returns, so the Python loop outside can
@@ -7,21 +8,21 @@ park a render and resume it, and an octave change can start afresh (:meth:`Optim
 * :class:`Adam` — Lucid's ``tf.train.AdamOptimizer`` update, written out (state ``m, v, t``);
 * :class:`NormalizedGradient` — the 2018 original's ``x += rate · g / (mean|g| + ε)`` (no state).
 
-Adding one: a class with ``state_spec``, ``init`` and ``update``, and its name in
+Adding one: a class with ``init`` and ``update``, and its name in
 :data:`OPTIMISERS` (a preset names it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-import tensorflow as tf
+from keras import ops
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8  # tf.train.AdamOptimizer defaults (Lucid)
 NORMALIZED_GRADIENT_EPSILON = 1e-7  # explain.ipynb: grads /= mean(|grads|) + 1e-7
 
-State = tuple[tf.Tensor, ...]
+State = tuple[Any, ...]
 
 
 class Optimiser(Protocol):
@@ -29,17 +30,11 @@ class Optimiser(Protocol):
 
     learning_rate: float
 
-    def state_spec(self, params: tf.TensorSpec) -> tuple[tf.TensorSpec, ...]:
-        """The state's signature for parameters of signature ``params``."""
-        ...
-
-    def init(self, params: tf.Tensor) -> State:
+    def init(self, params: Any) -> State:
         """A fresh state for ``params`` (a render's start, or a new octave)."""
         ...
 
-    def update(
-        self, params: tf.Tensor, gradient: tf.Tensor, state: State
-    ) -> tuple[tf.Tensor, State]:
+    def update(self, params: Any, gradient: Any, state: State) -> tuple[Any, State]:
         """One ascent step: the new parameters and state (traced inside the compiled step)."""
         ...
 
@@ -48,23 +43,19 @@ class Optimiser(Protocol):
 class Adam:
     learning_rate: float
 
-    def state_spec(self, params: tf.TensorSpec) -> tuple[tf.TensorSpec, ...]:
-        return (params, params, tf.TensorSpec([], tf.int64))
+    def init(self, params: Any) -> State:
+        # the step count as float32: exact up to 2**24 steps, one dtype on every backend
+        return (ops.zeros_like(params), ops.zeros_like(params), ops.zeros((), "float32"))
 
-    def init(self, params: tf.Tensor) -> State:
-        return (tf.zeros_like(params), tf.zeros_like(params), tf.constant(0, tf.int64))
-
-    def update(
-        self, params: tf.Tensor, gradient: tf.Tensor, state: State
-    ) -> tuple[tf.Tensor, State]:
+    def update(self, params: Any, gradient: Any, state: State) -> tuple[Any, State]:
         m, v, t = state
-        t = t + 1
-        step = tf.cast(t, tf.float32)
+        t = t + 1.0
+        step = t
         m = ADAM_BETA1 * m + (1 - ADAM_BETA1) * gradient
-        v = ADAM_BETA2 * v + (1 - ADAM_BETA2) * tf.square(gradient)
-        m_hat = m / (1 - ADAM_BETA1**step)
-        v_hat = v / (1 - ADAM_BETA2**step)
-        params = params + self.learning_rate * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON)
+        v = ADAM_BETA2 * v + (1 - ADAM_BETA2) * ops.square(gradient)
+        m_hat = m / (1 - ops.power(ADAM_BETA1, step))
+        v_hat = v / (1 - ops.power(ADAM_BETA2, step))
+        params = params + self.learning_rate * m_hat / (ops.sqrt(v_hat) + ADAM_EPSILON)
         return params, (m, v, t)
 
 
@@ -72,17 +63,12 @@ class Adam:
 class NormalizedGradient:
     learning_rate: float
 
-    def state_spec(self, params: tf.TensorSpec) -> tuple[tf.TensorSpec, ...]:
+    def init(self, params: Any) -> State:
         return ()
 
-    def init(self, params: tf.Tensor) -> State:
-        return ()
-
-    def update(
-        self, params: tf.Tensor, gradient: tf.Tensor, state: State
-    ) -> tuple[tf.Tensor, State]:
+    def update(self, params: Any, gradient: Any, state: State) -> tuple[Any, State]:
         axes = list(range(1, len(params.shape)))
-        mean = tf.reduce_mean(tf.abs(gradient), axis=axes, keepdims=True)
+        mean = ops.mean(ops.abs(gradient), axis=axes, keepdims=True)
         return params + self.learning_rate * gradient / (mean + NORMALIZED_GRADIENT_EPSILON), ()
 
 

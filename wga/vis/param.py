@@ -9,17 +9,17 @@ decorrelation does the same for the three colour channels. Both follow Lucid's
 Every parameterisation is batched: element ``i`` of the batch is an independent image, created
 from its own seed, so an image never depends on which other images share its batch.
 
-All functions here work on TensorFlow tensors (the registry's models run on the TensorFlow
-backend of Keras 3); the octave helpers (:func:`resize_params`) run on NumPy between octaves.
+:meth:`ImageParam.to_rgb` is written on ``keras.ops``, so it runs (and is differentiated) on
+TensorFlow, JAX and PyTorch alike; the 2-D inverse real FFT is composed from the 1-D transforms
+Keras offers. The octave helpers (:func:`resize_params`) run on NumPy between octaves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import tensorflow as tf
 
 ParamKind = Literal["fourier", "pixel"]
 
@@ -98,20 +98,33 @@ class ImageParam:
             out[i] = rng.normal(0.0, std, size=element_shape)
         return out
 
-    def to_rgb(self, params: tf.Tensor) -> tf.Tensor:
+    def to_rgb(self, params: Any) -> Any:
         """Parameters → images ``(B, size, size, 3)`` in [0, 1] (``affine``: unbounded)."""
+        from keras import ops
+
         if self.kind == "fourier":
-            scale = tf.constant(fourier_scale(self.size, self.decay))
-            spectrum = tf.complex(params[..., 0] * scale, params[..., 1] * scale)
-            image = tf.signal.irfft2d(spectrum, fft_length=[self.size, self.size])
-            image = tf.transpose(image, [0, 2, 3, 1]) / FOURIER_IMAGE_DIVISOR
+            scale = ops.convert_to_tensor(fourier_scale(self.size, self.decay))
+            image = irfft2d(params[..., 0] * scale, params[..., 1] * scale, self.size)
+            image = ops.transpose(image, (0, 2, 3, 1)) / FOURIER_IMAGE_DIVISOR
         else:
             image = params
         if self.decorrelate:
-            image = tf.tensordot(image, tf.constant(self.matrix().T), axes=[[3], [0]])
+            image = ops.matmul(image, ops.convert_to_tensor(self.matrix().T))
         if self.output == "sigmoid":
-            return tf.sigmoid(image)
+            return ops.sigmoid(image)
         return (image + 1.0) * 0.5
+
+
+def irfft2d(real: Any, imag: Any, size: int) -> Any:
+    """The inverse real 2-D FFT of a ``(…, size, size // 2 + 1)`` spectrum (as NumPy's
+    ``irfft2`` with ``s=(size, size)``): an inverse complex FFT along the rows, written as a
+    forward one on the conjugate, then an inverse real FFT along the columns."""
+    from keras import ops
+
+    rows_last = (*range(len(real.shape) - 2), len(real.shape) - 1, len(real.shape) - 2)
+    re, im = ops.fft((ops.transpose(real, rows_last), -ops.transpose(imag, rows_last)))
+    re, im = ops.transpose(re, rows_last) / size, -ops.transpose(im, rows_last) / size
+    return ops.irfft((re, im), fft_length=size)
 
 
 def resize_params(param: ImageParam, params: np.ndarray, new: ImageParam) -> np.ndarray:
@@ -124,8 +137,10 @@ def resize_params(param: ImageParam, params: np.ndarray, new: ImageParam) -> np.
     if param.kind != new.kind:
         raise ValueError("octaves must keep one parameterisation")
     if param.kind == "pixel":
-        resized = tf.image.resize(params, (new.size, new.size), method="bilinear")
-        return resized.numpy().astype("float32")
+        from keras import ops
+
+        resized = ops.image.resize(params, (new.size, new.size), interpolation="bilinear")
+        return np.asarray(ops.convert_to_numpy(resized), dtype="float32")
     small, large = param.size, new.size
     coefficients = (params[..., 0] + 1j * params[..., 1]) * fourier_scale(small, param.decay)
     coefficients *= (large * large) / (small * small)  # irfft2d divides by height × width

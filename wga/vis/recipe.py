@@ -1,7 +1,7 @@
 """What one rendered image is: :class:`Recipe`, validated, hashable, JSON-able.
 
-Kept free of TensorFlow so that front ends (CLI, REST API) can validate a request instantly,
-before any model is loaded; the objectives come from the tf-free
+Kept free of Keras so that front ends (CLI, REST API) can validate a request instantly, before
+any model is loaded; the objectives (names or composed expressions) come from the Keras-free
 :mod:`wga.vis.objective_table`. :mod:`wga.vis.render` re-exports :class:`Recipe`.
 """
 
@@ -10,13 +10,23 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from wga.errors import InvalidInput
-from wga.vis.objective_table import AUTO, check_needs, objective_spec, resolve_objective
+from wga.vis.backends import BACKENDS, DEFAULT_BACKEND, backend_name
+from wga.vis.objective_table import (
+    AUTO,
+    OBJECTIVES,
+    Call,
+    Objective,
+    canonical_objective,
+    check_needs,
+    parse_objective,
+    resolve_objective,
+)
 from wga.vis.presets import DEFAULT_PRESET, Preset, get_preset
 from wga.vis.vectors import check_hash
 
@@ -54,6 +64,13 @@ class Recipe:
     :class:`~wga.vis.vectors.VectorStore`) are for the objectives that read them, and
     ``cos_power`` (default 2) for the direction objectives. All three are part of the recipe's
     identity but not of its batch key: every batch element has its own position and vector.
+    ``objective`` may also be a composed expression (``channel(mixed5, 3) - 0.5 *
+    channel(mixed5, 7)``, see :func:`~wga.vis.objective_table.parse_objective`): it is kept in
+    canonical form, and the fields above fill the arguments its terms leave out.
+
+    ``backend``: the Keras backend that renders it (default: this process's), part of the
+    identity — a cache never mixes backends; left out of :meth:`as_dict` when it is
+    ``tensorflow``, so render ids made before the field existed stay valid.
     """
 
     model: str
@@ -67,6 +84,7 @@ class Recipe:
     position: tuple[int, int] | None = None
     vector: str | None = None
     cos_power: float | None = None
+    backend: str = field(default_factory=backend_name)
 
     def __post_init__(self) -> None:
         for name, hint in (
@@ -81,7 +99,11 @@ class Recipe:
         check_integer("seed", self.seed, 0, MAX_SEED)
         if self.steps is not None:
             check_integer("steps", self.steps, 1, MAX_STEPS)
-        objective_spec(self.objective)  # raises InvalidInput with suggestions
+        object.__setattr__(self, "objective", canonical_objective(self.objective))
+        if self.backend not in BACKENDS:
+            raise InvalidInput(
+                f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
         if self.position is not None:
             object.__setattr__(self, "position", _position(self.position))
         if self.vector is not None:
@@ -110,6 +132,7 @@ class Recipe:
             self.total_steps,
             self.objective,
             self.cos_power,
+            self.backend,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -124,18 +147,39 @@ class Recipe:
         for optional in ("position", "vector", "cos_power"):
             if out[optional] is None:
                 del out[optional]
+        if self.backend == DEFAULT_BACKEND:
+            del out["backend"]
         if self.position is not None:
             out["position"] = list(self.position)
         return out
 
-    def check(self, loaded: LoadedModel) -> str:
-        """Raise NotFound / InvalidInput unless the layer and unit exist and the objective fits
-        the layer; the objective's name, ``auto`` resolved."""
+    def bound_objective(self, loaded: LoadedModel) -> Objective:
+        """The objective with every argument filled (``auto`` resolved by the layer's kind, the
+        recipe's layer, unit, position, vector where a term leaves them out); NotFound /
+        InvalidInput unless every layer and unit exists and every term fits its layer."""
         info = loaded.check_unit(self.layer, self.unit)
-        try:
-            return resolve_objective(self.objective, info.spatial).name
-        except InvalidInput as error:
-            raise InvalidInput(f"layer {self.layer!r}: {error}") from None
+        if self.objective == AUTO or self.objective in OBJECTIVES:
+            try:
+                name = resolve_objective(self.objective, info.spatial).name
+            except InvalidInput as error:
+                raise InvalidInput(f"layer {self.layer!r}: {error}") from None
+            objective = Objective(((1.0, Call(name)),))
+        else:
+            objective = parse_objective(self.objective)
+        bound = objective.bind(self.layer, self.unit, self.position, self.vector, self.cos_power)
+        bound.check_layers(lambda layer: loaded.layer(layer).spatial)
+        for _, call in bound.terms:
+            if call.unit is not None and call.layer is not None:
+                loaded.check_unit(call.layer, call.unit)
+        return bound
+
+    def check(self, loaded: LoadedModel) -> str:
+        """Raise NotFound / InvalidInput unless the objective fits ``loaded``; the objective's
+        text, ``auto`` resolved (what a PNG's metadata records)."""
+        bound = self.bound_objective(loaded)
+        if self.objective == AUTO or self.objective in OBJECTIVES:
+            return bound.terms[0][1].name
+        return self.objective
 
 
 def recipe_file_name(recipe: Recipe, *, full: bool = False) -> str:
@@ -180,6 +224,9 @@ def check_recipes(recipes: Sequence[Recipe], loaded: LoadedModel) -> str:
     kinds = {recipe.check(loaded) for recipe in recipes}
     if len(kinds) > 1:
         raise InvalidInput(f"recipes of one request resolve to objectives {sorted(kinds)}")
+    structures = {recipe.bound_objective(loaded).structure() for recipe in recipes}
+    if len(structures) > 1:
+        raise InvalidInput("recipes of one request must share their objective's form")
     return kinds.pop()
 
 
@@ -214,8 +261,7 @@ def _shown(value: Any) -> str:
 
 def _cos_power(value: Any, objective: str) -> float:
     """The cosine exponent of a direction objective: a number from 0 to MAX_COS_POWER."""
-    spec = objective_spec(objective)
-    if spec is None or spec.vector == "no":
+    if objective == AUTO or not parse_objective(objective).reads("vector"):
         raise InvalidInput(
             f"cos_power is for the direction objectives only, not {objective!r}: leave it out"
         )

@@ -1,8 +1,9 @@
 """Rendering: a recipe in, an image out — many units per pass, step by step, reproducibly.
 
-The split follows Xplique's ``optim.py``: a compiled step (``tf.function``) does one
-forward/backward pass and one update (the preset's optimiser, :mod:`wga.vis.optim`) for a whole
-batch, and a plain Python loop outside it (:class:`BatchRender`) moves between octaves, runs the
+The split follows Xplique's ``optim.py``: a compiled step (:mod:`wga.vis.step`, compiled by the
+running Keras backend's module in :mod:`wga.vis.backends`) does one forward/backward pass and one
+update (the preset's optimiser, :mod:`wga.vis.optim`) for a whole batch, and a plain Python loop
+outside it (:class:`BatchRender`) moves between octaves, runs the
 preset's hooks (:mod:`wga.vis.hooks`: the 2018 recipe's median filter, detail re-injection,
 autotone), and can stop after any step and continue later — which is what the render queue needs
 for live progress and pre-emption.
@@ -14,8 +15,9 @@ is dynamic, so batches of any size reuse one trace. Large renders are split into
 (:func:`max_batch_size`) so memory stays bounded.
 
 Reproducibility: element ``i`` starts from noise drawn from its own seed, and its random
-transforms come from ``(seed, step)`` (stateless ops): the same recipe gives the same image,
-whichever other recipes share its batch.
+transforms come from ``(seed, step)`` (a counter-based hash, in NumPy): the same recipe gives the
+same image, whichever other recipes share its batch, and on TensorFlow, JAX and PyTorch alike
+(up to float rounding, which Adam's early, nearly sign-like steps amplify a little).
 """
 
 from __future__ import annotations
@@ -25,30 +27,25 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 from tqdm.auto import tqdm
 
 import wga
 from wga.errors import InvalidInput
 from wga.models import preprocess
-from wga.vis.direction import COSINE_POWER
-from wga.vis.features import FeatureGraph, ModelScopedCache, feature_graph
+from wga.vis.backends import backend_name
+from wga.vis.features import ModelScopedCache, feature_graph
 from wga.vis.hooks import Hook, hooks_for
-from wga.vis.objective import (
-    DIVERSITY_WEIGHT,
-    SCORES,
-    Target,
-    diversity,
-    redirect_relu_gradients,
-)
-from wga.vis.optim import Optimiser, State, optimiser
+from wga.vis.objective import DIVERSITY_WEIGHT
+from wga.vis.objective_table import Call, Objective
+from wga.vis.optim import State
 from wga.vis.param import ImageParam, resize_params
 from wga.vis.png import save_png
 from wga.vis.presets import Preset
@@ -61,7 +58,7 @@ from wga.vis.recipe import (
     check_recipes,
     recipe_file_name,
 )
-from wga.vis.targets import element_positions, element_vectors
+from wga.vis.step import CompiledStep, Inputs, element_inputs
 from wga.vis.transform import MAX_MODEL_SIDE, TransformStack
 
 if TYPE_CHECKING:
@@ -112,69 +109,6 @@ def max_batch_size(size: int) -> int:
 # -- the compiled step ------------------------------------------------------------------------
 
 
-@dataclass
-class _CompiledStep:
-    """One traced step for (model, layer, octave side, preset, objective, diversity)."""
-
-    graph: FeatureGraph
-    param: ImageParam
-    transforms: TransformStack | None
-    preprocessing: str
-    kind: str  # a row of wga.vis.objective_table.OBJECTIVES
-    preset: Preset
-    diversity_weight: float
-    cos_power: float = COSINE_POWER
-    optimiser: Optimiser = field(init=False)
-    step: dict[bool, Callable[..., Any]] = field(init=False)
-    to_rgb: Callable[..., Any] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.optimiser = optimiser(self.preset.optimizer, self.preset.learning_rate)
-        shape = tf.TensorSpec([None, *self.param.shape(1)[1:]], tf.float32)
-        seeds = tf.TensorSpec([None], tf.int64)
-        units = tf.TensorSpec([None], tf.int32)
-        positions = tf.TensorSpec([None, 2], tf.float32)  # fractions of the map (y, x)
-        vectors = tf.TensorSpec([None, None], tf.float32)  # one direction per element
-        scalar_i = tf.TensorSpec([], tf.int64)
-        state = self.optimiser.state_spec(shape)
-        signature = [shape, state, seeds, units, positions, vectors, scalar_i]
-        # Two traces: with redirected ReLU gradients (warm-up) and plain. The plain one keeps no
-        # pre-activations for the custom gradient: less memory and time for the (many more)
-        # steps after the warm-up, and for octaves that never warm up.
-        self.step = {
-            warm: tf.function(partial(self._step, warm=warm), input_signature=signature)
-            for warm in (False, True)
-        }
-        self.to_rgb = tf.function(self.param.to_rgb, input_signature=[shape])
-
-    def _gradient(
-        self, params: tf.Tensor, seeds: tf.Tensor, target: Target, step: tf.Tensor, warm: bool
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            images = self.param.to_rgb(params)
-            if self.transforms is not None:
-                images = self.transforms(images, seeds, step)
-            fixed = self.graph.fixed_size
-            if fixed is not None and images.shape[1] != fixed:
-                images = tf.image.resize(images, (fixed, fixed), method="bilinear", antialias=True)
-            inputs = preprocess(images, self.preprocessing)
-            with redirect_relu_gradients(tf.constant(True) if warm else None):
-                features = self.graph.model(inputs, training=False)
-            scores = SCORES[self.kind](features, target)
-            total = tf.reduce_sum(scores)
-            if self.diversity_weight:
-                total -= self.diversity_weight * diversity(features)
-        return tape.gradient(total, params), scores
-
-    def _step(self, params, state, seeds, units, positions, vectors, step, *, warm: bool):
-        """One ascent step of the whole batch: new parameters, optimiser state, scores."""
-        target = Target(units, self.preset.border, positions, vectors, self.cos_power)
-        gradient, scores = self._gradient(params, seeds, target, step, warm)
-        params, state = self.optimiser.update(params, gradient, state)
-        return params, state, scores
-
-
 _steps = ModelScopedCache()
 
 
@@ -210,32 +144,37 @@ def _transforms(preset: Preset, side: int, crop_padding: bool) -> TransformStack
 
 def compiled_step(
     loaded: LoadedModel,
-    layer: str,
+    objective: Objective,
     side: int,
     preset: Preset,
-    kind: str,
-    diversity_weight: float = 0.0,
-    cos_power: float = COSINE_POWER,
     options: EngineOptions = DEFAULT_OPTIONS,
-) -> _CompiledStep:
-    """The cached compiled step; built (and later traced) once per key, reused by every batch.
+) -> CompiledStep:
+    """The cached compiled step for a bound ``objective``'s form; built (and later traced) once
+    per key, reused by every batch.
 
-    Positions and direction vectors are inputs of the step, one per batch element, so a batch
-    of atlas icons (each its own direction) is one trace and one pass."""
+    Units, positions and direction vectors are inputs of the step, one per batch element, so a
+    batch of atlas icons (each its own direction) is one trace and one pass."""
     param = _image_param(loaded, preset, side)
-    key = ("step", layer, side, preset, kind, float(diversity_weight), param, float(cos_power))
-    key += (options,)
+    layers = tuple(objective.layers())
+    # the speed switches (benchmarks flip them) and the backend are part of the key
+    key = ("step", layers, side, preset, objective.structure(), param, options, backend_name())
 
-    def build() -> _CompiledStep:
-        return _CompiledStep(
-            graph=feature_graph(loaded, layer, options.fold_batchnorm),
+    def build() -> CompiledStep:
+        if not layers:
+            raise InvalidInput(
+                f"objective {objective.text()!r} reads no layer: add a term that does "
+                "(a regulariser alone would only smooth noise)"
+            )
+        graph = feature_graph(loaded, layers, options.fold_batchnorm)
+        return CompiledStep(
+            model=graph.model,
+            layers=layers,
+            fixed_size=graph.fixed_size,
             param=param,
             transforms=_transforms(preset, side, options.crop_padding),
-            preprocessing=loaded.spec.preprocessing,
-            kind=kind,
+            preprocess=partial(preprocess, mode=loaded.spec.preprocessing),
+            objective=objective,
             preset=preset,
-            diversity_weight=float(diversity_weight),
-            cos_power=float(cos_power),
         )
 
     return _steps.get(loaded, key, build)
@@ -250,10 +189,8 @@ class _Chunk:
 
     indices: list[int]
     seeds: np.ndarray
-    units: np.ndarray
-    positions: np.ndarray  # (k, 2) float32 fractions of the feature map
-    vectors: np.ndarray  # (k, C) float32 unit directions; (k, 1) zeros when none are read
-    params: tf.Tensor
+    elements: Inputs  # per-element inputs of the objective's terms (wga.vis.step)
+    params: Any  # a tensor of the running backend
     state: State | None = None  # None: fresh (a render's start, or a new octave)
     scores: np.ndarray | None = None
 
@@ -262,8 +199,9 @@ class BatchRender:
     """Several recipes with one ``batch_key`` rendered together, advanced step by step.
 
     A caller can interleave several renders, pause (just stop calling :meth:`run`) and resume
-    later where it was. ``diversity`` > 0 couples the batch on purpose (variations of one unit
-    that should differ, see :func:`render_variations`); it is off for independent recipes. The
+    later where it was. ``diversity`` > 0 adds the term ``- diversity × diversity`` to every
+    recipe's objective, which couples the batch on purpose (variations of one unit that should
+    differ, see :func:`render_variations`); an objective can also carry that term itself. The
     model is ``loaded``; the recipes' ``model`` field is their identity, not read here.
 
     ``clock`` (a :class:`~wga.vis.estimate.StepClock`, e.g. the render queue's) receives the
@@ -287,6 +225,10 @@ class BatchRender:
         if any(recipe.batch_key() != first.batch_key() for recipe in self.recipes):
             raise InvalidInput("recipes of one batch must share model, layer, size, preset, steps")
         self.kind: str = check_recipes(self.recipes, loaded)
+        self.objectives = [recipe.bound_objective(loaded) for recipe in self.recipes]
+        if diversity:
+            term = (-float(diversity), Call("diversity", layer=first.layer))
+            self.objectives = [Objective((*o.terms, term)) for o in self.objectives]
         self.loaded = loaded
         self.preset = first.preset_spec
         self.size = first.size
@@ -306,20 +248,18 @@ class BatchRender:
 
     def _start_chunks(self, vectors: VectorStore | None) -> list[_Chunk]:
         """The micro-batches, each element's start noise drawn from its own seed, with its
-        position and direction (from ``vectors``, default the shared store)."""
-        per_call = len(self.recipes) if self.diversity else max_batch_size(self.schedule[-1][0])
+        objective's inputs (directions from ``vectors``, default the shared store)."""
+        coupled = self.objectives[0].couples_batch
+        per_call = len(self.recipes) if coupled else max_batch_size(self.schedule[-1][0])
         seeds = np.array([recipe.seed for recipe in self.recipes], dtype="int64")
-        units = np.array([recipe.unit for recipe in self.recipes], dtype="int32")
-        positions = element_positions(self.loaded, self.recipes)
-        directions = element_vectors(self.loaded, self.recipes, vectors)
+        elements = element_inputs(self.loaded, self.objectives, self.size, vectors)
         param = self.image_param(self.schedule[0][0])
         chunks = []
         for start in range(0, len(self.recipes), per_call):
             idx = list(range(start, min(start + per_call, len(self.recipes))))
-            params = tf.constant(param.init(seeds[idx], salt=0))
-            chunks.append(
-                _Chunk(idx, seeds[idx], units[idx], positions[idx], directions[idx], params)
-            )
+            params = ops.convert_to_tensor(param.init(seeds[idx], salt=0))
+            own = {key: value[idx] for key, value in elements.items()}
+            chunks.append(_Chunk(idx, seeds[idx], own, params))
         return chunks
 
     # -- public state ---------------------------------------------------------------------------
@@ -350,18 +290,8 @@ class BatchRender:
         """The preset's image parameterisation at ``side`` px, for this model's colours."""
         return _image_param(self.loaded, self.preset, side)
 
-    def _compiled(self, side: int) -> _CompiledStep:
-        first = self.recipes[0]
-        return compiled_step(
-            self.loaded,
-            first.layer,
-            side,
-            self.preset,
-            self.kind,
-            self.diversity,
-            cos_power=COSINE_POWER if first.cos_power is None else first.cos_power,
-            options=self.options,
-        )
+    def _compiled(self, side: int) -> CompiledStep:
+        return compiled_step(self.loaded, self.objectives[0], side, self.preset, self.options)
 
     def run(self, steps: int = 1) -> None:
         """Advance up to ``steps`` steps (fewer when the render finishes)."""
@@ -373,21 +303,15 @@ class BatchRender:
     def _advance(self) -> None:
         # warm-up only in the first (smallest) octave: later octaves start from a living image
         warm = self.octave == 0 and self.steps_done < self.preset.warmup_steps
-        step = tf.constant(self.steps_done, tf.int64)
         started = time.perf_counter()
         for chunk in self.chunks:
             if chunk.state is None:
                 chunk.state = self._step.optimiser.init(chunk.params)
+            inputs = self._step.inputs(chunk.seeds, self.steps_done, chunk.elements)
             chunk.params, chunk.state, scores = self._step.step[warm](
-                chunk.params,
-                chunk.state,
-                tf.constant(chunk.seeds),
-                tf.constant(chunk.units),
-                tf.constant(chunk.positions),
-                tf.constant(chunk.vectors),
-                step,
+                chunk.params, chunk.state, inputs
             )
-            chunk.scores = scores.numpy()
+            chunk.scores = np.asarray(ops.convert_to_numpy(scores))
         # the first step of an octave and the first after the warm-up may trace: not a sample
         if (
             self.clock is not None
@@ -414,11 +338,66 @@ class BatchRender:
         side, next_side = self.side, self.schedule[self.octave + 1][0]
         old_param, new_param = self.image_param(side), self.image_param(next_side)
         for chunk in self.chunks:
-            chunk.params = tf.constant(resize_params(old_param, chunk.params.numpy(), new_param))
+            before = np.asarray(ops.convert_to_numpy(chunk.params))
+            chunk.params = ops.convert_to_tensor(resize_params(old_param, before, new_param))
             chunk.state = None
         self.octave += 1
         self.octave_step = 0
         self._step = self._compiled(next_side)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def checkpoint(self, index: int) -> dict[str, np.ndarray]:
+        """Element ``index``'s whole state as NumPy arrays (``np.savez`` keeps it exactly): where
+        it is in the schedule, its parameters and its optimiser's slots. The render queue saves
+        it so that a render resumes after a crash (:meth:`restore`); hooks keep nothing that a
+        fresh batch of the same recipe does not rebuild from the seed."""
+        chunk = next(chunk for chunk in self.chunks if index in chunk.indices)
+        position = chunk.indices.index(index)
+        params = np.asarray(ops.convert_to_numpy(chunk.params))
+        saved = {
+            "schedule": np.array([self.steps_done, self.octave, self.octave_step], "int64"),
+            "params": params[position],
+            "slots": np.array(-1 if chunk.state is None else len(chunk.state), "int64"),
+        }
+        for number, slot in enumerate(chunk.state or ()):
+            value = np.asarray(ops.convert_to_numpy(slot))
+            own = value.shape == params.shape  # one row per element (Adam's m, v), else shared
+            saved[f"slot{number}"] = value[position] if own else value
+            saved[f"slot{number}_own"] = np.array(own)
+        return saved
+
+    def restore(self, saved: Sequence[dict[str, np.ndarray]]) -> None:
+        """Continue a fresh batch from its recipes' :meth:`checkpoint` (one each, in order, all
+        taken at the same step): the steps left give the images an uninterrupted render of the
+        same batch would have given."""
+        if len(saved) != len(self.recipes) or self.steps_done:
+            raise InvalidInput("restore a fresh batch from one checkpoint per recipe")
+        schedules = {tuple(int(v) for v in state["schedule"]) for state in saved}
+        if len(schedules) != 1:
+            raise InvalidInput("the checkpoints were taken at different steps")
+        steps_done, octave, octave_step = schedules.pop()
+        if not 0 <= octave < len(self.schedule) or not 0 <= steps_done <= self.total_steps:
+            raise InvalidInput("the checkpoints do not fit these recipes' schedule")
+        self.steps_done, self.octave, self.octave_step = steps_done, octave, octave_step
+        if octave:
+            self._step = self._compiled(self.side)
+        for chunk in self.chunks:
+            states = [saved[index] for index in chunk.indices]
+            params = np.stack([np.asarray(state["params"]) for state in states])
+            if octave == 0 and params.shape != tuple(chunk.params.shape):
+                raise InvalidInput("the checkpoints' parameters do not fit these recipes")
+            chunk.params = ops.convert_to_tensor(params)
+            slots = int(states[0]["slots"])
+            chunk.state = None
+            if slots >= 0:
+                chunk.state = tuple(
+                    ops.convert_to_tensor(
+                        np.stack([np.asarray(state[f"slot{n}"]) for state in states])
+                        if bool(states[0][f"slot{n}_own"])
+                        else np.asarray(states[0][f"slot{n}"])
+                    )
+                    for n in range(slots)
+                )
 
     # -- output ---------------------------------------------------------------------------------
     def images(self) -> np.ndarray:
@@ -427,8 +406,8 @@ class BatchRender:
         for chunk in self.chunks:
             rgb = self._step.to_rgb(chunk.params)
             if rgb.shape[1] != self.size:
-                rgb = tf.image.resize(rgb, (self.size, self.size), method="bilinear")
-            rgb = rgb.numpy()
+                rgb = ops.image.resize(rgb, (self.size, self.size), interpolation="bilinear")
+            rgb = np.asarray(ops.convert_to_numpy(rgb))
             for hook in self.hooks:
                 rgb = hook.images(rgb)
             for position, index in enumerate(chunk.indices):
@@ -449,10 +428,18 @@ class BatchRender:
             "octaves": [side for side, _ in self.schedule],
             "steps_done": self.steps_done,
             "diversity": self.diversity,
+            "backend": recipe.backend,
             "wga": wga.__version__,
-            "tensorflow": tf.__version__,
+            recipe.backend: _backend_version(recipe.backend),
             "keras": keras.__version__,
         }
+
+
+def _backend_version(name: str) -> str:
+    """The version of the backend's framework (it is imported: Keras runs on it)."""
+    import importlib
+
+    return str(getattr(importlib.import_module(name), "__version__", "unknown"))
 
 
 def render(

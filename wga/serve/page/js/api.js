@@ -222,6 +222,23 @@
       return this.request("GET", path, undefined, options).then((r) => r.data);
     }
 
+    /* POST a file as the body itself (its own Content-Type), e.g. an image to look at; not
+     * retried (an upload is not worth sending twice), errors as for request(). */
+    async upload(path, file) {
+      if (!this.base) throw new ApiError("No backend address: open Settings and enter it.");
+      const headers = { "X-Wga-Client": this.client, "Content-Type": file.type };
+      if (this.token) headers.Authorization = `token ${this.token}`;
+      let response;
+      try {
+        response = await fetch(this.base + path, { method: "POST", headers, body: file, cache: "no-store" });
+      } catch (err) {
+        throw new ApiError(`Cannot reach the backend at ${this.base} (${err.message}).`, { network: true });
+      }
+      const { data, valid } = await readBody(response);
+      if (response.ok && valid) return { status: response.status, data };
+      throw new ApiError(errorMessage(data, response), { status: response.status, fromApi: valid });
+    }
+
     models() {
       return this.get("/api/models");
     }

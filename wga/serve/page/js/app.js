@@ -150,6 +150,7 @@
 
   wga.artworks.attach({ api, grid: $("#grid"), onError: showError });
   wga.atlas.attach({ api, state, onError: showError }); // atlas.js: the atlas view
+  wga.look.attach({ api, state, onError: showError }); // look.js: the artwork view, uploads
 
   const detail = new wga.detail.DetailView({
     dialog: $("#detail"),

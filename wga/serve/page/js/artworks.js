@@ -138,7 +138,7 @@
     const figure = make("figure", "artwork");
     const frame = make("button", "artwork-frame");
     frame.type = "button";
-    frame.setAttribute("aria-label", `Show the whole artwork: ${caption(example)}`);
+    frame.setAttribute("aria-label", `What the network sees in ${caption(example)}`);
     const crop = make("img", "artwork-crop");
     crop.alt = `Crop of ${caption(example)} where the unit fires`;
     crop.loading = "lazy";
@@ -159,7 +159,10 @@
     const show = () => showWhole(figure, example, probe, layer, unit);
     frame.addEventListener("mouseenter", show);
     frame.addEventListener("focus", show);
-    frame.addEventListener("click", show);
+    frame.addEventListener("click", () => {
+      hideWhole();
+      wga.look.open({ probe: probe.name, image: example.image }); // look.js: the artwork view
+    });
     figure.addEventListener("mouseleave", () => hideWhole());
     frame.addEventListener("blur", () => hideWhole());
     return figure;

@@ -285,7 +285,16 @@
         img.alt = who || member.file;
         img.loading = "lazy";
         img.src = api.resolve(src);
-        item.append(img);
+        if (Number.isInteger(member.image) && view.atlas.probe) {
+          const open = make("button", "atlas-member-open");
+          open.type = "button";
+          open.setAttribute("aria-label", `What the network sees in ${who || member.file}`);
+          open.addEventListener("click", () => wga.look.open({ probe: view.atlas.probe, image: member.image }));
+          open.append(img);
+          item.append(open);
+        } else {
+          item.append(img);
+        }
       }
       const caption = make(member.page ? "a" : "span", "atlas-member-title", who || member.file);
       if (member.page) {

@@ -23,6 +23,13 @@
     atlas: "string", // the open atlas (atlas.js), its level and cell
     alevel: "int",
     acell: "string",
+    look: "string", // the artwork view (look.js): its probe, its image id or upload id,
+    limage: "int", // the layer shown, the overlay shown (u12: unit 12, g0: group 1),
+    lupload: "string", // the units' order and the similar strip's measure
+    llayer: "string",
+    lshow: "string",
+    lsort: "string",
+    lby: "string",
   };
 
   function parse(hash) {
