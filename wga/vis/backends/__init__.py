@@ -25,8 +25,17 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+# The contract of ``compile_step`` (module docstring), named once for the three backends.
+Forward = Callable[[Any, dict[str, Any]], tuple[Any, Any]]  # (params, inputs) → (total, scores)
+Update = Callable[
+    [Any, Any, tuple], tuple[Any, tuple]
+]  # (params, gradient, state) → (params, state)
+Step = Callable[[Any, tuple, dict[str, Any]], tuple[Any, tuple, Any]]  # → (params, state, scores)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DEFAULT_BACKEND = "tensorflow"

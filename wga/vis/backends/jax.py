@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
+from wga.vis.backends import Forward, Step, Update
+
 BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 # donating the parameters and optimiser state lets XLA update them in place (GPU memory); on
 # the CPU it measured no faster, so it is on only off the CPU (WGA_JAX_DONATE=0/1 overrides)
@@ -59,12 +61,8 @@ def _donate() -> bool:
 
 
 def compile_step(
-    forward: Callable[[Any, dict[str, Any]], tuple[Any, Any]],
-    update: Callable[[Any, Any, tuple], tuple[Any, tuple]],
-    variables: list[Any],
-    *,
-    couples_batch: bool = False,
-) -> Callable[[Any, tuple, dict[str, Any]], tuple[Any, tuple, Any]]:
+    forward: Forward, update: Update, variables: list[Any], *, couples_batch: bool = False
+) -> Step:
     """One ascent step of a batch (see :mod:`wga.vis.backends`)."""
     variables = list(variables)
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from wga.vis.backends import Forward, Step, Update
+
 
 def _spec(value: Any) -> tf.TensorSpec:
     """A signature entry: the first axis (the batch) free; scalars stay scalars."""
@@ -39,12 +41,8 @@ class _Lazy:
 
 
 def compile_step(
-    forward: Callable[[Any, dict[str, Any]], tuple[Any, Any]],
-    update: Callable[[Any, Any, tuple], tuple[Any, tuple]],
-    variables: list[Any],
-    *,
-    couples_batch: bool = False,
-) -> Callable[[Any, tuple, dict[str, Any]], tuple[Any, tuple, Any]]:
+    forward: Forward, update: Update, variables: list[Any], *, couples_batch: bool = False
+) -> Step:
     """One ascent step of a batch (see :mod:`wga.vis.backends`)."""
 
     def step(params: Any, state: tuple, inputs: dict[str, Any]) -> tuple[Any, tuple, Any]:

@@ -16,16 +16,14 @@ import numpy as np
 import torch
 from keras import ops
 
+from wga.vis.backends import Forward, Step, Update
+
 COMPILE = os.environ.get("WGA_TORCH_COMPILE", "0") != "0"
 
 
 def compile_step(
-    forward: Callable[[Any, dict[str, Any]], tuple[Any, Any]],
-    update: Callable[[Any, Any, tuple], tuple[Any, tuple]],
-    variables: list[Any],
-    *,
-    couples_batch: bool = False,
-) -> Callable[[Any, tuple, dict[str, Any]], tuple[Any, tuple, Any]]:
+    forward: Forward, update: Update, variables: list[Any], *, couples_batch: bool = False
+) -> Step:
     """One ascent step of a batch (see :mod:`wga.vis.backends`)."""
 
     def gradient(params: Any, inputs: dict[str, Any]) -> tuple[Any, Any]:
