@@ -127,11 +127,11 @@ def main() -> None:
             workers.append(Worker(backend, backend))
     if args.variants:
         workers.append(Worker("jax (donated buffers)", "jax", {"WGA_JAX_DONATE": "1"}))
-        workers.append(
-            Worker(
-                "jax (old CPU runtime)", "jax", {"XLA_FLAGS": "--xla_cpu_use_thunk_runtime=false"}
-            )
-        )
+        for label, flag in (  # XLA:CPU's oneDNN paths (TensorFlow's CPU kernels are oneDNN's)
+            ("jax (oneDNN graph)", "--xla_cpu_use_onednn=true"),
+            ("jax (oneDNN calls)", "--xla_cpu_experimental_onednn_custom_call=true"),
+        ):
+            workers.append(Worker(label, "jax", {"XLA_FLAGS": flag}))
     figures: dict[str, dict[str, float]] = {}
     for case in args.cases.split(","):
         rates = measure(case, workers, args.rounds, args.steps)

@@ -127,6 +127,10 @@ def test_a_killed_server_finishes_every_accepted_render_after_a_restart(registry
         first.kill_whole_tree()
         raise
     first.kill_whole_tree()
+    # where the running pair's last checkpoint was: a resumed render reports at least that much
+    with np.load(home / "cache" / "journal" / "checkpoints" / f"{ids[0]}.npz") as saved:
+        saved_progress = int(saved["schedule"][0]) / LONG["steps"]
+    assert saved_progress > 0
 
     missing: list[tuple[str, int]] = []
     watching = threading.Event()
@@ -153,7 +157,9 @@ def test_a_killed_server_finishes_every_accepted_render_after_a_restart(registry
         second.wait_ready()
         while (progress := second.get(ids[0]).json()["progress"]) == 0:
             time.sleep(0.05)
-        assert progress >= 0.05, "the running pair started again instead of resuming"
+        assert progress >= saved_progress, (
+            f"the running pair started again ({progress}) instead of resuming ({saved_progress})"
+        )
         final = {}
         deadline = time.monotonic() + 600
         for render in ids:

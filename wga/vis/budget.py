@@ -2,8 +2,9 @@
 
 The render queue batches by it, and so does anything that renders icons in this process or on a
 cluster (:func:`wga.corpus.atlas.executor_renderer`): the same recipes cut into the same batches
-give the same bytes, whoever renders them (a render's pixels depend, by a level at most, on the
-batch it was in: convolution kernels pick their algorithm by batch size).
+give the same bytes, whoever renders them (a render's pixels depend, by a few levels at most, on
+the batch it was in: convolution kernels pick their algorithm by batch size; see
+:mod:`wga.vis.render`).
 """
 
 from __future__ import annotations

@@ -16,8 +16,13 @@ is dynamic, so batches of any size reuse one trace. Large renders are split into
 
 Reproducibility: element ``i`` starts from noise drawn from its own seed, and its random
 transforms come from ``(seed, step)`` (a counter-based hash, in NumPy): the same recipe gives the
-same image, whichever other recipes share its batch, and on TensorFlow, JAX and PyTorch alike
-(up to float rounding, which Adam's early, nearly sign-like steps amplify a little).
+same image whichever other recipes share its batch, and on TensorFlow, JAX and PyTorch alike, up
+to float rounding — which is not nothing: convolution kernels pick their algorithm by batch size
+and backend, and Adam's early, nearly sign-like steps amplify the last bit, so the same recipe
+alone and in a batch of two differed by up to 6 levels of 255 at 320 px. Byte-identical images
+therefore need the same batches: :mod:`wga.vis.budget` cuts the same recipes into the same
+batches for the queue, bulk renders and atlas icons, and a batch interrupted by a crash resumes
+as one batch (:meth:`BatchRender.restore`).
 """
 
 from __future__ import annotations
