@@ -12,6 +12,7 @@ Cases (issue 19): InceptionV3 (random weights: speed does not depend on them) ``
     .venv/bin/python benchmarks/backends.py                      # tensorflow, jax, torch if there
     .venv/bin/python benchmarks/backends.py --baseline /tmp/old  # + the engine of another checkout
     .venv/bin/python benchmarks/backends.py --variants           # + other forms (JAX donation…)
+    .venv/bin/python benchmarks/backends.py --bare               # + each backend's bare gradient
 
 ``--baseline DIR``: a checkout of wga (``git worktree add /tmp/old REF``) whose engine runs on
 TensorFlow beside the others, for "no slower than before".
@@ -62,6 +63,9 @@ def worker(case: str) -> None:
     from wga.vis.render import BatchRender, Recipe
 
     loaded = load(model)
+    if os.environ.get("WGA_BENCH_BARE"):
+        bare_worker(loaded.model, layer, size, batch)
+        return
     recipes = [
         Recipe(model, layer, unit, size=size, steps=10_000, seed=unit) for unit in range(batch)
     ]
@@ -74,6 +78,66 @@ def worker(case: str) -> None:
             break
         started = time.perf_counter()
         render.run(int(words[1]))
+        print(f"{time.perf_counter() - started:.6f}", flush=True)
+
+
+def bare_gradient(model, layer: str, size: int, batch: int):
+    """The model's own gradient (sum of the layer's mean activations with respect to a fixed
+    input), compiled the backend's usual way: what no engine can beat on that backend."""
+    import keras
+    import numpy as np
+    from keras import ops
+
+    cut = keras.Model(model.input, model.get_layer(layer).output)
+    images = np.random.default_rng(0).random((batch, size, size, 3), np.float32)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in cut.trainable_variables]
+        fixed = [v.value for v in cut.non_trainable_variables]
+
+        def loss(x, trainable, fixed):
+            out, _ = cut.stateless_call(trainable, fixed, x, training=False)
+            return ops.sum(ops.mean(out, axis=(1, 2)))
+
+        step = jax.jit(jax.value_and_grad(loss))
+        return lambda: step(images, trainable, fixed)[1].block_until_ready()
+    if backend == "torch":
+        import torch
+
+        def torch_step():
+            x = torch.tensor(images, requires_grad=True)
+            ops.sum(ops.mean(cut(x, training=False), axis=(1, 2))).backward()
+            return x.grad
+
+        return torch_step
+    import tensorflow as tf
+
+    constant = tf.constant(images)
+
+    @tf.function
+    def tf_step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = tf.reduce_sum(tf.reduce_mean(cut(x, training=False), axis=(1, 2)))
+        return tape.gradient(value, x)
+
+    return lambda: tf_step(constant).numpy()
+
+
+def bare_worker(model, layer: str, size: int, batch: int) -> None:
+    """:func:`worker`'s protocol for :func:`bare_gradient`."""
+    step = bare_gradient(model, layer, size, batch)
+    step(), step()  # traced and compiled
+    print("ready", flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if not words or words[0] != "run":
+            break
+        started = time.perf_counter()
+        for _ in range(int(words[1])):
+            step()
         print(f"{time.perf_counter() - started:.6f}", flush=True)
 
 
@@ -113,6 +177,11 @@ def main() -> None:
         "--baseline", type=Path, help="a wga checkout: its engine on TensorFlow too"
     )
     parser.add_argument("--variants", action="store_true", help="also the forms not chosen")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="also each backend's bare model gradient (no engine): the ceiling on that backend",
+    )
     parser.add_argument("--skip", default="", help="comma list of backends to leave out (torch)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -125,6 +194,12 @@ def main() -> None:
     for backend in ("jax", "torch"):
         if importlib.util.find_spec(backend) is not None and backend not in args.skip.split(","):
             workers.append(Worker(backend, backend))
+    if args.bare:
+        for w in list(workers):
+            if w.path is None and w.label == w.backend:
+                workers.append(
+                    Worker(f"{w.backend} (bare gradient)", w.backend, {"WGA_BENCH_BARE": "1"})
+                )
     if args.variants:
         workers.append(Worker("jax (donated buffers)", "jax", {"WGA_JAX_DONATE": "1"}))
         for label, flag in (  # XLA:CPU's oneDNN paths (TensorFlow's CPU kernels are oneDNN's)
