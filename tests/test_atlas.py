@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 from PIL import Image
 
 from wga.cli import main as cli_main
@@ -34,7 +34,7 @@ from wga.vis.render import BatchRender, Recipe, render
 from wga.vis.store import RenderStore
 from wga.vis.vectors import VectorStore
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.backends]
 
 LAYER = "block2_conv2"  # 128 channels: the 192 samples whiten it with a full-rank estimate
 ICON = 64
@@ -198,12 +198,16 @@ def test_each_icon_activates_its_own_direction_more_than_the_others(hed, atlas_d
     store = VectorStore(atlas_dir / "vectors")
     cells = [cell for cell in atlas["cells"] if cell["icon"]]
     assert len(cells) >= 2
-    directions = tf.constant(store.stack([cell["direction"] for cell in cells]))
+    directions = ops.convert_to_tensor(store.stack([cell["direction"] for cell in cells]))
     images = np.stack([np.asarray(Image.open(atlas_dir / c["icon"]).convert("RGB")) for c in cells])
-    inputs = preprocess(tf.constant(images, tf.float32) / 255.0, hed.spec.preprocessing)
+    inputs = preprocess(
+        ops.convert_to_tensor(images.astype(np.float32) / 255.0), hed.spec.preprocessing
+    )
     features = feature_graph(hed, LAYER).model(inputs)  # (icons, H, W, C)
     per_position = cosine_weighted_dot(features[:, None], directions[None, :, None, None], 2.0)
-    matrix = tf.reduce_max(per_position, axis=[2, 3]).numpy()  # row: icon i; column: direction j
+    matrix = ops.convert_to_numpy(
+        ops.max(per_position, axis=(2, 3))
+    )  # row: icon i; column: direction j
     off = np.eye(len(cells), dtype=bool)
     own = np.diag(matrix)
     assert np.all(own > np.where(off, -np.inf, matrix).max(axis=0)), matrix  # per direction

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from wga.errors import InvalidInput, NotFound
 from wga.vis.direction import (
@@ -16,6 +16,9 @@ from wga.vis.direction import (
     neuron_at,
 )
 from wga.vis.vectors import VectorStore, as_direction, vector_hash, whiten, whitening_matrix
+
+pytestmark = pytest.mark.backends  # the objectives run on keras.ops: TensorFlow and JAX
+tensor, numpy_of = ops.convert_to_tensor, ops.convert_to_numpy
 
 
 def numpy_score(acts: np.ndarray, vector: np.ndarray, power: float) -> np.ndarray:
@@ -35,12 +38,12 @@ def test_cosine_weighted_dot_matches_numpy_and_rewards_pointing_along_v():
     acts = rng.normal(size=(10, 8)).astype("float32")
     vector = rng.normal(size=8).astype("float32")
     unit = vector / np.linalg.norm(vector)
-    got = cosine_weighted_dot(tf.constant(acts), tf.constant(unit), 2.0).numpy()
+    got = numpy_of(cosine_weighted_dot(tensor(acts), tensor(unit), 2.0))
     np.testing.assert_allclose(got, numpy_score(acts, vector, 2.0), rtol=1e-5, atol=1e-6)
     # same dot product, but one points along v: the cosine factor prefers it
     along = 2.0 * unit
     sideways = along + 5.0 * np.linalg.svd(unit[None])[2][1]  # + an orthogonal component
-    both = cosine_weighted_dot(tf.constant(np.stack([along, sideways])), tf.constant(unit), 2.0)
+    both = cosine_weighted_dot(tensor(np.stack([along, sideways])), tensor(unit), 2.0)
     assert both[0] > both[1]
 
 
@@ -48,24 +51,24 @@ def test_one_hot_direction_with_power_zero_is_the_channel_and_the_neuron(feature
     batch, height, width, channels = features.shape
     units = np.array([0, 3, 2])
     vectors = np.eye(channels, dtype="float32")[units]
-    whole = direction_map(tf.constant(features), tf.constant(vectors), power=0.0).numpy()
+    whole = numpy_of(direction_map(tensor(features), tensor(vectors), power=0.0))
     expected_mean = features[np.arange(batch), :, :, units].mean(axis=(1, 2))
     np.testing.assert_allclose(whole, expected_mean, rtol=1e-6)
-    border = direction_map(tf.constant(features), tf.constant(vectors), 0.0, border=1).numpy()
+    border = numpy_of(direction_map(tensor(features), tensor(vectors), 0.0, border=1))
     inner = features[:, 1:-1, 1:-1]
     expected_inner = inner[np.arange(batch), :, :, units].mean(axis=(1, 2))
     np.testing.assert_allclose(border, expected_inner, rtol=1e-6)
     centre = np.full((batch, 2), 0.5, "float32")
-    at = direction_at(tf.constant(features), tf.constant(vectors), tf.constant(centre), 0.0)
+    at = direction_at(tensor(features), tensor(vectors), tensor(centre), 0.0)
     expected = features[np.arange(batch), height // 2, width // 2, units]
-    np.testing.assert_allclose(at.numpy(), expected)
-    neuron = neuron_at(tf.constant(features), tf.constant(units, tf.int32), tf.constant(centre))
-    np.testing.assert_allclose(neuron.numpy(), expected)
+    np.testing.assert_allclose(numpy_of(at), expected)
+    neuron = neuron_at(tensor(features), tensor(np.asarray(units, np.int32)), tensor(centre))
+    np.testing.assert_allclose(numpy_of(neuron), expected)
 
 
 def test_each_element_reads_its_own_position(features):
     positions = np.array([[0.0, 0.0], [0.99, 0.99], [(2 + 0.5) / 6, (1 + 0.5) / 5]], "float32")
-    got = at_positions(tf.constant(features), tf.constant(positions)).numpy()
+    got = numpy_of(at_positions(tensor(features), tensor(positions)))
     np.testing.assert_array_equal(got[0], features[0, 0, 0])
     np.testing.assert_array_equal(got[1], features[1, 5, 4])
     np.testing.assert_array_equal(got[2], features[2, 2, 1])

@@ -30,6 +30,7 @@ from wga.corpus.similar import Search, query_features, similar, style_statistics
 from wga.data.synthetic import SYNTHETIC_CLASSES, synthetic_image
 from wga.errors import InvalidInput, NotFound
 
+pytestmark = pytest.mark.backends  # run again on JAX by make test
 LAYERS = ["block2_pool", "block3_conv3"]  # an output (post-ReLU pool) and a pre-activation
 
 

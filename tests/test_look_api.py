@@ -27,6 +27,7 @@ from wga.serve.queue import RenderQueue
 from wga.serve.uploads import MAX_UPLOAD_BYTES
 
 ARTWORK = "GET /api/probes/:probe/images/:id"
+pytestmark = pytest.mark.backends  # run again on JAX by make test
 SIMILAR = "GET /api/probes/:probe/images/:id/similar"
 UPLOAD = "POST /api/looks"
 LOOK = "GET /api/looks/:id"

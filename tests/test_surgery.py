@@ -22,6 +22,9 @@ from wga.vis.objective import RedirectedReLU
 layers = keras.layers
 
 
+pytestmark = pytest.mark.backends  # run again on JAX by make test
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return tiny_loaded()
