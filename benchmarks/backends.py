@@ -64,20 +64,27 @@ def worker(case: str) -> None:
 
     loaded = load(model)
     if os.environ.get("WGA_BENCH_BARE"):
-        bare_worker(loaded.model, layer, size, batch)
-        return
-    recipes = [
-        Recipe(model, layer, unit, size=size, steps=10_000, seed=unit) for unit in range(batch)
-    ]
-    render = BatchRender(loaded, recipes)
-    render.run(render.preset.warmup_steps + 2)  # the warm-up and both traces
+        step = bare_gradient(loaded.model, layer, size, batch)
+        step(), step()  # traced and compiled
+
+        def run(steps: int) -> None:
+            for _ in range(steps):
+                step()
+
+    else:
+        recipes = [
+            Recipe(model, layer, unit, size=size, steps=10_000, seed=unit) for unit in range(batch)
+        ]
+        render = BatchRender(loaded, recipes)
+        render.run(render.preset.warmup_steps + 2)  # the warm-up and both traces
+        run = render.run
     print("ready", flush=True)
     for line in sys.stdin:
         words = line.split()
         if not words or words[0] != "run":
             break
         started = time.perf_counter()
-        render.run(int(words[1]))
+        run(int(words[1]))
         print(f"{time.perf_counter() - started:.6f}", flush=True)
 
 
@@ -124,21 +131,6 @@ def bare_gradient(model, layer: str, size: int, batch: int):
         return tape.gradient(value, x)
 
     return lambda: tf_step(constant).numpy()
-
-
-def bare_worker(model, layer: str, size: int, batch: int) -> None:
-    """:func:`worker`'s protocol for :func:`bare_gradient`."""
-    step = bare_gradient(model, layer, size, batch)
-    step(), step()  # traced and compiled
-    print("ready", flush=True)
-    for line in sys.stdin:
-        words = line.split()
-        if not words or words[0] != "run":
-            break
-        started = time.perf_counter()
-        for _ in range(int(words[1])):
-            step()
-        print(f"{time.perf_counter() - started:.6f}", flush=True)
 
 
 def measure(case: str, workers: list[Worker], rounds: int, steps: int) -> dict[str, float]:
